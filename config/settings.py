@@ -1,0 +1,62 @@
+"""One settings object for every process, read from `HI_*` environment variables.
+
+Defaults are safe for a developer machine: everything on 127.0.0.1, state under `.state/`.
+Secrets (database password, JWT keys) are never logged: `SecretStr` hides them in reprs.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HI_", env_file=".env", extra="ignore")
+
+    state_dir: Path = PROJECT_ROOT / ".state"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5433
+    postgres_db: str = "hyderabad"
+    postgres_user: str = "hyderabad"
+    postgres_password: SecretStr = SecretStr("hyderabad-local")
+    postgres_pool_max: int = 10
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    opensearch_url: str = "http://127.0.0.1:9200"
+
+    # Faust: each projection is its own app, and an app's id is its Kafka consumer group.
+    streams_store: str = "memory://"
+    archive_group: str = "event-archive"
+    # Comma-separated topics for the archive to read instead of every event topic (benchmarks only).
+    archive_topics: str = ""
+    archive_batch_size: int = Field(default=1000, ge=1)
+    archive_batch_seconds: float = Field(default=0.2, gt=0)
+
+    jwt_issuer: str = "hyderabad-infra"
+    jwt_audience: str = "hyderabad-api"
+    jwt_access_ttl_seconds: int = 900
+    # Where the EdDSA signing keys live; generated on first run when missing.
+    jwt_key_dir: Path | None = None
+
+    # How long `/ready` waits for one dependency before calling it down.
+    ready_timeout_seconds: float = Field(default=1.5, gt=0)
+
+    @property
+    def postgres_dsn(self) -> str:
+        return (
+            f"host={self.postgres_host} port={self.postgres_port} dbname={self.postgres_db} "
+            f"user={self.postgres_user} password={self.postgres_password.get_secret_value()}"
+        )
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.jwt_key_dir or self.state_dir / "keys"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

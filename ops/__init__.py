@@ -1,0 +1,1 @@
+"""Operator commands: migrations, topic creation, the local stack."""

@@ -1,0 +1,1 @@
+"""The language of Hyderabad Infra: events, their envelope, codecs and topics. No I/O here."""

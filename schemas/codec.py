@@ -1,0 +1,37 @@
+"""orjson codec for envelopes. Decoding failures raise `EventDecodeError` with a reason a human can
+act on; the stream worker puts that reason on the dead-letter topic beside the raw bytes."""
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.envelope import Envelope
+
+
+class EventDecodeError(ValueError):
+    """The bytes are not an event we can read: malformed JSON, a missing attribute, an unknown type."""
+
+
+def encode(envelope: Envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json", exclude_none=True))
+
+
+def decode(raw: bytes | str | None) -> Envelope:
+    if raw is None or raw == b"" or raw == "":
+        raise EventDecodeError("empty message: an event needs a CloudEvents JSON body")
+    try:
+        document: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EventDecodeError(f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise EventDecodeError(f"an event is a JSON object, got {type(document).__name__}")
+    if document.get("specversion") != "1.0":
+        raise EventDecodeError(f"unsupported specversion {document.get('specversion')!r}, expected '1.0'")
+    try:
+        return Envelope.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'event'}: {error['msg']}" for error in exc.errors()
+        )
+        raise EventDecodeError(f"invalid event: {problems}") from None

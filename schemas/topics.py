@@ -1,0 +1,65 @@
+"""The topic catalogue: every topic the system owns is declared here once, and described in topology.md.
+
+Event topics are the system of record: keyed by aggregate id, kept forever. Changing a partition
+count re-keys nothing already written, so it is a migration, not an edit: see topology.md.
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_PARTITIONS = 6
+KEEP_FOREVER = -1
+SEVEN_DAYS_MS = 7 * 24 * 60 * 60 * 1000
+
+
+class TopicKind(StrEnum):
+    EVENTS = "events"
+    DEAD_LETTERS = "dead-letters"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    kind: TopicKind
+    key: str
+    partitions: int = DEFAULT_PARTITIONS
+    retention_ms: int = KEEP_FOREVER
+    cleanup_policy: str = "delete"
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, str]:
+        return {
+            "retention.ms": str(self.retention_ms),
+            "cleanup.policy": self.cleanup_policy,
+            **self.extra_config,
+        }
+
+
+USERS = Topic("users", TopicKind.EVENTS, key="user id (user-…)")
+PROPERTIES = Topic("properties", TopicKind.EVENTS, key="property id (prop-…)")
+SEARCHES = Topic("searches", TopicKind.EVENTS, key="saved search id (search-…) or user id for performed searches")
+NOTIFICATIONS = Topic("notifications", TopicKind.EVENTS, key="notification id (notif-…)")
+FILES = Topic("files", TopicKind.EVENTS, key="file id (file-…)")
+
+# Poison messages from any consumer: the original bytes and key, with the error and source position in
+# headers. Kept forever like the events they failed to be, so an operator can repair and replay them.
+DEAD_LETTERS = Topic("dead-letters", TopicKind.DEAD_LETTERS, key="the original message's key", partitions=1)
+
+EVENT_TOPICS: tuple[Topic, ...] = (USERS, PROPERTIES, SEARCHES, NOTIFICATIONS, FILES)
+ALL_TOPICS: tuple[Topic, ...] = (*EVENT_TOPICS, DEAD_LETTERS)
+
+
+def by_name(name: str) -> Topic:
+    for topic in ALL_TOPICS:
+        if topic.name == name:
+            return topic
+    raise KeyError(f"topic {name!r} is not in the catalogue")
+
+
+# Headers written on every dead letter, read by operators and the replay tooling.
+DLQ_ERROR_HEADER = "dlq.error"
+DLQ_SOURCE_TOPIC_HEADER = "dlq.source.topic"
+DLQ_SOURCE_PARTITION_HEADER = "dlq.source.partition"
+DLQ_SOURCE_OFFSET_HEADER = "dlq.source.offset"
+DLQ_CONSUMER_HEADER = "dlq.consumer"

@@ -1,0 +1,1 @@
+"""The stream processors: deciders, projections, sinks and reactors, run as Faust workers."""

@@ -1,0 +1,3 @@
+from streams.archive.app import app
+
+app.main()

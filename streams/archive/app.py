@@ -1,0 +1,119 @@
+"""The archive worker: `python -m streams.archive worker -l info`.
+
+Its consumer group is `settings.archive_group` (default `event-archive`). Thin by design: batch the
+records, plan them (pure), hand rows to the sink and poison to the dead-letter topic. Faust acks a
+batch when the loop body returns, even when it raised, so failures are handled here, never thrown.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import faust
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from config import Settings, get_settings
+from schemas.topics import DEAD_LETTERS, EVENT_TOPICS
+from streams.app import create_app
+from streams.archive.projection import ARCHIVE_CONSUMER, EventStoreRow, RawRecord, plan_archive
+from streams.archive.sink import PostgresEventStoreSink
+from streams.dead_letters import DeadLetter
+from streams.positions import SourcePosition
+
+log = logging.getLogger("streams.archive")
+
+# Postgres being away is not the events' fault: wait for it, keeping the partition where it is.
+_TRANSIENT = (psycopg.OperationalError, PoolTimeout, OSError)
+_MAX_BACKOFF_SECONDS = 5.0
+
+
+def archive_topic_names(settings: Settings) -> list[str]:
+    override = [name.strip() for name in settings.archive_topics.split(",") if name.strip()]
+    return override or [topic.name for topic in EVENT_TOPICS]
+
+
+class Archiver:
+    """Writes one batch: rows to the sink (retrying while Postgres is down), poison to the DLQ."""
+
+    def __init__(self, sink: PostgresEventStoreSink, app: faust.App) -> None:
+        self._sink = sink
+        self._app = app
+
+    async def archive(self, records: list[RawRecord]) -> None:
+        plan = plan_archive(records)
+        await self._dead_letter(plan.dead_letters)
+        try:
+            await self._write_until_stored(plan.rows)
+        except psycopg.Error as exc:
+            # A row Postgres refuses for good (not a connection problem): find it, keep the others.
+            log.warning("archive batch refused (%s); writing its events one by one", type(exc).__name__)
+            by_position = {r.position: r for r in records}
+            for row in plan.rows:
+                try:
+                    await self._write_until_stored([row])
+                except psycopg.Error as row_exc:
+                    record = by_position[row.position]
+                    await self._dead_letter(
+                        [
+                            DeadLetter(
+                                record.key,
+                                record.value,
+                                f"postgres refused the event: {row_exc}",
+                                record.position,
+                                ARCHIVE_CONSUMER,
+                            )
+                        ]
+                    )
+
+    async def _write_until_stored(self, rows: list[EventStoreRow]) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._sink.write(rows)
+                return
+            except _TRANSIENT as exc:
+                log.warning("postgres unavailable (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+
+    async def _dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            log.warning(
+                "dead letter from %s[%d]@%d: %s",
+                letter.position.topic,
+                letter.position.partition,
+                letter.position.offset,
+                letter.error,
+            )
+            await self._app.producer.send_and_wait(
+                DEAD_LETTERS.name,
+                letter.key,
+                letter.value,
+                partition=None,
+                timestamp=None,
+                headers=list(letter.headers()),
+            )
+
+
+def record_of(event: faust.EventT) -> RawRecord:
+    message = event.message
+    return RawRecord(message.key, message.value, SourcePosition(message.topic, message.partition, message.offset))
+
+
+settings = get_settings()
+app = create_app(settings.archive_group, settings)
+event_topics = app.topic(*archive_topic_names(settings), key_serializer="raw", value_serializer="raw")
+
+
+@app.agent(event_topics)
+async def archive_events(stream: faust.StreamT[bytes]) -> None:
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
+    await pool.open(wait=False)
+    try:
+        archiver = Archiver(PostgresEventStoreSink(pool), app)
+        async for events in stream.take_events(settings.archive_batch_size, within=settings.archive_batch_seconds):
+            await archiver.archive([record_of(event) for event in events])
+    finally:
+        await pool.close()

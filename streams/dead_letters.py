@@ -1,0 +1,38 @@
+"""Dead letters: a message we cannot process goes to the dead-letter topic with why and where from.
+
+The original key and value travel untouched, so once the cause is fixed the message can be put back
+on its topic as it was; the error, source position and consumer ride in headers.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas.topics import (
+    DLQ_CONSUMER_HEADER,
+    DLQ_ERROR_HEADER,
+    DLQ_SOURCE_OFFSET_HEADER,
+    DLQ_SOURCE_PARTITION_HEADER,
+    DLQ_SOURCE_TOPIC_HEADER,
+)
+from streams.positions import SourcePosition
+
+# Long enough to explain, short enough that one dead letter cannot bloat a header.
+_MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    key: bytes | None
+    value: bytes | None
+    error: str
+    position: SourcePosition
+    consumer: str
+
+    def headers(self) -> Sequence[tuple[str, bytes]]:
+        return [
+            (DLQ_ERROR_HEADER, self.error[:_MAX_ERROR_CHARS].encode()),
+            (DLQ_SOURCE_TOPIC_HEADER, self.position.topic.encode()),
+            (DLQ_SOURCE_PARTITION_HEADER, str(self.position.partition).encode()),
+            (DLQ_SOURCE_OFFSET_HEADER, str(self.position.offset).encode()),
+            (DLQ_CONSUMER_HEADER, self.consumer.encode()),
+        ]
