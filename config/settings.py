@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     archive_topics: str = ""
     archive_batch_size: int = Field(default=1000, ge=1)
     archive_batch_seconds: float = Field(default=0.2, gt=0)
+    # A worker that died without leaving its group holds its partitions this long; short enough that a
+    # restarted worker takes over quickly, long enough to ride out a GC pause.
+    streams_session_timeout_seconds: float = Field(default=10.0, gt=0)
 
     jwt_issuer: str = "hyderabad-infra"
     jwt_audience: str = "hyderabad-api"

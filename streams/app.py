@@ -18,6 +18,8 @@ def create_app(app_id: str, settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.streams_session_timeout_seconds,
+        broker_heartbeat_interval=settings.streams_session_timeout_seconds / 5,
         # Topics come from the catalogue (ops/topics.py); only Faust's own changelogs may be declared.
         topic_disable_leader=True,
         topic_partitions=6,

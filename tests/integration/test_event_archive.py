@@ -1,0 +1,78 @@
+"""The archive worker against real Kafka and Postgres: every event lands once, poison goes to the DLQ."""
+
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from schemas.codec import encode
+from schemas.topics import (
+    DEAD_LETTERS,
+    DLQ_ERROR_HEADER,
+    DLQ_SOURCE_OFFSET_HEADER,
+    DLQ_SOURCE_PARTITION_HEADER,
+    DLQ_SOURCE_TOPIC_HEADER,
+)
+from tests.support.archive import archive_worker, archived, marked_event, produce_marked
+from tests.support.waiting import eventually
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    worker = archive_worker(f"event-archive-it-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("logs"))
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+async def test_events_of_every_topic_land_once_in_the_event_store(worker, producer, pg, run_id):
+    ids = await produce_marked(producer, run_id, 250)
+    rows, distinct = await eventually(lambda: archived(pg, run_id), until=lambda counts: counts[0] >= 250, within=60)
+    assert (rows, distinct) == (250, 250)
+    cursor = await pg.execute(
+        "SELECT event_id, event_type, source_topic, user_id, data->>'n' FROM event_store WHERE event_id = %s", (ids[1],)
+    )
+    assert await cursor.fetchone() == (ids[1], "property.created.v1", "properties", f"user-{run_id}-1", "1")
+
+
+async def test_the_archive_records_how_far_it_got_in_each_partition(worker, producer, pg, run_id):
+    await produce_marked(producer, f"{run_id}-cp", 30)
+    await eventually(lambda: archived(pg, f"{run_id}-cp"), until=lambda counts: counts[0] == 30, within=60)
+    cursor = await pg.execute(
+        "SELECT c.topic, c.partition, c.offset, max(e.source_offset) FROM projection_checkpoints c"
+        " JOIN event_store e ON e.source_topic = c.topic AND e.source_partition = c.partition"
+        " WHERE c.projection = 'event-archive' GROUP BY 1, 2, 3"
+    )
+    for topic, partition, checkpoint, highest_archived in await cursor.fetchall():
+        assert checkpoint == highest_archived, (topic, partition)
+
+
+async def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_archive_keeps_going(
+    worker, producer, pg, settings, run_id
+):
+    dlq = AIOKafkaConsumer(
+        DEAD_LETTERS.name, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest", group_id=None
+    )
+    await dlq.start()
+    try:
+        await dlq.seek_to_end()
+        poison_key = f"prop-poison-{run_id}".encode()
+        poison = await (await producer.send("properties", b'{"specversion": "1.0", "id": ', key=poison_key))
+        after = marked_event("properties", 1, f"{run_id}-after")
+        await (await producer.send("properties", encode(after), key=poison_key))
+
+        async def next_dead_letter_for_our_key():
+            batch = await dlq.getmany(timeout_ms=1000)
+            return [m for messages in batch.values() for m in messages if m.key == poison_key]
+
+        [letter] = await eventually(next_dead_letter_for_our_key, until=bool, within=60)
+        headers = {k: v.decode() for k, v in letter.headers}
+        assert letter.value == b'{"specversion": "1.0", "id": '
+        assert "malformed JSON" in headers[DLQ_ERROR_HEADER]
+        assert headers[DLQ_SOURCE_TOPIC_HEADER] == "properties"
+        assert headers[DLQ_SOURCE_PARTITION_HEADER] == str(poison.partition)
+        assert headers[DLQ_SOURCE_OFFSET_HEADER] == str(poison.offset)
+        # The same partition moves on past the poison message.
+        assert await eventually(lambda: archived(pg, f"{run_id}-after"), until=lambda c: c[0] == 1) == (1, 1)
+    finally:
+        await dlq.stop()

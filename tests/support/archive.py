@@ -1,0 +1,61 @@
+"""Helpers for tests of the event archive: produce marked events, count what landed, run the worker."""
+
+import random
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+
+from schemas.codec import encode
+from schemas.envelope import Envelope, new_event
+from schemas.topics import EVENT_TOPICS
+from tests.support.processes import WorkerProcess
+
+_TYPES_BY_TOPIC = {
+    "users": ("user", "user.registered.v1"),
+    "properties": ("prop", "property.created.v1"),
+    "searches": ("search", "search.saved.v1"),
+    "notifications": ("notif", "notification.requested.v1"),
+    "files": ("file", "file.uploaded.v1"),
+}
+
+
+def marked_event(topic: str, n: int, run_id: str) -> Envelope:
+    """An event of the kind that topic carries, marked with the run as its correlation id."""
+    prefix, event_type = _TYPES_BY_TOPIC[topic]
+    return new_event(
+        type=event_type,
+        subject=f"{prefix}-{run_id}-{n % 500}",
+        data={"n": n, "locality": random.choice(["Gachibowli", "Kokapet", "Madhapur", "Kondapur"])},
+        service="tests",
+        userid=f"user-{run_id}-{n % 50}",
+        correlationid=run_id,
+        sequence=n,
+    )
+
+
+async def produce_marked(producer: AIOKafkaProducer, run_id: str, count: int, start: int = 0) -> list[str]:
+    """Spread `count` events over every event topic; returns their ids once the broker has them all."""
+    futures, ids = [], []
+    for n in range(start, start + count):
+        topic = EVENT_TOPICS[n % len(EVENT_TOPICS)].name
+        event = marked_event(topic, n, run_id)
+        ids.append(event.id)
+        futures.append(await producer.send(topic, encode(event), key=event.subject.encode()))
+    for future in futures:
+        await future
+    return ids
+
+
+async def archived(pg: psycopg.AsyncConnection, run_id: str) -> tuple[int, int]:
+    """(rows, distinct event ids) archived for this run."""
+    cursor = await pg.execute(
+        "SELECT count(*), count(DISTINCT event_id) FROM event_store WHERE correlation_id = %s", (run_id,)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def archive_worker(group: str, log_dir: Path, **env: str) -> WorkerProcess:
+    return WorkerProcess("streams.archive", {"HI_ARCHIVE_GROUP": group, **env}, log_dir / f"{group}.log")

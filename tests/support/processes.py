@@ -1,0 +1,51 @@
+"""Starting and killing our own processes (stream workers, services) the way an operator would."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from config.settings import PROJECT_ROOT
+
+
+class WorkerProcess:
+    """A `python -m <module> worker` subprocess with its own environment and log file."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, "worker", "-l", "info"],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, no offset is committed on the way out."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
