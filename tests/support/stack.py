@@ -3,7 +3,7 @@
 - native (default): `ops/stack.sh up` starts Kafka, Postgres, Redis and OpenSearch on this machine
   (installing what is missing); a second call with everything up returns at once.
 - testcontainers (`HI_TEST_BACKEND=testcontainers`, needs a Docker engine): the images of
-  docker-compose.yml, on random ports, exported as HI_* settings for the code under test.
+  docker-compose.yml, published on the same ports, so the code under test needs no other settings.
 Either way, migrations and topics are applied before the first test.
 """
 
@@ -50,35 +50,80 @@ def docker_engine_answers() -> bool:
 
 
 def start_testcontainers(stack: ExitStack) -> StackEndpoints:
-    """Same images as docker-compose.yml. Imported lazily: the native path never needs Docker."""
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
-    from testcontainers.redis import RedisContainer
+    """The images of docker-compose.yml on the native ports, so every setting stays the same.
 
-    kafka = stack.enter_context(KafkaContainer("apache/kafka:4.1.1").with_kraft())
-    kafka.with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
-    postgres = stack.enter_context(
-        PostgresContainer("postgres:15", username="hyderabad", password="hyderabad-local", dbname="hyderabad")
-    )
-    redis = stack.enter_context(RedisContainer("redis:7"))
-    opensearch = (
+    Generic containers rather than the per-product modules: each is configured exactly as in
+    docker-compose.yml, and readiness is judged by the same probes the native path uses.
+    Imported lazily: the native path never needs Docker.
+    """
+    from testcontainers.core.container import DockerContainer
+
+    containers = [
+        DockerContainer("apache/kafka:4.3.1")
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", "PLAINTEXT://127.0.0.1:9092")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+        .with_bind_ports(9092, 9092),
+        DockerContainer("postgres:15")
+        .with_env("POSTGRES_USER", "hyderabad")
+        .with_env("POSTGRES_PASSWORD", "hyderabad-local")
+        .with_env("POSTGRES_DB", "hyderabad")
+        .with_bind_ports(5432, NATIVE.postgres_port),
+        DockerContainer("redis:7").with_bind_ports(6379, 6380),
         DockerContainer("opensearchproject/opensearch:2.19.1")
         .with_env("discovery.type", "single-node")
         .with_env("DISABLE_SECURITY_PLUGIN", "true")
         .with_env("OPENSEARCH_JAVA_OPTS", "-Xms1g -Xmx1g")
-        .with_exposed_ports(9200)
-    )
-    stack.enter_context(opensearch)
-    wait_for_logs(opensearch, "started", timeout=180)
-    return StackEndpoints(
-        kafka.get_bootstrap_server(),
-        postgres.get_container_host_ip(),
-        int(postgres.get_exposed_port(5432)),
-        f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0",
-        f"http://{opensearch.get_container_host_ip()}:{opensearch.get_exposed_port(9200)}",
-    )
+        .with_bind_ports(9200, 9200),
+    ]
+    for container in containers:
+        stack.enter_context(container)
+    asyncio.run(_wait_until_answering(NATIVE, within=180))
+    return NATIVE
+
+
+async def _wait_until_answering(endpoints: StackEndpoints, within: float) -> None:
+    import httpx
+    import psycopg
+    import redis.asyncio as redis
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from config.settings import get_settings
+
+    async def kafka() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
+        await admin.start()
+        await admin.close()
+
+    async def postgres() -> None:
+        conn = await psycopg.AsyncConnection.connect(get_settings().postgres_dsn)
+        await conn.close()
+
+    async def redis_ping() -> None:
+        await redis.from_url(endpoints.redis_url).ping()
+
+    async def opensearch() -> None:
+        async with httpx.AsyncClient() as client:
+            (await client.get(f"{endpoints.opensearch_url}/_cluster/health?wait_for_status=yellow")).raise_for_status()
+
+    deadline = asyncio.get_running_loop().time() + within
+    for probe in (kafka, postgres, redis_ping, opensearch):
+        while True:
+            try:
+                await probe()
+                break
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(1)
 
 
 def prepare(endpoints: StackEndpoints) -> None:
