@@ -1,8 +1,31 @@
-# Native infrastructure (Kafka, PostgreSQL, Redis, OpenSearch on 127.0.0.1; data in .state/ or
-# $HI_STATE_DIR). Everything is done by ops/stack.sh; PARTS limits it, e.g. `make up PARTS=postgres`.
+# Hyderabad Infra. Two commands on a fresh machine:
+#   make run    installs what is missing, starts Kafka, Postgres, Redis, OpenSearch, the stream
+#               workers and the six services, prints where they are; Ctrl-C stops them.
+#   make test   the full suite against the real stack (started when needed).
+# The native stack (Kafka, PostgreSQL, Redis, OpenSearch on 127.0.0.1; data in .state/ or
+# $HI_STATE_DIR) is driven by ops/stack.sh; PARTS limits it, e.g. `make up PARTS=postgres`.
 PARTS ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Reinstall Python dependencies only when pyproject.toml changes.
+VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: install-infra up down status
+.PHONY: run test install install-infra up down status prepare lint bench replay-archive
+
+run: install up prepare
+	$(PY) -m ops.run
+
+test: install up
+	ops/test.sh
+
+install: $(VENV_STAMP) install-infra
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
 
 install-infra:
 	ops/stack.sh install $(PARTS)
@@ -15,3 +38,16 @@ down:
 
 status:
 	ops/stack.sh status $(PARTS)
+
+# Migrations and the topic catalogue; both idempotent.
+prepare:
+	$(PY) -m ops.migrate
+	$(PY) -m ops.topics create
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install up prepare
+	$(PY) bench/archive.py
