@@ -1,0 +1,117 @@
+"""Access tokens: short-lived JWTs signed with Ed25519 (`alg: EdDSA`) and a `kid` naming the key.
+
+Verification trusts nothing in the token before the signature checks out: the algorithm is pinned to
+EdDSA (so `none`, or HS256 with the public key as a shared secret, cannot pass) and the key is looked
+up by `kid` among our own keys only. Every failure is the same 401 with `WWW-Authenticate: Bearer`;
+the reason goes to the log, not to the client.
+"""
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import jwt
+
+from api.common.errors import ApiError
+from api.common.keys import KeyRing
+from config.settings import Settings, get_settings
+
+logger = logging.getLogger("api.auth")
+
+ALGORITHM = "EdDSA"
+REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
+# A few seconds of clock skew between the issuing and the verifying process.
+LEEWAY_SECONDS = 5
+
+# Set by a service that keeps a deny list (the user service, backed by Redis): True means logged out.
+RevocationCheck = Callable[[str], Awaitable[bool]]
+
+
+class Unauthorized(ApiError):
+    def __init__(self, message: str = "Missing or invalid access token") -> None:
+        super().__init__(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    subject: str
+    role: str
+    token_id: str
+    session_id: str | None
+    expires_at: datetime
+
+
+@lru_cache
+def keyring_for(directory: Path) -> KeyRing:
+    # One ring per directory and process; loading (or creating) the keys waits for first use.
+    return KeyRing(directory)
+
+
+def issue_access_token(
+    subject: str,
+    role: str,
+    session_id: str | None = None,
+    ttl: int | None = None,
+    *,
+    settings: Settings | None = None,
+) -> str:
+    settings = settings or get_settings()
+    kid, key = keyring_for(settings.keys_dir).signing_key()
+    now = datetime.now(UTC)
+    claims = {
+        "sub": subject,
+        "role": role,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl if ttl is not None else settings.jwt_access_ttl_seconds),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "jti": uuid.uuid4().hex,
+    }
+    if session_id is not None:
+        claims["sid"] = session_id
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+async def verify_access_token(
+    token: str,
+    *,
+    settings: Settings | None = None,
+    is_revoked: RevocationCheck | None = None,
+) -> AccessClaims:
+    settings = settings or get_settings()
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != ALGORITHM:
+            raise jwt.InvalidAlgorithmError(f"alg {header.get('alg')!r} is not accepted")
+        key = keyring_for(settings.keys_dir).public_key(str(header.get("kid")))
+        if key is None:
+            raise jwt.InvalidKeyError(f"unknown kid {header.get('kid')!r}")
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("Access token expired") from None
+    except jwt.PyJWTError as exc:
+        logger.info("rejected access token: %s", exc)
+        raise Unauthorized() from None
+    if not all(isinstance(claims[name], str) for name in ("sub", "role", "jti")):
+        raise Unauthorized()
+    if is_revoked is not None and await is_revoked(claims["jti"]):
+        raise Unauthorized("Access token revoked")
+    return AccessClaims(
+        subject=claims["sub"],
+        role=claims["role"],
+        token_id=claims["jti"],
+        session_id=claims.get("sid"),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+    )

@@ -1,0 +1,89 @@
+"""FastAPI dependencies shared by every service: who is calling, and the context their events carry.
+
+    async def create(body: PropertyIn, user: CurrentUser, ctx: Context) -> ...
+
+`X-User-Id`, when sent, must equal the token's subject (403 otherwise). `X-Session-Id` and the
+correlation id travel onto every event the request produces.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.common.auth import AccessClaims, Unauthorized, verify_access_token
+from api.common.errors import ApiError, field_error
+from schemas.ids import new_id
+
+# Declares the scheme in OpenAPI (the "Authorize" button); we raise our own 401s, hence no auto_error.
+bearer_scheme = HTTPBearer(auto_error=False, description="Access token from POST /api/auth/login")
+
+# User and session ids are ours (`user-…`); anything else in these headers is refused, not logged.
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+ID_MAX_LENGTH = 128
+UserIdHeader = Annotated[str | None, Header(alias="X-User-Id", max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+SessionIdHeader = Annotated[str | None, Header(alias="X-Session-Id", max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+
+
+async def optional_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    x_user_id: UserIdHeader = None,
+) -> AccessClaims | None:
+    if credentials is None:
+        if "authorization" in request.headers:
+            raise Unauthorized("Authorization header must be 'Bearer <access token>'")
+        if x_user_id is not None:
+            raise Unauthorized("X-User-Id needs an access token for that user")
+        return None
+    state = request.app.state
+    claims = await verify_access_token(
+        credentials.credentials,
+        settings=getattr(state, "settings", None),
+        is_revoked=getattr(state, "is_revoked", None),
+    )
+    if x_user_id is not None and x_user_id != claims.subject:
+        raise ApiError(
+            403,
+            "X-User-Id does not match the access token",
+            [field_error("X-User-Id", "must equal the subject of the access token")],
+        )
+    return claims
+
+
+async def current_user(user: Annotated[AccessClaims | None, Depends(optional_user)]) -> AccessClaims:
+    if user is None:
+        raise Unauthorized("Missing access token")
+    return user
+
+
+CurrentUser = Annotated[AccessClaims, Depends(current_user)]
+OptionalUser = Annotated[AccessClaims | None, Depends(optional_user)]
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a route copies onto the events it produces (`userid`, `sessionid`, `correlationid`)."""
+
+    user_id: str | None
+    role: str | None
+    session_id: str | None
+    correlation_id: str
+
+
+async def request_context(
+    request: Request,
+    user: OptionalUser,
+    x_session_id: SessionIdHeader = None,
+) -> RequestContext:
+    return RequestContext(
+        user_id=user.subject if user else None,
+        role=user.role if user else None,
+        session_id=x_session_id or (user.session_id if user else None),
+        # The request-log middleware sets it from X-Correlation-Id (or fresh) for the log line too.
+        correlation_id=getattr(request.state, "correlation_id", None) or new_id("corr"),
+    )
+
+
+Context = Annotated[RequestContext, Depends(request_context)]

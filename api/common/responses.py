@@ -1,0 +1,59 @@
+"""The success envelope `{"success": true, "message": "...", "data": ...}` and the camelCase base model."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+from schemas.envelope import format_time
+
+T = TypeVar("T")
+
+
+class ApiModel(BaseModel):
+    """Request and response bodies: snake_case in Python, camelCase on the wire.
+
+    `validate_by_name` + `validate_by_alias` is pydantic 2.11's spelling of `populate_by_name`.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("time must carry a time zone, e.g. 2024-01-15T10:30:00Z")
+    return value.astimezone(UTC)
+
+
+# The one time format on the wire: ISO-8601 UTC with `Z` (`2024-01-15T10:30:00.000Z`).
+Timestamp = Annotated[
+    datetime, AfterValidator(_require_utc), PlainSerializer(format_time, return_type=str, when_used="json")
+]
+
+
+class Success(ApiModel, Generic[T]):
+    """For `response_model=Success[PropertyOut]`, so OpenAPI documents the envelope a route returns."""
+
+    success: Literal[True] = True
+    message: str
+    data: T
+
+
+def _envelope(data: Any, message: str) -> dict[str, Any]:
+    return {"success": True, "message": message, "data": jsonable_encoder(data)}
+
+
+def ok(data: Any = None, message: str = "OK", headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(_envelope(data, message), headers=headers)
+
+
+def created(data: Any, message: str, location: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(_envelope(data, message), status_code=201, headers={**(headers or {}), "Location": location})

@@ -1,0 +1,141 @@
+"""The composition root: one FastAPI app per service, wired with exactly the clients it uses.
+
+Nothing is opened at import; the `lifespan` builds clients from `get_settings()`, keeps them on
+`app.state` (`producer`, `pg_pool`, `redis`, `opensearch`) and closes them on shutdown. A dependency
+that is down does not stop the service starting: `/ready` answers 503 naming it until it is back.
+"""
+
+import math
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Literal, get_args
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from opensearchpy import AsyncOpenSearch
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from api.common.errors import error_response, field_error, install_error_handlers
+from api.common.kafka import EventProducer
+from api.common.logs import RequestLogMiddleware, configure_logging
+from api.common.readiness import (
+    Check,
+    kafka_check,
+    opensearch_check,
+    postgres_check,
+    probe_all,
+    redis_check,
+)
+from api.common.responses import ok
+from config.settings import Settings, get_settings
+
+Dependency = Literal["kafka", "postgres", "redis", "opensearch"]
+DEPENDENCIES: frozenset[str] = frozenset(get_args(Dependency))
+
+
+async def _open_clients(
+    app: FastAPI, name: str, uses: frozenset[str], settings: Settings, stack: AsyncExitStack
+) -> None:
+    checks: list[Check] = []
+    timeout = settings.ready_timeout_seconds
+    if "kafka" in uses:
+        producer = EventProducer(settings.kafka_bootstrap, client_id=f"hyderabad-{name}")
+        stack.push_async_callback(producer.stop)
+        await producer.start()
+        app.state.producer = producer
+        checks.append(kafka_check(producer))
+    if "postgres" in uses:
+        pool = AsyncConnectionPool(
+            settings.postgres_dsn,
+            open=False,
+            name=f"{name}-pool",
+            min_size=1,
+            max_size=settings.postgres_pool_max,
+            kwargs={"connect_timeout": max(2, math.ceil(timeout))},
+            # Validate before lending, so connections killed by a Postgres restart are replaced.
+            check=AsyncConnectionPool.check_connection,
+            timeout=10.0,
+            # psycopg_pool backs off 1, 2, 4, 8 s... while reconnecting; giving up after 5 s keeps the gap
+            # short, and the next request starts a fresh attempt, so a returning Postgres is seen quickly.
+            reconnect_timeout=5.0,
+        )
+        stack.push_async_callback(pool.close)
+        await pool.open(wait=False)
+        app.state.pg_pool = pool
+        checks.append(postgres_check(pool, timeout))
+    if "redis" in uses:
+        client = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            health_check_interval=30,
+            # One quick retry covers a pooled socket that died with a Redis restart.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+        )
+        stack.push_async_callback(client.aclose)
+        app.state.redis = client
+        checks.append(redis_check(client))
+    if "opensearch" in uses:
+        search = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=10, max_retries=1)
+        stack.push_async_callback(search.close)
+        app.state.opensearch = search
+        checks.append(opensearch_check(search))
+    app.state.readiness_checks = checks
+
+
+def _add_probes(app: FastAPI, name: str) -> None:
+    @app.get("/health", tags=["probes"], summary="Liveness: the process answers")
+    async def health() -> JSONResponse:
+        return ok({"service": name, "status": "up"}, "alive")
+
+    @app.get(
+        "/ready",
+        tags=["probes"],
+        summary="Readiness: Kafka and this service's stores answer",
+        responses={503: {"description": "A dependency is down; `errors` names each one"}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        settings: Settings = request.app.state.settings
+        results = await probe_all(request.app.state.readiness_checks, settings.ready_timeout_seconds)
+        down = {dependency: why for dependency, why in results.items() if why}
+        if down:
+            names = ", ".join(down)
+            verb = "is" if len(down) == 1 else "are"
+            errors = [field_error(dependency, why) for dependency, why in down.items()]
+            return error_response(503, f"{names} {verb} unavailable", errors)
+        return ok(dict.fromkeys(results, "up"), "ready")
+
+
+def create_service(
+    name: str,
+    *,
+    title: str,
+    description: str,
+    uses: Iterable[Dependency],
+    version: str = "0.1.0",
+    settings: Settings | None = None,
+) -> FastAPI:
+    used = frozenset(uses)
+    if not used <= DEPENDENCIES:
+        raise ValueError(f"unknown dependencies {sorted(used - DEPENDENCIES)}; known: {sorted(DEPENDENCIES)}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or get_settings()
+        configure_logging(name)
+        app.state.settings = resolved
+        async with AsyncExitStack() as stack:
+            await _open_clients(app, name, used, resolved, stack)
+            yield
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    app.state.service_name = name
+    app.state.uses = used
+    app.state.is_revoked = None  # the user service sets a deny-list check here
+    install_error_handlers(app)
+    app.add_middleware(RequestLogMiddleware)
+    _add_probes(app, name)
+    return app
