@@ -130,10 +130,13 @@ async def cleanup(topic: str, bootstrap: str, dsn: str) -> None:
     try:
         await admin.delete_topics([topic])
         groups = [g[0] for g in await admin.list_consumer_groups() if g[0].startswith("bench-")]
-        if groups:
-            await admin.delete_consumer_groups(groups)
     finally:
         await admin.close()
+    if groups:
+        # aiokafka's admin client cannot delete groups; Kafka's own tool can.
+        command = [str(ROOT / "ops" / "kafka-cli"), "consumer-groups", "--delete"]
+        command += [arg for group in groups for arg in ("--group", group)]
+        await asyncio.to_thread(subprocess.run, command, capture_output=True, check=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM event_store WHERE source_topic = %s", (topic,))
         conn.execute("DELETE FROM projection_checkpoints WHERE topic = %s", (topic,))
