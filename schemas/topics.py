@@ -14,6 +14,9 @@ SEVEN_DAYS_MS = 7 * 24 * 60 * 60 * 1000
 
 class TopicKind(StrEnum):
     EVENTS = "events"
+    FACTS = "facts"
+    COMMANDS = "commands"
+    OUTCOMES = "outcomes"
     DEAD_LETTERS = "dead-letters"
 
 
@@ -42,12 +45,27 @@ SEARCHES = Topic("searches", TopicKind.EVENTS, key="saved search id (search-…)
 NOTIFICATIONS = Topic("notifications", TopicKind.EVENTS, key="notification id (notif-…)")
 FILES = Topic("files", TopicKind.EVENTS, key="file id (file-…)")
 
+# High-volume facts, produced directly by endpoints (nothing to decide); kept forever like events.
+PROPERTY_VIEWS = Topic("property-views", TopicKind.FACTS, key="property id (prop-…)")
+
+# Commands for the property decider, keyed like the events so the decider's table is co-partitioned.
+# A command is only a request: once decided, its events are the record, so a week is plenty.
+PROPERTY_COMMANDS = Topic(
+    "property-commands", TopicKind.COMMANDS, key="property id (prop-…)", retention_ms=SEVEN_DAYS_MS
+)
+
+# Deciders' answers, read by the endpoints waiting on them; useless after the wait, kept a day.
+COMMAND_OUTCOMES = Topic(
+    "command-outcomes", TopicKind.OUTCOMES, key="command id", partitions=6, retention_ms=24 * 60 * 60 * 1000
+)
+
 # Poison messages from any consumer: the original bytes and key, with the error and source position in
 # headers. Kept forever like the events they failed to be, so an operator can repair and replay them.
 DEAD_LETTERS = Topic("dead-letters", TopicKind.DEAD_LETTERS, key="the original message's key", partitions=1)
 
-EVENT_TOPICS: tuple[Topic, ...] = (USERS, PROPERTIES, SEARCHES, NOTIFICATIONS, FILES)
-ALL_TOPICS: tuple[Topic, ...] = (*EVENT_TOPICS, DEAD_LETTERS)
+# Everything archived in `event_store`: the record of what happened.
+EVENT_TOPICS: tuple[Topic, ...] = (USERS, PROPERTIES, SEARCHES, NOTIFICATIONS, FILES, PROPERTY_VIEWS)
+ALL_TOPICS: tuple[Topic, ...] = (*EVENT_TOPICS, PROPERTY_COMMANDS, COMMAND_OUTCOMES, DEAD_LETTERS)
 
 
 def by_name(name: str) -> Topic:

@@ -17,6 +17,7 @@ _TYPES_BY_TOPIC = {
     "searches": ("search", "search.saved.v1"),
     "notifications": ("notif", "notification.requested.v1"),
     "files": ("file", "file.uploaded.v1"),
+    "property-views": ("prop", "property.viewed.v1"),
 }
 
 

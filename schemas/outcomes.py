@@ -1,0 +1,40 @@
+"""A decider's answer to one command, on `command-outcomes`, keyed by the command's id.
+
+The endpoint that sent the command waits (bounded) for this answer and turns it into its HTTP
+response: `accepted` with the events' positions (the consistency token), or `rejected` with the status
+and reason (404, 403, 409, 422).
+"""
+
+from enum import StrEnum
+
+from schemas.registry import EVENTS, EventData
+
+COMMAND_OUTCOME = "command.outcome.v1"
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class FieldProblem(EventData):
+    field: str
+    message: str
+
+
+class CommandOutcome(EventData):
+    command_id: str
+    aggregate_id: str
+    verdict: Verdict
+    # On acceptance: the aggregate's version after the command, and where its events landed.
+    version: int | None = None
+    positions: tuple[str, ...] = ()  # "topic:partition:offset"
+    # On rejection: an HTTP status the endpoint answers with, and why.
+    status: int | None = None
+    message: str = ""
+    errors: tuple[FieldProblem, ...] = ()
+    # What the endpoint needs to answer without reading a store (e.g. `createdAt`).
+    result: dict[str, str | int | None] = {}
+
+
+EVENTS.register(COMMAND_OUTCOME, CommandOutcome)
