@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     # Where the EdDSA signing keys live; generated on first run when missing.
     jwt_key_dir: Path | None = None
 
+    # How long a command endpoint waits for its decider before answering 503 (the command may still land).
+    command_wait_seconds: float = Field(default=5.0, gt=0)
+    # How long a query sent with X-Consistency-Token waits for its store to catch up.
+    consistency_wait_seconds: float = Field(default=2.0, gt=0)
+    # Where uploaded images and files are kept, content-addressed; defaults under the state dir.
+    blob_dir: Path | None = None
+
     # How long `/ready` waits for one dependency before calling it down.
     ready_timeout_seconds: float = Field(default=1.5, gt=0)
 
@@ -54,6 +61,10 @@ class Settings(BaseSettings):
             f"host={self.postgres_host} port={self.postgres_port} dbname={self.postgres_db} "
             f"user={self.postgres_user} password={self.postgres_password.get_secret_value()}"
         )
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.blob_dir or self.state_dir / "blobs"
 
     @property
     def keys_dir(self) -> Path:

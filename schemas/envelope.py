@@ -76,9 +76,10 @@ def new_event(
     causationid: str | None = None,
     sequence: int | None = None,
     time: datetime | None = None,
+    event_id: str | None = None,
 ) -> Envelope:
     """Build an envelope with a fresh `evt-…` id; `service` names the producer (`/hyderabad-infra/property`)."""
-    event_id = new_id("evt")
+    event_id = event_id or new_id("evt")
     return Envelope(
         id=event_id,
         type=type,

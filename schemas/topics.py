@@ -17,6 +17,7 @@ class TopicKind(StrEnum):
     FACTS = "facts"
     COMMANDS = "commands"
     OUTCOMES = "outcomes"
+    CHANGELOG = "changelog"
     DEAD_LETTERS = "dead-letters"
 
 
@@ -59,13 +60,23 @@ COMMAND_OUTCOMES = Topic(
     "command-outcomes", TopicKind.OUTCOMES, key="command id", partitions=6, retention_ms=24 * 60 * 60 * 1000
 )
 
+# Faust table changelogs: `<app id>-<table>-changelog`, compacted (latest state per key is all a
+# restore needs), partitioned exactly like the table's source topic.
+PROPERTY_DECIDER_STATE_CHANGELOG = Topic(
+    "property-decider-properties-state-changelog",
+    TopicKind.CHANGELOG,
+    key="property id (prop-…)",
+    cleanup_policy="compact",
+)
+
 # Poison messages from any consumer: the original bytes and key, with the error and source position in
 # headers. Kept forever like the events they failed to be, so an operator can repair and replay them.
 DEAD_LETTERS = Topic("dead-letters", TopicKind.DEAD_LETTERS, key="the original message's key", partitions=1)
 
 # Everything archived in `event_store`: the record of what happened.
 EVENT_TOPICS: tuple[Topic, ...] = (USERS, PROPERTIES, SEARCHES, NOTIFICATIONS, FILES, PROPERTY_VIEWS)
-ALL_TOPICS: tuple[Topic, ...] = (*EVENT_TOPICS, PROPERTY_COMMANDS, COMMAND_OUTCOMES, DEAD_LETTERS)
+CHANGELOG_TOPICS: tuple[Topic, ...] = (PROPERTY_DECIDER_STATE_CHANGELOG,)
+ALL_TOPICS: tuple[Topic, ...] = (*EVENT_TOPICS, PROPERTY_COMMANDS, COMMAND_OUTCOMES, *CHANGELOG_TOPICS, DEAD_LETTERS)
 
 
 def by_name(name: str) -> Topic:

@@ -45,6 +45,9 @@ class ApiError(Exception):
         self.errors = list(errors)
         self.headers = dict(headers or {})
 
+    def body(self) -> dict[str, Any]:
+        return {"success": False, "message": self.message, "errors": self.errors}
+
 
 class DependencyUnavailable(ApiError):
     """A store or Kafka cannot be reached: 503, naming it, so the client knows to retry later."""
@@ -71,8 +74,9 @@ def error_response(
     errors: Iterable[FieldError] = (),
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"success": False, "message": message, "errors": list(errors)}
-    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+    return JSONResponse(
+        ApiError(status, message, errors).body(), status_code=status, headers=dict(headers) if headers else None
+    )
 
 
 def field_path(loc: Sequence[str | int]) -> str:

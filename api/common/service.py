@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from api.common.commands import CommandBus
 from api.common.errors import error_response, field_error, install_error_handlers
 from api.common.kafka import EventProducer
 from api.common.logs import RequestLogMiddleware, configure_logging
@@ -86,6 +87,13 @@ async def _open_clients(
     app.state.readiness_checks = checks
 
 
+async def _start_command_bus(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
+    bus = CommandBus(app.state.producer, settings.kafka_bootstrap, settings.command_wait_seconds)
+    await bus.start()
+    stack.push_async_callback(bus.stop)
+    app.state.commands = bus
+
+
 def _add_probes(app: FastAPI, name: str) -> None:
     @app.get("/health", tags=["probes"], summary="Liveness: the process answers")
     async def health() -> JSONResponse:
@@ -115,10 +123,13 @@ def create_service(
     title: str,
     description: str,
     uses: Iterable[Dependency],
+    sends_commands: bool = False,
     version: str = "0.1.0",
     settings: Settings | None = None,
 ) -> FastAPI:
     used = frozenset(uses)
+    if sends_commands and "kafka" not in used:
+        raise ValueError("a service that sends commands uses kafka")
     if not used <= DEPENDENCIES:
         raise ValueError(f"unknown dependencies {sorted(used - DEPENDENCIES)}; known: {sorted(DEPENDENCIES)}")
 
@@ -129,6 +140,8 @@ def create_service(
         app.state.settings = resolved
         async with AsyncExitStack() as stack:
             await _open_clients(app, name, used, resolved, stack)
+            if sends_commands:
+                await _start_command_bus(app, resolved, stack)
             yield
 
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)

@@ -14,11 +14,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from config import Settings, get_settings
-from schemas.topics import DEAD_LETTERS, EVENT_TOPICS
+from schemas.topics import EVENT_TOPICS
 from streams.app import create_app
 from streams.archive.projection import ARCHIVE_CONSUMER, EventStoreRow, RawRecord, plan_archive
 from streams.archive.sink import PostgresEventStoreSink
-from streams.dead_letters import DeadLetter
+from streams.dead_letters import DeadLetter, publish_dead_letters
 from streams.positions import SourcePosition
 
 log = logging.getLogger("streams.archive")
@@ -78,22 +78,7 @@ class Archiver:
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
 
     async def _dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        for letter in letters:
-            log.warning(
-                "dead letter from %s[%d]@%d: %s",
-                letter.position.topic,
-                letter.position.partition,
-                letter.position.offset,
-                letter.error,
-            )
-            await self._app.producer.send_and_wait(
-                DEAD_LETTERS.name,
-                letter.key,
-                letter.value,
-                partition=None,
-                timestamp=None,
-                headers=list(letter.headers()),
-            )
+        await publish_dead_letters(self._app, letters)
 
 
 def record_of(event: faust.EventT) -> RawRecord:

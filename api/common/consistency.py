@@ -1,0 +1,47 @@
+"""Read-your-writes: a query sent with `X-Consistency-Token` waits until its store has applied it.
+
+Every projection records, per store, the highest offset it has applied in each source partition
+(`projection_checkpoints`, written with or after the data it covers). A query names the projection
+whose store it reads; the wait polls that projection's checkpoints, bounded. When the bound passes
+the query answers with what the store has and says so in `X-Consistency: stale`.
+"""
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.common.kafka import Position, parse_consistency_token
+
+POLL_SECONDS = 0.005
+
+
+async def applied_offsets(pool: AsyncConnectionPool, projection: str) -> dict[tuple[str, int], int]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = %s', (projection,)
+        )
+        return {(topic, partition): offset for topic, partition, offset in await cursor.fetchall()}
+
+
+def pending(positions: Iterable[Position], applied: dict[tuple[str, int], int]) -> list[Position]:
+    return [p for p in positions if applied.get((p.topic, p.partition), -1) < p.offset]
+
+
+async def wait_for_positions(
+    pool: AsyncConnectionPool, projection: str, topics: frozenset[str], token: str | None, within: float
+) -> bool:
+    """True when the store has applied every position of `topics` in the token (or there is none)."""
+    if not token:
+        return True
+    wanted = [p for p in parse_consistency_token(token) if p.topic in topics]
+    deadline = time.monotonic() + within
+    while wanted:
+        wanted = pending(wanted, await applied_offsets(pool, projection))
+        if not wanted:
+            break
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(POLL_SECONDS)
+    return True

@@ -1,0 +1,1 @@
+"""The property aggregate: its decider (single writer per property) and its read-model projection."""

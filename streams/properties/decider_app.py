@@ -1,0 +1,159 @@
+"""The property decider worker: `python -m streams.properties.decider_app worker -l info`.
+
+Consumer group `property-decider`. Reads `property-commands`, keeps each property's state in the
+`properties-state` table (co-partitioned with the commands: same key, six partitions), and for each
+command: decide (pure) -> produce the events to `properties` -> fold them into the table -> answer on
+`command-outcomes`. At-least-once: a command redelivered after a crash is decided again against the
+state the table had; the events it yields carry ids derived from the command id and its time, so a
+duplicate is the same event (same id, time and sequence), which every sink already ignores.
+"""
+
+import hashlib
+import logging
+from datetime import datetime
+
+import faust
+
+from config import get_settings
+from schemas.codec import EventDecodeError, decode, encode
+from schemas.envelope import Envelope
+from schemas.outcomes import COMMAND_OUTCOME, CommandOutcome, Verdict
+from schemas.properties import COMMANDS
+from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
+from streams.app import create_app
+from streams.dead_letters import DeadLetter, publish_dead_letters
+from streams.positions import SourcePosition
+from streams.properties.decider import (
+    Command,
+    NewEvent,
+    PropertyState,
+    Rejection,
+    decide,
+    evolve,
+    remember,
+    state_from_json,
+    state_to_json,
+)
+
+log = logging.getLogger("streams.properties.decider")
+
+DECIDER = "property-decider"
+SOURCE = "/hyderabad-infra/property-decider"
+
+
+def read_command(envelope: Envelope) -> Command:
+    model = COMMANDS.get(envelope.type)
+    if model is None:
+        raise EventDecodeError(f"unknown property command {envelope.type!r}")
+    if not envelope.userid:
+        raise EventDecodeError("a property command needs the acting user (userid)")
+    try:
+        data = model.model_validate(envelope.data)
+    except ValueError as exc:
+        raise EventDecodeError(f"invalid {envelope.type}: {exc}") from None
+    return Command(envelope.id, envelope.type, envelope.subject, envelope.userid, envelope.time, data)
+
+
+def event_id(command_id: str, index: int) -> str:
+    """The same command always yields the same event ids: a re-decided command duplicates nothing."""
+    return "evt-" + hashlib.sha256(f"{command_id}:{index}".encode()).hexdigest()[:32]
+
+
+def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: int, sequence: int) -> Envelope:
+    return Envelope(
+        id=event_id(command.id, index),
+        type=event.type,
+        source=SOURCE,
+        subject=command.property_id,
+        time=command.time,
+        userid=command.user_id,
+        sessionid=cause.sessionid,
+        correlationid=cause.correlationid or command.id,
+        causationid=command.id,
+        sequence=sequence,
+        data=event.data.to_wire(),
+    )
+
+
+def outcome_envelope(command: Command, outcome: CommandOutcome, time: datetime) -> Envelope:
+    return Envelope(
+        id=event_id(command.id, -1),
+        type=COMMAND_OUTCOME,
+        source=SOURCE,
+        subject=command.id,
+        time=time,
+        userid=command.user_id,
+        correlationid=command.id,
+        causationid=command.id,
+        data=outcome.to_wire(),
+    )
+
+
+settings = get_settings()
+app = create_app(DECIDER, settings)
+commands_topic = app.topic(PROPERTY_COMMANDS.name, key_serializer="raw", value_serializer="raw")
+states = app.Table(
+    "properties-state",
+    partitions=PROPERTY_COMMANDS.partitions,
+    # Raw key bytes, exactly the commands' key: the table's partitions line up with the commands'.
+    schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+)
+
+
+async def _produce(topic: str, key: bytes, envelope: Envelope) -> str:
+    metadata = await app.producer.send_and_wait(
+        topic, key, encode(envelope), partition=None, timestamp=None, headers=None
+    )
+    return f"{metadata.topic}:{metadata.partition}:{metadata.offset}"
+
+
+async def handle(key: bytes, cause: Envelope) -> None:
+    command = read_command(cause)
+    stored = states.get(key)
+    state: PropertyState | None = state_from_json(stored) if stored else None
+    decision = decide(command, state)
+    if isinstance(decision, Rejection):
+        outcome = CommandOutcome(
+            command_id=command.id,
+            aggregate_id=command.property_id,
+            verdict=Verdict.REJECTED,
+            status=decision.status,
+            message=decision.message,
+            errors=decision.errors,
+            version=state.version if state else None,
+        )
+    else:
+        positions = []
+        for index, event in enumerate(decision):
+            state = evolve(state, event, property_id=command.property_id, time=command.time)
+            positions.append(
+                await _produce(PROPERTIES.name, key, event_envelope(command, cause, event, index, state.version))
+            )
+        assert state is not None  # an accepted command always leaves a property behind
+        state = remember(state, command.id)
+        states[key] = state_to_json(state)
+        outcome = CommandOutcome(
+            command_id=command.id,
+            aggregate_id=command.property_id,
+            verdict=Verdict.ACCEPTED,
+            version=state.version,
+            positions=tuple(positions),
+            result={"createdAt": state.created_at.isoformat(), "title": state.listing.title},
+        )
+    await _produce(COMMAND_OUTCOMES.name, command.id.encode(), outcome_envelope(command, outcome, command.time))
+
+
+@app.agent(commands_topic)
+async def decide_property_commands(stream: faust.StreamT[bytes]) -> None:
+    async for event in stream.events():
+        message = event.message
+        try:
+            await handle(message.key, decode(message.value))
+        except Exception as exc:
+            # Unreadable, or a failure we did not foresee: never lose the command silently, never
+            # block the partition on it. The waiting endpoint answers 503 after its bounded wait.
+            if not isinstance(exc, EventDecodeError):
+                log.exception("deciding %s failed", message.key)
+            position = SourcePosition(message.topic, message.partition, message.offset)
+            error = str(exc) if isinstance(exc, EventDecodeError) else f"decider failed: {type(exc).__name__}: {exc}"
+            await publish_dead_letters(app, [DeadLetter(message.key, message.value, error, position, DECIDER)])
