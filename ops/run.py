@@ -28,7 +28,10 @@ class Part:
 
 
 def parts(host: str) -> list[Part]:
-    workers = [Part("event-archive", [sys.executable, "-m", "streams.archive", "worker", "-l", "info"])]
+    workers = [
+        Part("event-archive", [sys.executable, "-m", "streams.archive", "worker", "-l", "info"]),
+        Part("property-decider", [sys.executable, "-m", "streams.properties.decider_app", "worker", "-l", "info"]),
+    ]
     services = [
         Part(
             spec.name,

@@ -3,7 +3,7 @@
 import uuid
 from typing import Literal
 
-IdPrefix = Literal["user", "prop", "file", "search", "notif", "evt", "corr", "job"]
+IdPrefix = Literal["user", "prop", "file", "search", "notif", "evt", "corr", "job", "cmd"]
 
 
 def new_id(prefix: IdPrefix) -> str:

@@ -1,18 +1,27 @@
 """Property service (port 8082): `uvicorn api.property.main:app --port 8082`."""
 
 from api.common.service import create_service
+from api.property.routes import router
 
 app = create_service(
     "property",
     title="Hyderabad Infra: property service",
     description=(
-        "Listings: apartments in Gachibowli, villas in Kokapet. Will own creating, reading, updating "
+        "Listings: apartments in Gachibowli, villas in Kokapet. Owns creating, reading, updating "
         "(optimistic `If-Match` versions) and deleting properties (`/api/properties`, "
         "`/api/properties/{id}`), tracking views (`/api/properties/{id}/view`), a user's listings "
         "(`/api/properties/user/{userId}`), featured and recent lists (`/api/properties/featured`, "
         "`/recent`), attaching images (`/api/properties/{id}/images`) and similar listings "
-        "(`/api/properties/similar/{id}`). Commands go to the `properties` topic; details are read "
-        "from Postgres and Redis, similar listings from OpenSearch."
+        "(`/api/properties/similar/{id}`).\n\n"
+        "Commands go to `property-commands`; the property decider (one writer per property) answers "
+        "201/200 or 403/404/409/422, and its events land on `properties`. Every command answer carries "
+        "`X-Consistency-Token`; send it back on a query to read your own write (the query waits up to "
+        "2 s for the store it reads, then answers with `X-Consistency: stale` if it had to give up). "
+        "`Idempotency-Key` on POST/PUT/DELETE makes retries safe. Details come from Redis (falling "
+        "back to Postgres), lists from Postgres, similar listings from OpenSearch. Images are stored "
+        "content-addressed and served at `/api/properties/{id}/images/{sha256}`."
     ),
     uses={"kafka", "postgres", "redis", "opensearch"},
+    sends_commands=True,
 )
+app.include_router(router)

@@ -16,7 +16,7 @@ import faust
 
 from config import get_settings
 from schemas.codec import EventDecodeError, decode, encode
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, format_time
 from schemas.outcomes import COMMAND_OUTCOME, CommandOutcome, Verdict
 from schemas.properties import COMMANDS
 from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
@@ -138,7 +138,7 @@ async def handle(key: bytes, cause: Envelope) -> None:
             verdict=Verdict.ACCEPTED,
             version=state.version,
             positions=tuple(positions),
-            result={"createdAt": state.created_at.isoformat(), "title": state.listing.title},
+            result={"createdAt": format_time(state.created_at), "title": state.listing.title},
         )
     await _produce(COMMAND_OUTCOMES.name, command.id.encode(), outcome_envelope(command, outcome, command.time))
 
@@ -157,3 +157,7 @@ async def decide_property_commands(stream: faust.StreamT[bytes]) -> None:
             position = SourcePosition(message.topic, message.partition, message.offset)
             error = str(exc) if isinstance(exc, EventDecodeError) else f"decider failed: {type(exc).__name__}: {exc}"
             await publish_dead_letters(app, [DeadLetter(message.key, message.value, error, position, DECIDER)])
+
+
+if __name__ == "__main__":
+    app.main()

@@ -1,0 +1,216 @@
+"""The property service's query side: reads the stores the `property-projection` worker writes.
+
+- Redis `property:{id}`: the details document (a tombstone `{"deleted": true}` once delisted).
+- Postgres `properties` (+ `property_views`, `property_views_daily`): lists, paging, featured.
+- OpenSearch alias `properties`: similar listings.
+A query sent with `X-Consistency-Token` first waits (bounded) for the checkpoint of the store it reads.
+"""
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import Request
+from psycopg.rows import dict_row
+
+from api.common.consistency import wait_for_positions
+from api.common.errors import ApiError, field_error
+from api.common.pagination import PageParams, encode_cursor, page
+from schemas.envelope import format_time
+from schemas.properties import PropertyType
+from schemas.topics import PROPERTIES
+
+POSTGRES_CHECKPOINT = "properties-postgres"
+REDIS_CHECKPOINT = "properties-redis"
+OPENSEARCH_CHECKPOINT = "properties-opensearch"
+SEARCH_ALIAS = "properties"
+_EVENT_TOPICS = frozenset({PROPERTIES.name})
+
+_LISTING_COLUMNS = """
+    p.id, p.owner_id, p.title, p.description, p.location, p.price, p.property_type, p.bedrooms, p.bathrooms,
+    p.area_sqft, p.amenities, p.latitude, p.longitude, p.attributes, p.featured, p.images, p.version,
+    p.created_at, p.updated_at, coalesce(v.view_count, 0) AS view_count
+"""
+
+
+def freshness_headers(fresh: bool) -> dict[str, str]:
+    """Tells a client that sent a consistency token the store had not caught up within the wait."""
+    return {} if fresh else {"X-Consistency": "stale"}
+
+
+async def _caught_up(request: Request, checkpoint: str, token: str | None) -> bool:
+    settings = request.app.state.settings
+    return await wait_for_positions(
+        request.app.state.pg_pool, checkpoint, _EVENT_TOPICS, token, settings.consistency_wait_seconds
+    )
+
+
+def _listing(row: dict[str, Any]) -> dict[str, Any]:
+    """A `properties` row as the API shows it: the same fields as the Redis document."""
+    return {
+        "id": row["id"],
+        "ownerId": row["owner_id"],
+        "title": row["title"],
+        "description": row["description"],
+        "location": row["location"],
+        "price": row["price"],
+        "propertyType": row["property_type"],
+        "bedrooms": row["bedrooms"],
+        "bathrooms": row["bathrooms"],
+        "areaSqft": row["area_sqft"],
+        "amenities": list(row["amenities"]),
+        "latitude": row["latitude"],
+        "longitude": row["longitude"],
+        "attributes": row["attributes"],
+        "featured": row["featured"],
+        "images": row["images"],
+        "viewCount": row["view_count"],
+        "version": row["version"],
+        "createdAt": format_time(row["created_at"]),
+        "updatedAt": format_time(row["updated_at"]),
+    }
+
+
+async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    async with request.app.state.pg_pool.connection() as conn:
+        cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
+        return await cursor.fetchall()
+
+
+async def _from_postgres(request: Request, property_id: str) -> dict[str, Any] | None:
+    rows = await _fetch(
+        request,
+        f"SELECT {_LISTING_COLUMNS} FROM properties p LEFT JOIN property_views v ON v.property_id = p.id"  # noqa: S608
+        " WHERE p.id = %s AND NOT p.deleted AND p.title IS NOT NULL",
+        (property_id,),
+    )
+    return _listing(rows[0]) if rows else None
+
+
+async def details(request: Request, property_id: str, token: str | None) -> tuple[dict[str, Any], bool]:
+    fresh = await _caught_up(request, REDIS_CHECKPOINT, token)
+    raw = await request.app.state.redis.get(f"property:{property_id}")
+    if raw is not None:
+        document = orjson.loads(raw)
+        if document.get("deleted"):
+            raise ApiError(404, f"Property {property_id} not found")
+        document.pop("deleted", None)
+        return document, fresh
+    # Not in Redis (never projected there yet, or Redis was emptied): Postgres is the fallback.
+    listing = await _from_postgres(request, property_id)
+    if listing is None:
+        raise ApiError(404, f"Property {property_id} not found")
+    return listing, fresh
+
+
+async def require_listed(request: Request, property_id: str) -> None:
+    await details(request, property_id, None)
+
+
+def _time_cursor(paging: PageParams) -> tuple[datetime | None, str]:
+    if paging.cursor is None:
+        return None, ""
+    try:
+        return datetime.fromisoformat(paging.cursor["t"]), str(paging.cursor["id"])
+    except (KeyError, TypeError, ValueError):
+        raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this list")]) from None
+
+
+def _newest_first_page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    items = [_listing(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    cursor = encode_cursor({"t": last["created_at"].isoformat(), "id": last["id"]}) if last else None
+    return page(items, cursor)
+
+
+async def _newest_first(request: Request, where: str, params: tuple[Any, ...], paging: PageParams) -> dict[str, Any]:
+    after_time, after_id = _time_cursor(paging)
+    keyset = " AND (p.created_at, p.id) < (%s, %s)" if after_time else ""
+    rows = await _fetch(
+        request,
+        f"SELECT {_LISTING_COLUMNS} FROM properties p LEFT JOIN property_views v ON v.property_id = p.id"  # noqa: S608
+        f" WHERE NOT p.deleted AND p.title IS NOT NULL AND {where}{keyset}"
+        " ORDER BY p.created_at DESC, p.id DESC LIMIT %s",
+        (*params, *((after_time, after_id) if after_time else ()), paging.limit + 1),
+    )
+    return _newest_first_page(rows, paging.limit)
+
+
+async def by_owner(
+    request: Request, owner_id: str, paging: PageParams, token: str | None
+) -> tuple[dict[str, Any], bool]:
+    fresh = await _caught_up(request, POSTGRES_CHECKPOINT, token)
+    return await _newest_first(request, "p.owner_id = %s", (owner_id,), paging), fresh
+
+
+async def recent(
+    request: Request,
+    paging: PageParams,
+    location: str | None,
+    property_type: PropertyType | None,
+    token: str | None,
+) -> tuple[dict[str, Any], bool]:
+    fresh = await _caught_up(request, POSTGRES_CHECKPOINT, token)
+    conditions, params = ["true"], []
+    if location:
+        conditions.append("lower(p.location) = lower(%s)")
+        params.append(location)
+    if property_type:
+        conditions.append("p.property_type = %s")
+        params.append(property_type.value)
+    return await _newest_first(request, " AND ".join(conditions), tuple(params), paging), fresh
+
+
+async def featured(request: Request, limit: int) -> dict[str, Any]:
+    """Admin-featured first (newest first), then the most viewed over the last 7 days (UTC)."""
+    rows = await _fetch(
+        request,
+        f"""
+        WITH week AS (
+            SELECT property_id, sum(views) AS views FROM property_views_daily
+            WHERE day > current_date - 7 GROUP BY property_id
+        )
+        SELECT {_LISTING_COLUMNS}, coalesce(w.views, 0) AS views_this_week
+        FROM properties p
+        LEFT JOIN property_views v ON v.property_id = p.id
+        LEFT JOIN week w ON w.property_id = p.id
+        WHERE NOT p.deleted AND p.title IS NOT NULL AND (p.featured OR w.views > 0)
+        ORDER BY p.featured DESC, views_this_week DESC, p.created_at DESC
+        LIMIT %s
+        """,  # noqa: S608  (only our own column list is formatted in)
+        (limit,),
+    )
+    items = [{**_listing(row), "viewsThisWeek": row["views_this_week"]} for row in rows]
+    return page(items, None)
+
+
+async def similar(
+    request: Request, property_id: str, limit: int, token: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    fresh = await _caught_up(request, OPENSEARCH_CHECKPOINT, token)
+    search = request.app.state.opensearch
+    found = await search.search(index=SEARCH_ALIAS, body={"query": {"ids": {"values": [property_id]}}, "size": 1})
+    hits = found["hits"]["hits"]
+    if not hits:
+        raise ApiError(404, f"Property {property_id} not found")
+    this = hits[0]["_source"]
+    price = this.get("price") or 0
+    should: list[dict[str, Any]] = [
+        {"term": {"location": {"value": this.get("location"), "boost": 3}}},
+        {"term": {"propertyType": {"value": this.get("propertyType"), "boost": 2}}},
+        {"range": {"price": {"gte": int(price * 0.75), "lte": int(price * 1.25), "boost": 2}}},
+        {"range": {"bedrooms": {"gte": (this.get("bedrooms") or 0) - 1, "lte": (this.get("bedrooms") or 0) + 1}}},
+    ]
+    if "geo" in this:
+        should.append({"geo_distance": {"distance": "5km", "geo": this["geo"], "_name": "near"}})
+    query = {
+        "bool": {
+            "should": should,
+            "minimum_should_match": 2,
+            "must_not": [{"ids": {"values": [property_id]}}],
+        }
+    }
+    result = await search.search(index=SEARCH_ALIAS, body={"query": query, "size": limit})
+    items = [{**hit["_source"], "score": hit["_score"]} for hit in result["hits"]["hits"]]
+    return items, fresh

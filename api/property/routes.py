@@ -1,0 +1,258 @@
+"""Property endpoints (8082). Commands go to the property decider through Kafka and answer from its
+decision; queries read the property projection's stores (Redis, Postgres, OpenSearch)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Header, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+
+from api.common.deps import Context, CurrentUser, OptionalUser
+from api.common.errors import ApiError, field_error
+from api.common.idempotency import IDEMPOTENCY_HEADER
+from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
+from api.common.pagination import PageQuery
+from api.common.responses import created, ok
+from api.property import commands, queries
+from api.property.images import blob_path, sniff_image_type, store_image
+from api.property.models import PropertyCreateIn, PropertyUpdateIn
+from schemas.envelope import new_event
+from schemas.properties import (
+    ADD_PROPERTY_IMAGES,
+    CREATE_PROPERTY,
+    DELETE_PROPERTY,
+    MAX_IMAGES_PER_PROPERTY,
+    PROPERTY_VIEWED,
+    UPDATE_PROPERTY,
+    AddPropertyImages,
+    CreateProperty,
+    DeleteProperty,
+    Image,
+    PropertyType,
+    PropertyViewed,
+    UpdateProperty,
+)
+from schemas.topics import PROPERTY_VIEWS
+
+router = APIRouter(prefix="/api/properties", tags=["properties"])
+
+PropertyId = Annotated[str, Path(pattern=r"^prop-[A-Za-z0-9]{1,64}$", description="A property id, `prop-…`")]
+UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
+IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
+IfMatch = Annotated[str | None, Header(alias=commands.IF_MATCH, max_length=40)]
+ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
+
+
+# ---- commands ----
+
+
+@router.post("", status_code=201, summary="List a property (the seed's creation flow)")
+async def create_property(
+    body: PropertyCreateIn, user: CurrentUser, ctx: Context, request: Request, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    command_id, property_id = commands.command_ids("property.create", user, idempotency_key)
+
+    async def answer() -> JSONResponse:
+        envelope = commands.command(CREATE_PROPERTY, property_id, CreateProperty(listing=body), user, ctx, command_id)
+        outcome = await commands.decide(request, envelope)
+        data = {"id": property_id, "title": body.title, "createdAt": outcome.result["createdAt"]}
+        return created(
+            data, "Property created", f"/api/properties/{property_id}", headers=commands.decision_headers(outcome)
+        )
+
+    return await commands.once(
+        request, scope="property.create", user=user, key=idempotency_key, body=body.to_wire(), answer=answer
+    )
+
+
+@router.put("/{property_id}", summary="Update a property (owner or admin; If-Match for optimistic locking)")
+async def update_property(
+    property_id: PropertyId,
+    body: PropertyUpdateIn,
+    user: CurrentUser,
+    ctx: Context,
+    request: Request,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    changes = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if not changes:
+        raise ApiError(422, "Nothing to update", [field_error("body", "send at least one field")])
+    command_id, _ = commands.command_ids(f"property.update:{property_id}", user, idempotency_key)
+    update = UpdateProperty(
+        changes=changes, expected_version=commands.parse_if_match(if_match), actor_role=commands.actor_role(user)
+    )
+
+    async def answer() -> JSONResponse:
+        outcome = await commands.decide(
+            request, commands.command(UPDATE_PROPERTY, property_id, update, user, ctx, command_id)
+        )
+        return ok(
+            {"id": property_id, "version": outcome.version}, "Property updated", commands.decision_headers(outcome)
+        )
+
+    return await commands.once(
+        request,
+        scope=f"property.update:{property_id}",
+        user=user,
+        key=idempotency_key,
+        body=update.to_wire(),
+        answer=answer,
+    )
+
+
+@router.delete("/{property_id}", summary="Delist a property (owner or admin); the event log keeps it")
+async def delete_property(
+    property_id: PropertyId,
+    user: CurrentUser,
+    ctx: Context,
+    request: Request,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    command_id, _ = commands.command_ids(f"property.delete:{property_id}", user, idempotency_key)
+    delete = DeleteProperty(expected_version=commands.parse_if_match(if_match), actor_role=commands.actor_role(user))
+
+    async def answer() -> JSONResponse:
+        outcome = await commands.decide(
+            request, commands.command(DELETE_PROPERTY, property_id, delete, user, ctx, command_id)
+        )
+        return ok(
+            {"id": property_id, "version": outcome.version}, "Property deleted", commands.decision_headers(outcome)
+        )
+
+    return await commands.once(
+        request,
+        scope=f"property.delete:{property_id}",
+        user=user,
+        key=idempotency_key,
+        body=delete.to_wire(),
+        answer=answer,
+    )
+
+
+@router.post("/{property_id}/view", status_code=202, summary="Track a view (anonymous allowed)")
+async def record_view(property_id: PropertyId, user: OptionalUser, ctx: Context, request: Request) -> JSONResponse:
+    """A fact, not a command: nothing to decide, so it is produced straight to `property-views`."""
+    await queries.require_listed(request, property_id)
+    event = new_event(
+        type=PROPERTY_VIEWED,
+        subject=property_id,
+        data=PropertyViewed(viewer_id=user.subject if user else None).to_wire(),
+        service="property",
+        userid=user.subject if user else None,
+        sessionid=ctx.session_id,
+        correlationid=ctx.correlation_id,
+    )
+    position: Position = await request.app.state.producer.publish(PROPERTY_VIEWS.name, event)
+    return JSONResponse(
+        {"success": True, "message": "View recorded", "data": {"propertyId": property_id}},
+        status_code=202,
+        headers={CONSISTENCY_HEADER: consistency_token([position])},
+    )
+
+
+@router.post("/{property_id}/images", summary="Upload JPEG/PNG/WebP images (≤ 10 MB each, ≤ 20 per property)")
+async def upload_images(
+    property_id: PropertyId,
+    user: CurrentUser,
+    ctx: Context,
+    request: Request,
+    images: Annotated[list[UploadFile], File(description="One or more images, field name `images`")],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    if len(images) > MAX_IMAGES_PER_PROPERTY:
+        raise ApiError(422, "Too many images", [field_error("images", f"at most {MAX_IMAGES_PER_PROPERTY}")])
+    blobs = request.app.state.settings.blobs_dir
+    stored = [await store_image(upload, blobs, f"images[{n}]") for n, upload in enumerate(images)]
+    add = AddPropertyImages(
+        images=tuple(
+            Image(
+                url=f"/api/properties/{property_id}/images/{image.sha256}",
+                sha256=image.sha256,
+                content_type=image.content_type,
+                size_bytes=image.size_bytes,
+            )
+            for image in stored
+        ),
+        actor_role=commands.actor_role(user),
+    )
+    command_id, _ = commands.command_ids(f"property.images:{property_id}", user, idempotency_key)
+
+    async def answer() -> JSONResponse:
+        outcome = await commands.decide(
+            request, commands.command(ADD_PROPERTY_IMAGES, property_id, add, user, ctx, command_id)
+        )
+        data = {"id": property_id, "version": outcome.version, "images": [i.to_wire() for i in add.images]}
+        return ok(data, "Images added", commands.decision_headers(outcome))
+
+    return await commands.once(
+        request,
+        scope=f"property.images:{property_id}",
+        user=user,
+        key=idempotency_key,
+        body=add.to_wire(),
+        answer=answer,
+    )
+
+
+# ---- queries ----
+# Literal paths before `/{property_id}` so `featured` and `recent` are not taken for ids.
+
+
+@router.get("/featured", summary="Admin-featured listings first, then the most viewed of the last 7 days")
+async def featured_properties(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
+    return ok(await queries.featured(request, limit), "Featured properties")
+
+
+@router.get("/recent", summary="Newest listings, optionally in one location or of one type")
+async def recent_properties(
+    request: Request,
+    paging: PageQuery,
+    location: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    property_type: Annotated[PropertyType | None, Query(alias="propertyType")] = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    page, fresh = await queries.recent(request, paging, location, property_type, consistency)
+    return ok(page, "Recent properties", queries.freshness_headers(fresh))
+
+
+@router.get("/user/{user_id}", summary="A user's listings, newest first")
+async def user_properties(
+    user_id: UserId, request: Request, paging: PageQuery, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    page, fresh = await queries.by_owner(request, user_id, paging, consistency)
+    return ok(page, "User properties", queries.freshness_headers(fresh))
+
+
+@router.get("/similar/{property_id}", summary="Listings like this one: locality, type, price band, bedrooms")
+async def similar_properties(
+    property_id: PropertyId,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    items, fresh = await queries.similar(request, property_id, limit, consistency)
+    return ok({"items": items, "nextCursor": None}, "Similar properties", queries.freshness_headers(fresh))
+
+
+@router.get("/{property_id}/images/{sha256}", summary="An image of a property", response_class=FileResponse)
+async def property_image(
+    property_id: PropertyId,
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    request: Request,
+) -> FileResponse:
+    path = blob_path(request.app.state.settings.blobs_dir, sha256)
+    try:
+        with path.open("rb") as handle:
+            content_type = sniff_image_type(handle.read(16))
+    except FileNotFoundError:
+        raise ApiError(404, "Image not found") from None
+    return FileResponse(path, media_type=content_type, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/{property_id}", summary="Property details (Redis, falling back to Postgres); ETag = version")
+async def get_property(property_id: PropertyId, request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
+    details, fresh = await queries.details(request, property_id, consistency)
+    return ok(
+        details, "Property details", {"ETag": commands.etag(details["version"]), **queries.freshness_headers(fresh)}
+    )
