@@ -39,10 +39,11 @@ down:
 status:
 	ops/stack.sh status $(PARTS)
 
-# Migrations and the topic catalogue; both idempotent.
+# Migrations, the topic catalogue and the search index behind its alias; all idempotent.
 prepare:
 	$(PY) -m ops.migrate
 	$(PY) -m ops.topics create
+	$(PY) -m ops.search_index
 
 lint:
 	$(VENV)/bin/ruff check .

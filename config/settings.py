@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     archive_topics: str = ""
     archive_batch_size: int = Field(default=1000, ge=1)
     archive_batch_seconds: float = Field(default=0.2, gt=0)
+    # The property read-model projection (streams/properties/projection_app.py): its own app and group.
+    property_projection_group: str = "property-projection"
+    property_projection_batch_size: int = Field(default=500, ge=1)
+    property_projection_batch_seconds: float = Field(default=0.1, gt=0)
+    # Queries and the projection use the alias; a rebuild fills a new index, then swaps the alias.
+    opensearch_properties_alias: str = "properties"
+    opensearch_properties_index: str = "properties-v1"
     # A worker that died without leaving its group holds its partitions this long; short enough that a
     # restarted worker takes over quickly, long enough to ride out a GC pause.
     streams_session_timeout_seconds: float = Field(default=10.0, gt=0)

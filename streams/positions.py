@@ -8,3 +8,12 @@ class SourcePosition:
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A Kafka record as a worker received it: untouched bytes and where they came from."""
+
+    key: bytes | None
+    value: bytes | None
+    position: SourcePosition

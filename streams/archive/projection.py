@@ -10,16 +10,9 @@ from typing import Any
 
 from schemas.codec import EventDecodeError, decode
 from streams.dead_letters import DeadLetter
-from streams.positions import SourcePosition
+from streams.positions import RawRecord, SourcePosition
 
 ARCHIVE_CONSUMER = "event-archive"
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    key: bytes | None
-    value: bytes | None
-    position: SourcePosition
 
 
 @dataclass(frozen=True)

@@ -127,12 +127,14 @@ async def _wait_until_answering(endpoints: StackEndpoints, within: float) -> Non
 
 
 def prepare(endpoints: StackEndpoints) -> None:
-    """Migrations and topics, with settings pointing at the stack just started."""
+    """Migrations, topics and the search index, with settings pointing at the stack just started."""
     from config.settings import get_settings
     from ops.migrate import migrate
+    from ops.search_index import ensure_properties_index
     from ops.topics import create_topics
 
     os.environ.update(endpoints.as_env())
     get_settings.cache_clear()
     migrate()
     asyncio.run(create_topics(bootstrap=endpoints.kafka_bootstrap))
+    ensure_properties_index()

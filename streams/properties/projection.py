@@ -1,0 +1,333 @@
+"""Pure part of the property read-model projection: Kafka records in, changes and documents out.
+
+Two steps, both pure:
+1. `plan_properties` / `plan_views`: records of `properties` / `property-views` -> the changes the
+   Postgres sink applies (one function per event type), or dead letters for what cannot be read.
+2. `redis_document` / `search_document`: a property's *current* Postgres row -> the Redis JSON and the
+   OpenSearch document. Redis and OpenSearch are fed from the row, not from the event, because an
+   update carries no images and an images event carries no listing: the row is the whole property, at
+   a version at least as new as the event, so the version-guarded writes converge whatever replays.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+
+from schemas.codec import EventDecodeError, decode
+from schemas.envelope import Envelope, format_time
+from schemas.properties import (
+    PROPERTY_CREATED,
+    PROPERTY_DELETED,
+    PROPERTY_IMAGES_ADDED,
+    PROPERTY_UPDATED,
+    PROPERTY_VIEWED,
+    ListingFields,
+    PropertyCreated,
+    PropertyDeleted,
+    PropertyImagesAdded,
+    PropertyUpdated,
+)
+from schemas.registry import EVENTS, EventData
+from streams.dead_letters import DeadLetter
+from streams.positions import RawRecord, SourcePosition
+
+PROJECTION_CONSUMER = "property-projection"
+
+# Checkpoint names in `projection_checkpoints`, one per store: the read side asks "has the store I read
+# applied topic:partition:offset?" by comparing its `offset` with the position it waits for.
+POSTGRES_CHECKPOINT = "properties-postgres"
+REDIS_CHECKPOINT = "properties-redis"
+OPENSEARCH_CHECKPOINT = "properties-opensearch"
+
+
+# ---- changes for Postgres ----
+
+
+@dataclass(frozen=True)
+class ListingWritten:
+    """property.created / property.updated: the whole listing as of `version`."""
+
+    property_id: str
+    version: int
+    event_id: str
+    at: datetime
+    listing: ListingFields
+    featured: bool
+    owner_id: str | None = None  # only a creation names the owner
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class ImagesReplaced:
+    property_id: str
+    version: int
+    event_id: str
+    at: datetime
+    images: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class PropertyRemoved:
+    property_id: str
+    version: int
+    event_id: str
+    at: datetime
+    owner_id: str
+
+
+PropertyChange = ListingWritten | ImagesReplaced | PropertyRemoved
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    change: PropertyChange
+    record: RawRecord
+
+
+@dataclass(frozen=True)
+class PropertyPlan:
+    changes: list[PlannedChange]
+    dead_letters: list[DeadLetter]
+    positions: list[SourcePosition] = field(default_factory=list)
+
+
+def _created(envelope: Envelope, data: EventData, version: int) -> PropertyChange:
+    assert isinstance(data, PropertyCreated)
+    return ListingWritten(
+        envelope.subject,
+        version,
+        envelope.id,
+        envelope.time,
+        data.listing,
+        data.featured,
+        owner_id=data.owner_id,
+        created=True,
+    )
+
+
+def _updated(envelope: Envelope, data: EventData, version: int) -> PropertyChange:
+    assert isinstance(data, PropertyUpdated)
+    return ListingWritten(envelope.subject, version, envelope.id, envelope.time, data.listing, data.featured)
+
+
+def _images_added(envelope: Envelope, data: EventData, version: int) -> PropertyChange:
+    assert isinstance(data, PropertyImagesAdded)
+    images = tuple(image.to_wire() for image in data.images)
+    return ImagesReplaced(envelope.subject, version, envelope.id, envelope.time, images)
+
+
+def _deleted(envelope: Envelope, data: EventData, version: int) -> PropertyChange:
+    assert isinstance(data, PropertyDeleted)
+    return PropertyRemoved(envelope.subject, version, envelope.id, envelope.time, data.owner_id)
+
+
+_PROJECTIONS: dict[str, Callable[[Envelope, EventData, int], PropertyChange]] = {
+    PROPERTY_CREATED: _created,
+    PROPERTY_UPDATED: _updated,
+    PROPERTY_IMAGES_ADDED: _images_added,
+    PROPERTY_DELETED: _deleted,
+}
+
+
+def property_change(raw: bytes | None) -> PropertyChange:
+    """Raises `EventDecodeError` for anything this projection cannot apply."""
+    event = EVENTS.read(decode(raw))
+    envelope = event.envelope
+    project = _PROJECTIONS.get(envelope.type)
+    if project is None:
+        raise EventDecodeError(f"{envelope.type} does not belong on the properties topic")
+    if envelope.sequence is None or envelope.sequence < 1:
+        raise EventDecodeError(f"{envelope.type} needs a sequence (the property's version), got {envelope.sequence}")
+    if raw is not None and b"\\u0000" in raw and _has_nul(envelope.data):
+        # JSON allows \u0000, Postgres text does not: refuse it here rather than as a failed batch.
+        raise EventDecodeError("event contains a NUL character (\\u0000), which Postgres cannot store")
+    return project(envelope, event.data, envelope.sequence)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def plan_properties(records: Sequence[RawRecord]) -> PropertyPlan:
+    changes: list[PlannedChange] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        try:
+            changes.append(PlannedChange(property_change(record.value), record))
+        except EventDecodeError as exc:
+            dead.append(DeadLetter(record.key, record.value, str(exc), record.position, PROJECTION_CONSUMER))
+    return PropertyPlan(changes, dead, [r.position for r in records])
+
+
+# ---- views ----
+
+
+@dataclass(frozen=True)
+class ViewSeen:
+    property_id: str
+    day: date
+    at: datetime
+    position: SourcePosition
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    views: list[ViewSeen]
+    dead_letters: list[DeadLetter]
+    positions: list[SourcePosition] = field(default_factory=list)
+
+
+def view_seen(record: RawRecord) -> ViewSeen:
+    event = EVENTS.read(decode(record.value))
+    if event.envelope.type != PROPERTY_VIEWED:
+        raise EventDecodeError(f"{event.envelope.type} does not belong on the property-views topic")
+    if record.key is not None and record.key != event.envelope.subject.encode():
+        # Counting relies on a property's views living on one partition, i.e. keyed by its id.
+        raise EventDecodeError(f"view of {event.envelope.subject} keyed {record.key!r}, expected the property id")
+    at = event.envelope.time
+    return ViewSeen(event.envelope.subject, at.date(), at, record.position)
+
+
+def plan_views(records: Sequence[RawRecord]) -> ViewPlan:
+    views: list[ViewSeen] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        try:
+            views.append(view_seen(record))
+        except EventDecodeError as exc:
+            dead.append(DeadLetter(record.key, record.value, str(exc), record.position, PROJECTION_CONSUMER))
+    return ViewPlan(views, dead, [r.position for r in records])
+
+
+@dataclass(frozen=True)
+class ViewTotals:
+    """A property's absolute view count after a batch, as Postgres holds it."""
+
+    property_id: str
+    view_count: int
+    last_offset: int
+
+
+def highest_offsets(positions: Sequence[SourcePosition]) -> dict[tuple[str, int], int]:
+    highest: dict[tuple[str, int], int] = {}
+    for position in positions:
+        where = (position.topic, position.partition)
+        highest[where] = max(highest.get(where, -1), position.offset)
+    return highest
+
+
+# ---- documents for Redis and OpenSearch, from the current row ----
+
+
+@dataclass(frozen=True)
+class PropertyRow:
+    """A `properties` row as the Postgres sink reads it back, with its view count."""
+
+    id: str
+    owner_id: str | None
+    title: str | None
+    location: str | None
+    price: int | None
+    property_type: str | None
+    bedrooms: int | None
+    bathrooms: int | None
+    description: str | None
+    area_sqft: int | None
+    amenities: list[str]
+    latitude: float | None
+    longitude: float | None
+    attributes: dict[str, Any]
+    featured: bool
+    images: list[dict[str, Any]]
+    deleted: bool
+    deleted_at: datetime | None
+    version: int
+    created_at: datetime | None
+    updated_at: datetime
+    view_count: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """False for a row that saw a later event before its creation (only in a partial replay)."""
+        return self.title is not None and self.owner_id is not None and self.created_at is not None
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def redis_document(row: PropertyRow) -> bytes:
+    """The JSON `property:{id}` holds: what GET /api/properties/{id} returns (camelCase).
+
+    `viewCount` comes first on purpose: the views script patches it in place with a string match on
+    the first `"viewCount":<digits>`, which no user text can fake (quotes inside strings are escaped).
+    A deleted property is a tombstone keeping its version, so a stale redelivery cannot resurrect it.
+    """
+    if row.deleted:
+        return orjson.dumps({"id": row.id, "deleted": True, "version": row.version, "deletedAt": _time(row.deleted_at)})
+    return orjson.dumps(
+        {
+            "viewCount": row.view_count,
+            "id": row.id,
+            "ownerId": row.owner_id,
+            "title": row.title,
+            "description": row.description,
+            "location": row.location,
+            "price": row.price,
+            "propertyType": row.property_type,
+            "bedrooms": row.bedrooms,
+            "bathrooms": row.bathrooms,
+            "areaSqft": row.area_sqft,
+            "amenities": list(row.amenities),
+            "latitude": row.latitude,
+            "longitude": row.longitude,
+            "attributes": row.attributes,
+            "featured": row.featured,
+            "images": row.images,
+            "deleted": False,
+            "version": row.version,
+            "createdAt": _time(row.created_at),
+            "updatedAt": _time(row.updated_at),
+        }
+    )
+
+
+def search_document(row: PropertyRow) -> dict[str, Any] | None:
+    """The `properties` index document, or None when the property is gone (the sink deletes it)."""
+    if row.deleted:
+        return None
+    document: dict[str, Any] = {
+        "id": row.id,
+        "ownerId": row.owner_id,
+        "title": row.title,
+        "description": row.description,
+        "location": row.location,
+        "propertyType": row.property_type,
+        "price": row.price,
+        "bedrooms": row.bedrooms,
+        "bathrooms": row.bathrooms,
+        "areaSqft": row.area_sqft,
+        "amenities": list(row.amenities),
+        "attributes": row.attributes,
+        "featured": row.featured,
+        "imageCount": len(row.images),
+        "createdAt": _time(row.created_at),
+        "updatedAt": _time(row.updated_at),
+        "version": row.version,
+    }
+    if row.latitude is not None and row.longitude is not None:
+        document["geo"] = {"lat": row.latitude, "lon": row.longitude}
+    return document

@@ -1,0 +1,234 @@
+"""The property read-model projection: `python -m streams.properties.projection_worker worker -l info`.
+
+Its own Faust app, so its own consumer group (`settings.property_projection_group`, default
+`property-projection`). Two thin agents:
+- `project_properties` reads `properties`: plan (pure) -> Postgres (rows + checkpoint, one transaction,
+  returns each touched property's current row) -> Redis -> its checkpoint -> OpenSearch -> its checkpoint.
+- `project_views` reads `property-views`: plan (pure) -> Postgres (exact counts + checkpoint, one
+  transaction, returns absolute counts) -> Redis -> its checkpoint.
+Faust acks a batch when the loop body returns, even when it raised, so nothing is thrown from here:
+a store that is down is waited for (backoff 0.1 s doubling to 5 s, the partition stays put), and a
+message or row a store refuses for good goes to `dead-letters` with the error.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import faust
+import httpx
+import psycopg
+import redis.exceptions
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.asyncio import Redis
+
+from config import get_settings
+from schemas.topics import PROPERTIES, PROPERTY_VIEWS
+from streams.app import create_app
+from streams.dead_letters import DeadLetter, publish_dead_letters
+from streams.positions import RawRecord, SourcePosition
+from streams.properties.projection import (
+    OPENSEARCH_CHECKPOINT,
+    PROJECTION_CONSUMER,
+    REDIS_CHECKPOINT,
+    PlannedChange,
+    PropertyRow,
+    plan_properties,
+    plan_views,
+)
+from streams.properties.sinks import (
+    OpenSearchPropertySink,
+    PostgresCheckpoints,
+    PostgresPropertySink,
+    PostgresViewSink,
+    RedisPropertySink,
+    SearchUnavailable,
+)
+
+log = logging.getLogger("streams.properties.projection")
+
+T = TypeVar("T")
+
+# A store being away is not the events' fault: wait for it.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    PoolTimeout,
+    OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    httpx.TransportError,
+    SearchUnavailable,
+)
+_MAX_BACKOFF_SECONDS = 5.0
+
+
+async def until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    backoff = 0.1
+    while True:
+        try:
+            return await attempt()
+        except _TRANSIENT as exc:
+            log.warning("%s: store unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+
+
+class PropertyProjector:
+    """Moves one batch through the sinks in order; every store is idempotent, so a crash anywhere in
+    here is repaired by the redelivery of the batch."""
+
+    def __init__(
+        self,
+        postgres: PostgresPropertySink,
+        views: PostgresViewSink,
+        redis: RedisPropertySink,
+        search: OpenSearchPropertySink,
+        checkpoints: PostgresCheckpoints,
+        dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+    ) -> None:
+        self._postgres = postgres
+        self._views = views
+        self._redis = redis
+        self._search = search
+        self._checkpoints = checkpoints
+        self._dead_letters = dead_letters
+
+    async def project_properties(self, records: Sequence[RawRecord]) -> None:
+        plan = plan_properties(records)
+        await self._dead_letters(plan.dead_letters)
+        rows = await self._write_postgres(plan.changes, plan.positions)
+        # A row that has not seen its creation (only in a partial replay) has nothing to show yet.
+        rows = [row for row in rows if row.complete]
+        by_property: dict[str, list[RawRecord]] = {}
+        for planned in plan.changes:
+            by_property.setdefault(planned.change.property_id, []).append(planned.record)
+
+        refused = await until_done("redis", lambda: self._redis.write_properties(rows))
+        await self._refused(refused, by_property)
+        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+
+        refused = await until_done("opensearch", lambda: self._search.write(rows))
+        await self._refused(refused, by_property)
+        await until_done("checkpoint", lambda: self._checkpoints.record(OPENSEARCH_CHECKPOINT, plan.positions))
+
+    async def project_views(self, records: Sequence[RawRecord]) -> None:
+        plan = plan_views(records)
+        await self._dead_letters(plan.dead_letters)
+        totals = await until_done("postgres views", lambda: self._views.apply(plan.views, plan.positions))
+        refused = await until_done("redis views", lambda: self._redis.write_views(totals))
+        by_property: dict[str, list[RawRecord]] = {}
+        for record in records:
+            by_property.setdefault(record.key.decode(errors="replace") if record.key else "", []).append(record)
+        await self._refused(refused, by_property)
+        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+
+    async def _write_postgres(
+        self, changes: Sequence[PlannedChange], positions: Sequence[SourcePosition]
+    ) -> list[PropertyRow]:
+        try:
+            return await until_done("postgres", lambda: self._postgres.apply([c.change for c in changes], positions))
+        except psycopg.Error as exc:
+            # A change Postgres refuses for good (not a connection problem): find it, keep the others.
+            log.warning("property batch refused (%s: %s); applying its events one by one", type(exc).__name__, exc)
+        rows: dict[str, PropertyRow] = {}
+        for planned in changes:
+            try:
+                for row in await until_done(
+                    "postgres", lambda p=planned: self._postgres.apply([p.change], [p.record.position])
+                ):
+                    rows[row.id] = row
+            except psycopg.Error as row_exc:
+                record = planned.record
+                await self._dead_letters(
+                    [
+                        DeadLetter(
+                            record.key,
+                            record.value,
+                            f"postgres refused the event: {row_exc}",
+                            record.position,
+                            PROJECTION_CONSUMER,
+                        )
+                    ]
+                )
+        # The refused events' positions count as handled: they are on the dead-letter topic now.
+        for row in await until_done("postgres", lambda: self._postgres.apply([], positions)):
+            rows[row.id] = row
+        return list(rows.values())
+
+    async def _refused(self, refused: dict[str, str], records_by_property: dict[str, list[RawRecord]]) -> None:
+        letters = [
+            DeadLetter(record.key, record.value, error, record.position, PROJECTION_CONSUMER)
+            for property_id, error in refused.items()
+            for record in records_by_property.get(property_id, [])
+        ]
+        await self._dead_letters(letters)
+
+
+def record_of(event: faust.EventT) -> RawRecord:
+    message = event.message
+    return RawRecord(message.key, message.value, SourcePosition(message.topic, message.partition, message.offset))
+
+
+settings = get_settings()
+app = create_app(settings.property_projection_group, settings)
+properties_topic = app.topic(PROPERTIES.name, key_serializer="raw", value_serializer="raw")
+views_topic = app.topic(PROPERTY_VIEWS.name, key_serializer="raw", value_serializer="raw")
+
+
+_BATCH_SECONDS = settings.property_projection_batch_seconds
+
+
+class _Stores:
+    """Clients of one agent, opened inside it (never at import) and closed when it stops."""
+
+    def __init__(self) -> None:
+        self.pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+        self.redis = Redis.from_url(settings.redis_url)
+        self.search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
+
+    async def open(self) -> PropertyProjector:
+        # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
+        await self.pool.open(wait=False)
+
+        async def dead_letters(letters: Sequence[DeadLetter]) -> None:
+            await publish_dead_letters(app, letters)
+
+        return PropertyProjector(
+            PostgresPropertySink(self.pool),
+            PostgresViewSink(self.pool),
+            RedisPropertySink(self.redis),
+            OpenSearchPropertySink(self.search, settings.opensearch_properties_alias),
+            PostgresCheckpoints(self.pool),
+            dead_letters,
+        )
+
+    async def close(self) -> None:
+        await self.search.aclose()
+        await self.redis.aclose()
+        await self.pool.close()
+
+
+@app.agent(properties_topic)
+async def project_properties(stream: faust.StreamT[bytes]) -> None:
+    stores = _Stores()
+    projector = await stores.open()
+    try:
+        batches = stream.take_events(settings.property_projection_batch_size, within=_BATCH_SECONDS)
+        async for events in batches:
+            await projector.project_properties([record_of(event) for event in events])
+    finally:
+        await stores.close()
+
+
+@app.agent(views_topic)
+async def project_views(stream: faust.StreamT[bytes]) -> None:
+    stores = _Stores()
+    projector = await stores.open()
+    try:
+        batches = stream.take_events(settings.property_projection_batch_size, within=_BATCH_SECONDS)
+        async for events in batches:
+            await projector.project_views([record_of(event) for event in events])
+    finally:
+        await stores.close()
