@@ -31,6 +31,10 @@ def parts(host: str) -> list[Part]:
     workers = [
         Part("event-archive", [sys.executable, "-m", "streams.archive", "worker", "-l", "info"]),
         Part("property-decider", [sys.executable, "-m", "streams.properties.decider_app", "worker", "-l", "info"]),
+        Part(
+            "property-projection",
+            [sys.executable, "-m", "streams.properties.projection_worker", "worker", "-l", "info"],
+        ),
     ]
     services = [
         Part(

@@ -4,6 +4,8 @@ Each projection is its own Faust app, so its own consumer group (the app id) and
 one projection can be rebuilt (offsets reset, target swapped) without touching the others.
 """
 
+import sys
+
 import faust
 
 from config import Settings
@@ -27,3 +29,13 @@ def create_app(app_id: str, settings: Settings) -> faust.App:
         web_enabled=False,
         autodiscover=False,
     )
+
+
+def run_worker(app: faust.App, argv: list[str] | None = None) -> None:
+    """`app.main()`, without Faust's web server: the `worker` command's `--with-web` default overrides
+    `web_enabled=False`, and every worker process would bind port 6066, so the second one would die."""
+    argv = list(sys.argv if argv is None else argv)
+    if "worker" in argv and not any(a.startswith(("--with-web", "--without-web", "--web-")) for a in argv):
+        argv.append("--without-web")
+    sys.argv = argv
+    app.main()

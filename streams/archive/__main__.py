@@ -1,3 +1,6 @@
+"""The event archive: every event of every event topic, kept in Postgres `event_store`."""
+
+from streams.app import run_worker
 from streams.archive.app import app
 
-app.main()
+run_worker(app)
