@@ -95,8 +95,9 @@ commands_topic = app.topic(PROPERTY_COMMANDS.name, key_serializer="raw", value_s
 states = app.Table(
     "properties-state",
     partitions=PROPERTY_COMMANDS.partitions,
-    # Raw key bytes, exactly the commands' key: the table's partitions line up with the commands'.
-    schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+    # JSON keys and values (Faust's defaults, which its changelog recovery reads back). Co-partitioning
+    # holds anyway: Faust writes a changelog record to the partition of the command being processed.
+    key_type=str,
 )
 
 
@@ -109,7 +110,11 @@ async def _produce(topic: str, key: bytes, envelope: Envelope) -> str:
 
 async def handle(key: bytes, cause: Envelope) -> None:
     command = read_command(cause)
-    stored = states.get(key)
+    if key != command.property_id.encode():
+        # The table is partitioned by the message key; a command keyed otherwise would be decided
+        # against another partition's (absent) state.
+        raise EventDecodeError(f"command key {key!r} is not its property id {command.property_id}")
+    stored = states.get(command.property_id)
     state: PropertyState | None = state_from_json(stored) if stored else None
     decision = decide(command, state)
     if isinstance(decision, Rejection):
@@ -131,7 +136,7 @@ async def handle(key: bytes, cause: Envelope) -> None:
             )
         assert state is not None  # an accepted command always leaves a property behind
         state = remember(state, command.id)
-        states[key] = state_to_json(state)
+        states[command.property_id] = state_to_json(state)
         outcome = CommandOutcome(
             command_id=command.id,
             aggregate_id=command.property_id,
