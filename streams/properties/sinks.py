@@ -392,7 +392,7 @@ class RedisPropertySink:
 
 
 class SearchUnavailable(Exception):
-    """OpenSearch answered 429 or 5xx: try again later, the write is not the event's fault."""
+    """OpenSearch refused a whole request (429, 5xx, missing alias): try again later, no event is to blame."""
 
 
 _FINE = {200, 201, 409}  # 409: the index already holds this version or a newer one
@@ -417,14 +417,12 @@ class OpenSearchPropertySink:
                 lines.append(orjson.dumps({"index": meta}))
                 lines.append(orjson.dumps(document))
         response = await self._client.post(
-            "/_bulk",
-            params={"refresh": "wait_for"},
-            content=b"\n".join(lines) + b"\n",
-            headers={"Content-Type": "application/x-ndjson"},
+            "/_bulk", content=b"\n".join(lines) + b"\n", headers={"Content-Type": "application/x-ndjson"}
         )
-        if response.status_code == 429 or response.status_code >= 500:
+        # Refused as a whole (overloaded, down, or the alias missing until `ops.search_index` runs): no
+        # single event is to blame, so wait and retry rather than dead-letter the batch.
+        if response.status_code != 200:
             raise SearchUnavailable(f"bulk answered {response.status_code}: {response.text[:500]}")
-        response.raise_for_status()
         refused: dict[str, str] = {}
         for row, item in zip(rows, response.json()["items"], strict=True):
             [(action, outcome)] = item.items()
@@ -434,4 +432,9 @@ class OpenSearchPropertySink:
             if status == 429 or status >= 500:
                 raise SearchUnavailable(f"{row.id}: {status} {outcome.get('error')}")
             refused[row.id] = f"opensearch refused {row.id}: {status} {orjson.dumps(outcome.get('error')).decode()}"
+        # An explicit refresh rather than `refresh=wait_for`, which waits for the next periodic refresh (up
+        # to 1 s): the checkpoint recorded after this returns promises the batch is searchable.
+        refreshed = await self._client.post(f"/{self._alias}/_refresh")
+        if refreshed.status_code != 200:
+            raise SearchUnavailable(f"refresh answered {refreshed.status_code}: {refreshed.text[:500]}")
         return refused
