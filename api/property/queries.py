@@ -103,8 +103,8 @@ async def details(request: Request, property_id: str, token: str | None) -> tupl
     return listing, fresh
 
 
-async def require_listed(request: Request, property_id: str) -> None:
-    await details(request, property_id, None)
+async def require_listed(request: Request, property_id: str, token: str | None) -> None:
+    await details(request, property_id, token)
 
 
 def _time_cursor(paging: PageParams) -> tuple[datetime | None, str]:

@@ -131,9 +131,12 @@ async def delete_property(
 
 
 @router.post("/{property_id}/view", status_code=202, summary="Track a view (anonymous allowed)")
-async def record_view(property_id: PropertyId, user: OptionalUser, ctx: Context, request: Request) -> JSONResponse:
-    """A fact, not a command: nothing to decide, so it is produced straight to `property-views`."""
-    await queries.require_listed(request, property_id)
+async def record_view(
+    property_id: PropertyId, user: OptionalUser, ctx: Context, request: Request, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    """A fact, not a command: nothing to decide, so it is produced straight to `property-views`.
+    Send the create's `X-Consistency-Token` to view a listing you have just created."""
+    await queries.require_listed(request, property_id, consistency)
     event = new_event(
         type=PROPERTY_VIEWED,
         subject=property_id,

@@ -20,7 +20,7 @@ from schemas.envelope import Envelope, format_time
 from schemas.outcomes import COMMAND_OUTCOME, CommandOutcome, Verdict
 from schemas.properties import COMMANDS
 from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
-from streams.app import create_app
+from streams.app import create_app, run_worker
 from streams.dead_letters import DeadLetter, publish_dead_letters
 from streams.positions import SourcePosition
 from streams.properties.decider import (
@@ -165,4 +165,4 @@ async def decide_property_commands(stream: faust.StreamT[bytes]) -> None:
 
 
 if __name__ == "__main__":
-    app.main()
+    run_worker(app)

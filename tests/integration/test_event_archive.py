@@ -33,7 +33,7 @@ async def test_events_of_every_topic_land_once_in_the_event_store(worker, produc
     cursor = await pg.execute(
         "SELECT event_id, event_type, source_topic, user_id, data->>'n' FROM event_store WHERE event_id = %s", (ids[1],)
     )
-    assert await cursor.fetchone() == (ids[1], "property.created.v1", "properties", f"user-{run_id}-1", "1")
+    assert await cursor.fetchone() == (ids[1], "search.saved.v1", "searches", f"user-{run_id}-1", "1")
 
 
 async def test_the_archive_records_how_far_it_got_in_each_partition(worker, producer, pg, run_id):
@@ -57,10 +57,10 @@ async def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_archive
     await dlq.start()
     try:
         await dlq.seek_to_end()
-        poison_key = f"prop-poison-{run_id}".encode()
-        poison = await (await producer.send("properties", b'{"specversion": "1.0", "id": ', key=poison_key))
-        after = marked_event("properties", 1, f"{run_id}-after")
-        await (await producer.send("properties", encode(after), key=poison_key))
+        poison_key = f"file-poison-{run_id}".encode()
+        poison = await (await producer.send("files", b'{"specversion": "1.0", "id": ', key=poison_key))
+        after = marked_event("files", 1, f"{run_id}-after")
+        await (await producer.send("files", encode(after), key=poison_key))
 
         async def next_dead_letter_for_our_key():
             batch = await dlq.getmany(timeout_ms=1000)
@@ -76,7 +76,7 @@ async def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_archive
         headers = {k: v.decode() for k, v in letter.headers}
         assert letter.value == b'{"specversion": "1.0", "id": '
         assert "malformed JSON" in headers[DLQ_ERROR_HEADER]
-        assert headers[DLQ_SOURCE_TOPIC_HEADER] == "properties"
+        assert headers[DLQ_SOURCE_TOPIC_HEADER] == "files"
         assert headers[DLQ_SOURCE_PARTITION_HEADER] == str(poison.partition)
         assert headers[DLQ_SOURCE_OFFSET_HEADER] == str(poison.offset)
         # The same partition moves on past the poison message.

@@ -157,9 +157,10 @@ async def test_delete_delists_everywhere(api):
 async def test_views_are_counted_anonymous_or_not(api):
     made = await create(api, a_user())
     where = made.headers["Location"]
-    anonymous = await api.post(f"{where}/view")
+    token = {CONSISTENCY: made.headers[CONSISTENCY]}
+    anonymous = await api.post(f"{where}/view", headers=token)
     assert anonymous.status_code == 202
-    signed_in = await api.post(f"{where}/view", headers=bearer(a_user()))
+    signed_in = await api.post(f"{where}/view", headers={**bearer(a_user()), **token})
     assert signed_in.status_code == 202
 
     async def views():

@@ -8,17 +8,19 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import encode
 from schemas.envelope import Envelope, new_event
-from schemas.topics import EVENT_TOPICS
 from tests.support.processes import WorkerProcess
 
+# Only topics no projection reads yet: these marked events are not valid product events, and a
+# projection would (rightly) dead-letter them. The archive treats every topic alike, so this loses
+# no coverage; when a projection starts reading one of these topics, move the marked events to a
+# topic of their own or make them valid events of that topic.
 _TYPES_BY_TOPIC = {
     "users": ("user", "user.registered.v1"),
-    "properties": ("prop", "property.created.v1"),
     "searches": ("search", "search.saved.v1"),
     "notifications": ("notif", "notification.requested.v1"),
     "files": ("file", "file.uploaded.v1"),
-    "property-views": ("prop", "property.viewed.v1"),
 }
+ARCHIVE_TEST_TOPICS = tuple(_TYPES_BY_TOPIC)
 
 
 def marked_event(topic: str, n: int, run_id: str) -> Envelope:
@@ -36,10 +38,10 @@ def marked_event(topic: str, n: int, run_id: str) -> Envelope:
 
 
 async def produce_marked(producer: AIOKafkaProducer, run_id: str, count: int, start: int = 0) -> list[str]:
-    """Spread `count` events over every event topic; returns their ids once the broker has them all."""
+    """Spread `count` events over the archive test topics; returns their ids once the broker has them all."""
     futures, ids = [], []
     for n in range(start, start + count):
-        topic = EVENT_TOPICS[n % len(EVENT_TOPICS)].name
+        topic = ARCHIVE_TEST_TOPICS[n % len(ARCHIVE_TEST_TOPICS)]
         event = marked_event(topic, n, run_id)
         ids.append(event.id)
         futures.append(await producer.send(topic, encode(event), key=event.subject.encode()))
