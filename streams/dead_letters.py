@@ -4,8 +4,9 @@ The original key and value travel untouched, so once the cause is fixed the mess
 on its topic as it was; the error, source position and consumer ride in headers.
 """
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import faust
@@ -18,7 +19,7 @@ from schemas.topics import (
     DLQ_SOURCE_PARTITION_HEADER,
     DLQ_SOURCE_TOPIC_HEADER,
 )
-from streams.positions import SourcePosition
+from streams.positions import RawRecord, SourcePosition
 
 log = logging.getLogger("streams.dead_letters")
 
@@ -63,3 +64,24 @@ async def publish_dead_letters(app: faust.App, letters: Sequence[DeadLetter]) ->
             timestamp=None,
             headers=list(letter.headers()),
         )
+
+
+async def or_dead_letter(
+    app: faust.App,
+    consumer: str,
+    records: Sequence[RawRecord],
+    work: Callable[[Sequence[RawRecord]], Awaitable[None]],
+    attempts: int = 3,
+) -> None:
+    """Run a batch; on a failure nobody foresaw (a bug, not a store being down: sinks retry those
+    themselves), try again a few times, then dead-letter the batch's records with the error. Faust acks
+    a batch whatever its loop body raised, so letting the exception escape would lose the batch."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await work(records)
+            return
+        except Exception as exc:
+            log.exception("%s: batch of %d failed (attempt %d of %d)", consumer, len(records), attempt, attempts)
+            failure = f"{consumer} failed: {type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.2 * attempt)
+    await publish_dead_letters(app, [DeadLetter(r.key, r.value, failure, r.position, consumer) for r in records])

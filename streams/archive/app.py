@@ -18,7 +18,7 @@ from schemas.topics import EVENT_TOPICS
 from streams.app import create_app
 from streams.archive.projection import ARCHIVE_CONSUMER, EventStoreRow, RawRecord, plan_archive
 from streams.archive.sink import PostgresEventStoreSink
-from streams.dead_letters import DeadLetter, publish_dead_letters
+from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import SourcePosition
 
 log = logging.getLogger("streams.archive")
@@ -40,7 +40,7 @@ class Archiver:
         self._sink = sink
         self._app = app
 
-    async def archive(self, records: list[RawRecord]) -> None:
+    async def archive(self, records: Sequence[RawRecord]) -> None:
         plan = plan_archive(records)
         await self._dead_letter(plan.dead_letters)
         try:
@@ -99,6 +99,7 @@ async def archive_events(stream: faust.StreamT[bytes]) -> None:
     try:
         archiver = Archiver(PostgresEventStoreSink(pool), app)
         async for events in stream.take_events(settings.archive_batch_size, within=settings.archive_batch_seconds):
-            await archiver.archive([record_of(event) for event in events])
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, ARCHIVE_CONSUMER, records, archiver.archive)
     finally:
         await pool.close()

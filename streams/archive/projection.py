@@ -4,6 +4,7 @@ The archive keeps any well-formed CloudEvent, whatever its type: it is the raw l
 lose an event just because this worker is older than the producer that wrote a new type.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,7 +71,7 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def plan_archive(records: list[RawRecord]) -> ArchivePlan:
+def plan_archive(records: Sequence[RawRecord]) -> ArchivePlan:
     rows: list[EventStoreRow] = []
     dead: list[DeadLetter] = []
     for record in records:

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
-from streams.dead_letters import DeadLetter, publish_dead_letters
+from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord, SourcePosition
 from streams.properties.projection import (
     OPENSEARCH_CHECKPOINT,
@@ -217,7 +217,8 @@ async def project_properties(stream: faust.StreamT[bytes]) -> None:
     try:
         batches = stream.take_events(settings.property_projection_batch_size, within=_BATCH_SECONDS)
         async for events in batches:
-            await projector.project_properties([record_of(event) for event in events])
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project_properties)
     finally:
         await stores.close()
 
@@ -229,6 +230,7 @@ async def project_views(stream: faust.StreamT[bytes]) -> None:
     try:
         batches = stream.take_events(settings.property_projection_batch_size, within=_BATCH_SECONDS)
         async for events in batches:
-            await projector.project_views([record_of(event) for event in events])
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project_views)
     finally:
         await stores.close()
