@@ -35,3 +35,24 @@ def decode(raw: bytes | str | None) -> Envelope:
             f"{'.'.join(str(p) for p in error['loc']) or 'event'}: {error['msg']}" for error in exc.errors()
         )
         raise EventDecodeError(f"invalid event: {problems}") from None
+
+
+def decode_storable(raw: bytes | str | None) -> Envelope:
+    """`decode`, also refusing what Postgres cannot store: JSON allows `\\u0000`, Postgres text and
+    jsonb do not, and one such event must be dead-lettered, not fail its whole batch."""
+    envelope = decode(raw)
+    # Cheap byte test first: only an event whose JSON mentions \\u0000 is walked to find a real NUL.
+    marker = b"\\u0000" if isinstance(raw, bytes) else "\\u0000"
+    if raw is not None and marker in raw and _has_nul(envelope.model_dump()):  # type: ignore[operator]
+        raise EventDecodeError("event contains a NUL character (\\u0000), which Postgres cannot store")
+    return envelope
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False

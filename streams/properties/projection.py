@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from schemas.codec import EventDecodeError, decode
+from schemas.codec import EventDecodeError, decode_storable
 from schemas.envelope import Envelope, format_time
 from schemas.properties import (
     PROPERTY_CREATED,
@@ -134,27 +134,14 @@ _PROJECTIONS: dict[str, Callable[[Envelope, EventData, int], PropertyChange]] = 
 
 def property_change(raw: bytes | None) -> PropertyChange:
     """Raises `EventDecodeError` for anything this projection cannot apply."""
-    event = EVENTS.read(decode(raw))
+    event = EVENTS.read(decode_storable(raw))
     envelope = event.envelope
     project = _PROJECTIONS.get(envelope.type)
     if project is None:
         raise EventDecodeError(f"{envelope.type} does not belong on the properties topic")
     if envelope.sequence is None or envelope.sequence < 1:
         raise EventDecodeError(f"{envelope.type} needs a sequence (the property's version), got {envelope.sequence}")
-    if raw is not None and b"\\u0000" in raw and _has_nul(envelope.data):
-        # JSON allows \u0000, Postgres text does not: refuse it here rather than as a failed batch.
-        raise EventDecodeError("event contains a NUL character (\\u0000), which Postgres cannot store")
     return project(envelope, event.data, envelope.sequence)
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def plan_properties(records: Sequence[RawRecord]) -> PropertyPlan:
@@ -187,7 +174,7 @@ class ViewPlan:
 
 
 def view_seen(record: RawRecord) -> ViewSeen:
-    event = EVENTS.read(decode(record.value))
+    event = EVENTS.read(decode_storable(record.value))
     if event.envelope.type != PROPERTY_VIEWED:
         raise EventDecodeError(f"{event.envelope.type} does not belong on the property-views topic")
     if record.key is not None and record.key != event.envelope.subject.encode():

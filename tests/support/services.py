@@ -1,7 +1,6 @@
 """Running an HTTP service the way an operator does: `uvicorn api.<service>.main:app` in its own process."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import httpx
 
 from api.services import ServiceSpec
 from config.settings import PROJECT_ROOT
+from tests.support.processes import stop_process_group
 from tests.support.waiting import eventually
 
 
@@ -57,14 +57,7 @@ class ServiceProcess:
             return None
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process, grace_seconds=15)
 
     @property
     def alive(self) -> bool:
