@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Reinstall Python dependencies only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install install-infra up down status prepare lint bench replay-archive
+.PHONY: run test install install-infra up down status prepare lint bench bench-properties demo-data replay-archive
 
 run: install up prepare
 	$(PY) -m ops.run
@@ -52,3 +52,14 @@ lint:
 
 bench: install up prepare
 	$(PY) bench/archive.py
+
+# Create/GET throughput and read-model freshness of the property slice (starts its own service and workers).
+bench-properties: install up prepare
+	$(PY) bench/properties.py
+
+# Realistic listings through the running property service (`make run`); same COUNT and SEED, nothing new.
+COUNT ?= 200
+SEED ?= 1
+DEMO_URL ?= http://127.0.0.1:8082
+demo-data: install
+	$(PY) -m ops.demo_data --count $(COUNT) --seed $(SEED) --url $(DEMO_URL)
