@@ -1,6 +1,11 @@
 """The six services: name, ASGI app and port. The runner, tests and docs read this table."""
 
+import sys
 from dataclasses import dataclass
+
+# Uvicorn's own access log is off: the request-log middleware (api/common/logs.py) already writes one
+# structured line per request, and a second, unstructured one costs CPU on every request.
+UVICORN_OPTIONS = ("--no-access-log",)
 
 
 @dataclass(frozen=True)
@@ -12,6 +17,20 @@ class ServiceSpec:
     @property
     def module(self) -> str:
         return self.app.split(":", 1)[0]
+
+    def command(self, host: str = "127.0.0.1", port: int | None = None) -> list[str]:
+        """How an operator starts it: its own uvicorn process."""
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.app,
+            "--host",
+            host,
+            "--port",
+            str(port or self.port),
+            *UVICORN_OPTIONS,
+        ]
 
 
 SERVICES: tuple[ServiceSpec, ...] = (

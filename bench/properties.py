@@ -52,6 +52,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from api.common.auth import issue_access_token
+from api.services import ServiceSpec
 from config import get_settings
 from ops.demo_data import create_listings, demo_listing
 from schemas.codec import decode
@@ -365,7 +366,7 @@ async def echo_service() -> AsyncIterator[str]:
     url = f"http://127.0.0.1:{port}"
     with (LOG_DIR / "echo.log").open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "uvicorn", "bench.echo_app:app", "--host", "127.0.0.1", "--port", str(port)),
+            *ServiceSpec("echo", "bench.echo_app:app", port).command(),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -38,10 +38,19 @@ class Settings(BaseSettings):
     # The property read-model projection (streams/properties/projection_app.py): its own app and group.
     property_projection_group: str = "property-projection"
     property_projection_batch_size: int = Field(default=500, ge=1)
-    property_projection_batch_seconds: float = Field(default=0.1, gt=0)
+    # How long a batch waits to fill: at low rates every event waits this long before it is visible.
+    property_projection_batch_seconds: float = Field(default=0.02, gt=0)
+    # The property search projection (streams/properties/search_app.py): OpenSearch, its own group.
+    property_search_projection_group: str = "property-search-projection"
+    property_search_projection_batch_seconds: float = Field(default=0.02, gt=0)
     # Queries and the projection use the alias; a rebuild fills a new index, then swaps the alias.
+    # The users read-model projection (streams/users/projection_app.py).
+    user_projection_group: str = "user-projection"
     opensearch_properties_alias: str = "properties"
     opensearch_properties_index: str = "properties-v1"
+    # The property decider decides commands in batches and waits for the broker once per batch.
+    decider_batch_size: int = Field(default=200, ge=1)
+    decider_batch_seconds: float = Field(default=0.003, gt=0)
     # A worker that died without leaving its group holds its partitions this long; short enough that a
     # restarted worker takes over quickly, long enough to ride out a GC pause.
     streams_session_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -51,6 +60,14 @@ class Settings(BaseSettings):
     jwt_access_ttl_seconds: int = 900
     # Where the EdDSA signing keys live; generated on first run when missing.
     jwt_key_dir: Path | None = None
+
+    # Refresh tokens (opaque, stored hashed in Redis) live this long; each use rotates them.
+    refresh_ttl_seconds: int = 30 * 24 * 60 * 60
+    # Login failures allowed per email and per client IP within the window before 429.
+    login_max_failures: int = 5
+    login_failure_window_seconds: int = 15 * 60
+    # Take the client IP from X-Forwarded-For (only behind a proxy that sets it; tests use it too).
+    trust_forwarded_for: bool = False
 
     # How long a command endpoint waits for its decider before answering 503 (the command may still land).
     command_wait_seconds: float = Field(default=5.0, gt=0)

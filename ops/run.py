@@ -35,11 +35,15 @@ def parts(host: str) -> list[Part]:
             "property-projection",
             [sys.executable, "-m", "streams.properties.projection_worker", "worker", "-l", "info"],
         ),
+        Part(
+            "property-search-projection",
+            [sys.executable, "-m", "streams.properties.search_worker", "worker", "-l", "info"],
+        ),
     ]
     services = [
         Part(
             spec.name,
-            [sys.executable, "-m", "uvicorn", spec.app, "--host", host, "--port", str(spec.port)],
+            spec.command(host),
             f"http://{host}:{spec.port}",
         )
         for spec in SERVICES

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+import orjson
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
@@ -47,13 +48,28 @@ class Success(ApiModel, Generic[T]):
     data: T
 
 
+class OrjsonResponse(JSONResponse):
+    """JSON by orjson: several times cheaper than the standard library on every answer we send.
+    Times are written our way (UTC with `Z`); anything orjson does not know goes through FastAPI's
+    encoder (pydantic models, enums of other kinds)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_fallback, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    return jsonable_encoder(value)
+
+
 def _envelope(data: Any, message: str) -> dict[str, Any]:
-    return {"success": True, "message": message, "data": jsonable_encoder(data)}
+    return {"success": True, "message": message, "data": data}
 
 
 def ok(data: Any = None, message: str = "OK", headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(_envelope(data, message), headers=headers)
+    return OrjsonResponse(_envelope(data, message), headers=headers)
 
 
 def created(data: Any, message: str, location: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(_envelope(data, message), status_code=201, headers={**(headers or {}), "Location": location})
+    return OrjsonResponse(_envelope(data, message), status_code=201, headers={**(headers or {}), "Location": location})

@@ -10,9 +10,12 @@ duplicate is the same event (same id, time and sequence), which every sink alrea
 
 import hashlib
 import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import datetime
 
 import faust
+from aiokafka.structs import RecordMetadata
 
 from config import get_settings
 from schemas.codec import EventDecodeError, decode, encode
@@ -92,28 +95,53 @@ def outcome_envelope(command: Command, outcome: CommandOutcome, time: datetime) 
 settings = get_settings()
 app = create_app(DECIDER, settings)
 commands_topic = app.topic(PROPERTY_COMMANDS.name, key_serializer="raw", value_serializer="raw")
-states = app.Table(
-    "properties-state",
-    partitions=PROPERTY_COMMANDS.partitions,
-    # JSON keys and values (Faust's defaults, which its changelog recovery reads back). Co-partitioning
-    # holds anyway: Faust writes a changelog record to the partition of the command being processed.
-    key_type=str,
+
+
+class CommandStateTable(faust.Table):  # type: ignore[misc]  # Faust's classes are untyped
+    """A table written from a batch loop: Faust finds the changelog partition through the event being
+    iterated, which a batch loop has not got, so the loop says which command it is deciding. The
+    changelog record goes to that command's partition: the table stays co-partitioned with it."""
+
+    deciding_partition: int | None = None
+
+    def partition_for_key(self, key: object) -> int | None:
+        if self.deciding_partition is None:
+            raise RuntimeError("table written outside a decision")
+        return self.deciding_partition
+
+
+states = app.tables.add(
+    CommandStateTable(
+        app,
+        name="properties-state",
+        beacon=app.tables.beacon,
+        partitions=PROPERTY_COMMANDS.partitions,
+        # JSON keys and values: Faust's defaults, which its changelog recovery reads back.
+        key_type=str,
+    )
 )
 
 
-async def _produce(topic: str, key: bytes, envelope: Envelope) -> str:
-    metadata = await app.producer.send_and_wait(
-        topic, key, encode(envelope), partition=None, timestamp=None, headers=None
-    )
-    return f"{metadata.topic}:{metadata.partition}:{metadata.offset}"
+@dataclass
+class Pending:
+    """A decided command whose events are on their way to the broker."""
+
+    command: Command
+    outcome: CommandOutcome
+    sends: list[Awaitable[RecordMetadata]]
 
 
-async def handle(key: bytes, cause: Envelope) -> None:
+async def _send(topic: str, key: bytes, envelope: Envelope) -> Awaitable[RecordMetadata]:
+    return await app.producer.send(topic, key, encode(envelope), partition=None, timestamp=None, headers=None)
+
+
+async def decide_one(message: faust.types.Message, cause: Envelope) -> Pending:
+    """Decide, fold the events into the table and start producing them; nothing here waits on Kafka."""
     command = read_command(cause)
-    if key != command.property_id.encode():
+    if message.key != command.property_id.encode():
         # The table is partitioned by the message key; a command keyed otherwise would be decided
         # against another partition's (absent) state.
-        raise EventDecodeError(f"command key {key!r} is not its property id {command.property_id}")
+        raise EventDecodeError(f"command key {message.key!r} is not its property id {command.property_id}")
     stored = states.get(command.property_id)
     state: PropertyState | None = state_from_json(stored) if stored else None
     decision = decide(command, state)
@@ -127,33 +155,37 @@ async def handle(key: bytes, cause: Envelope) -> None:
             errors=decision.errors,
             version=state.version if state else None,
         )
-    else:
-        positions = []
-        for index, event in enumerate(decision):
-            state = evolve(state, event, property_id=command.property_id, time=command.time)
-            positions.append(
-                await _produce(PROPERTIES.name, key, event_envelope(command, cause, event, index, state.version))
-            )
-        assert state is not None  # an accepted command always leaves a property behind
-        state = remember(state, command.id)
+        return Pending(command, outcome, [])
+    sends = []
+    for index, event in enumerate(decision):
+        state = evolve(state, event, property_id=command.property_id, time=command.time)
+        envelope = event_envelope(command, cause, event, index, state.version)
+        sends.append(await _send(PROPERTIES.name, message.key, envelope))
+    assert state is not None  # an accepted command always leaves a property behind
+    state = remember(state, command.id)
+    states.deciding_partition = message.partition
+    try:
         states[command.property_id] = state_to_json(state)
-        outcome = CommandOutcome(
-            command_id=command.id,
-            aggregate_id=command.property_id,
-            verdict=Verdict.ACCEPTED,
-            version=state.version,
-            positions=tuple(positions),
-            result={"createdAt": format_time(state.created_at), "title": state.listing.title},
-        )
-    await _produce(COMMAND_OUTCOMES.name, command.id.encode(), outcome_envelope(command, outcome, command.time))
+    finally:
+        states.deciding_partition = None
+    outcome = CommandOutcome(
+        command_id=command.id,
+        aggregate_id=command.property_id,
+        verdict=Verdict.ACCEPTED,
+        version=state.version,
+        result={"createdAt": format_time(state.created_at), "title": state.listing.title},
+    )
+    return Pending(command, outcome, sends)
 
 
-@app.agent(commands_topic)
-async def decide_property_commands(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
-        message = event.message
+async def decide_batch(messages: list[faust.types.Message]) -> None:
+    """Decide a batch in order, then wait for the broker once: every event acked (`acks=all`), then
+    every answer sent. No answer leaves before its events are durable, and the batch is acked only
+    after both, so a crash anywhere re-decides it (see the module docstring)."""
+    pending: list[Pending] = []
+    for message in messages:
         try:
-            await handle(message.key, decode(message.value))
+            pending.append(await decide_one(message, decode(message.value)))
         except Exception as exc:
             # Unreadable, or a failure we did not foresee: never lose the command silently, never
             # block the partition on it. The waiting endpoint answers 503 after its bounded wait.
@@ -162,6 +194,27 @@ async def decide_property_commands(stream: faust.StreamT[bytes]) -> None:
             position = SourcePosition(message.topic, message.partition, message.offset)
             error = str(exc) if isinstance(exc, EventDecodeError) else f"decider failed: {type(exc).__name__}: {exc}"
             await publish_dead_letters(app, [DeadLetter(message.key, message.value, error, position, DECIDER)])
+    answers = []
+    for item in pending:
+        written = [await send for send in item.sends]
+        positions = tuple(f"{m.topic}:{m.partition}:{m.offset}" for m in written)
+        outcome = item.outcome.model_copy(update={"positions": positions})
+        answers.append(
+            await _send(
+                COMMAND_OUTCOMES.name,
+                item.command.id.encode(),
+                outcome_envelope(item.command, outcome, item.command.time),
+            )
+        )
+    for answer in answers:
+        await answer
+
+
+@app.agent(commands_topic)
+async def decide_property_commands(stream: faust.StreamT[bytes]) -> None:
+    # A short window: under load a batch fills at once; alone, a command waits at most this long.
+    async for events in stream.take_events(settings.decider_batch_size, within=settings.decider_batch_seconds):
+        await decide_batch([event.message for event in events])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -38,7 +37,7 @@ class ServiceProcess:
     def launch(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", self.spec.app, "--host", "127.0.0.1", "--port", str(self.port)],
+                self.spec.command(port=self.port),
                 cwd=PROJECT_ROOT,
                 env=self.env,
                 stdout=log,
