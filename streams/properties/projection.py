@@ -35,6 +35,7 @@ from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
 PROJECTION_CONSUMER = "property-projection"
+SEARCH_CONSUMER = "property-search-projection"
 
 # Checkpoint names in `projection_checkpoints`, one per store: the read side asks "has the store I read
 # applied topic:partition:offset?" by comparing its `offset` with the position it waits for.
@@ -144,15 +145,35 @@ def property_change(raw: bytes | None) -> PropertyChange:
     return project(envelope, event.data, envelope.sequence)
 
 
-def plan_properties(records: Sequence[RawRecord]) -> PropertyPlan:
+def plan_properties(records: Sequence[RawRecord], consumer: str = PROJECTION_CONSUMER) -> PropertyPlan:
     changes: list[PlannedChange] = []
     dead: list[DeadLetter] = []
     for record in records:
         try:
             changes.append(PlannedChange(property_change(record.value), record))
         except EventDecodeError as exc:
-            dead.append(DeadLetter(record.key, record.value, str(exc), record.position, PROJECTION_CONSUMER))
+            dead.append(DeadLetter(record.key, record.value, str(exc), record.position, consumer))
     return PropertyPlan(changes, dead, [r.position for r in records])
+
+
+def newest_versions(changes: Sequence[PlannedChange]) -> dict[str, int]:
+    """Per property, the highest version a batch carries: the row the search projection must see."""
+    newest: dict[str, int] = {}
+    for planned in changes:
+        change = planned.change
+        newest[change.property_id] = max(newest.get(change.property_id, 0), change.version)
+    return newest
+
+
+def behind(rows: Sequence["PropertyRow"], wanted: dict[str, int]) -> set[str]:
+    """The properties whose Postgres row (missing counts as version 0) is older than the batch."""
+    have = {row.id: row.version for row in rows}
+    return {property_id for property_id, version in wanted.items() if have.get(property_id, 0) < version}
+
+
+def passed(applied: dict[tuple[str, int], int], needed: dict[tuple[str, int], int]) -> bool:
+    """True when a checkpoint (`applied`, per topic and partition) is at or past every `needed` offset."""
+    return all(applied.get(where, -1) >= offset for where, offset in needed.items())
 
 
 # ---- views ----

@@ -3,24 +3,22 @@
 Its own Faust app, so its own consumer group (`settings.property_projection_group`, default
 `property-projection`). Two thin agents:
 - `project_properties` reads `properties`: plan (pure) -> Postgres (rows + checkpoint, one transaction,
-  returns each touched property's current row) -> Redis -> its checkpoint -> OpenSearch -> its checkpoint.
+  returns each touched property's current row) -> Redis -> its checkpoint.
 - `project_views` reads `property-views`: plan (pure) -> Postgres (exact counts + checkpoint, one
   transaction, returns absolute counts) -> Redis -> its checkpoint.
+OpenSearch is another group (`streams/properties/search_app.py`), so a slow `_bulk` + `_refresh` never
+holds up the stores reads are served from.
 Faust acks a batch when the loop body returns, even when it raised, so nothing is thrown from here:
 a store that is down is waited for (backoff 0.1 s doubling to 5 s, the partition stays put), and a
 message or row a store refuses for good goes to `dead-letters` with the error.
 """
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
 
 import faust
-import httpx
 import psycopg
-import redis.exceptions
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
@@ -28,8 +26,8 @@ from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord, SourcePosition
+from streams.properties.batches import record_of, until_done
 from streams.properties.projection import (
-    OPENSEARCH_CHECKPOINT,
     PROJECTION_CONSUMER,
     REDIS_CHECKPOINT,
     PlannedChange,
@@ -38,41 +36,13 @@ from streams.properties.projection import (
     plan_views,
 )
 from streams.properties.sinks import (
-    OpenSearchPropertySink,
     PostgresCheckpoints,
     PostgresPropertySink,
     PostgresViewSink,
     RedisPropertySink,
-    SearchUnavailable,
 )
 
 log = logging.getLogger("streams.properties.projection")
-
-T = TypeVar("T")
-
-# A store being away is not the events' fault: wait for it.
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    PoolTimeout,
-    OSError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    httpx.TransportError,
-    SearchUnavailable,
-)
-_MAX_BACKOFF_SECONDS = 5.0
-
-
-async def until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-    backoff = 0.1
-    while True:
-        try:
-            return await attempt()
-        except _TRANSIENT as exc:
-            log.warning("%s: store unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
 
 
 class PropertyProjector:
@@ -84,14 +54,12 @@ class PropertyProjector:
         postgres: PostgresPropertySink,
         views: PostgresViewSink,
         redis: RedisPropertySink,
-        search: OpenSearchPropertySink,
         checkpoints: PostgresCheckpoints,
         dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
     ) -> None:
         self._postgres = postgres
         self._views = views
         self._redis = redis
-        self._search = search
         self._checkpoints = checkpoints
         self._dead_letters = dead_letters
 
@@ -108,10 +76,6 @@ class PropertyProjector:
         refused = await until_done("redis", lambda: self._redis.write_properties(rows))
         await self._refused(refused, by_property)
         await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
-
-        refused = await until_done("opensearch", lambda: self._search.write(rows))
-        await self._refused(refused, by_property)
-        await until_done("checkpoint", lambda: self._checkpoints.record(OPENSEARCH_CHECKPOINT, plan.positions))
 
     async def project_views(self, records: Sequence[RawRecord]) -> None:
         plan = plan_views(records)
@@ -166,11 +130,6 @@ class PropertyProjector:
         await self._dead_letters(letters)
 
 
-def record_of(event: faust.EventT) -> RawRecord:
-    message = event.message
-    return RawRecord(message.key, message.value, SourcePosition(message.topic, message.partition, message.offset))
-
-
 settings = get_settings()
 app = create_app(settings.property_projection_group, settings)
 properties_topic = app.topic(PROPERTIES.name, key_serializer="raw", value_serializer="raw")
@@ -186,7 +145,6 @@ class _Stores:
     def __init__(self) -> None:
         self.pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
         self.redis = Redis.from_url(settings.redis_url)
-        self.search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
 
     async def open(self) -> PropertyProjector:
         # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
@@ -199,13 +157,11 @@ class _Stores:
             PostgresPropertySink(self.pool),
             PostgresViewSink(self.pool),
             RedisPropertySink(self.redis),
-            OpenSearchPropertySink(self.search, settings.opensearch_properties_alias),
             PostgresCheckpoints(self.pool),
             dead_letters,
         )
 
     async def close(self) -> None:
-        await self.search.aclose()
         await self.redis.aclose()
         await self.pool.close()
 

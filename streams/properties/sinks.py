@@ -9,7 +9,8 @@ and OpenSearch (search). Each is idempotent and order-safe on its own:
 - OpenSearch: external versioning (`version_type=external`, version = the row's version), so Lucene
   itself refuses stale or repeated writes (409, which is success here).
 Redis and OpenSearch record their checkpoint (`properties-redis`, `properties-opensearch` in
-`projection_checkpoints`) only after their write is durable and visible.
+`projection_checkpoints`) only after their write is durable and visible. OpenSearch is fed by its own
+consumer group, from the rows `PostgresPropertyRows` reads back once Postgres has the batch.
 """
 
 import logging
@@ -200,6 +201,37 @@ class PostgresPropertySink:
                 await conn.execute(_RECOUNT_OWNERS, (owners,))
             await raise_checkpoints(conn, self._projection, positions)
         return rows
+
+
+_CHECKPOINTS = """
+SELECT topic, partition, "offset" FROM projection_checkpoints
+WHERE projection = %s AND topic = ANY(%s) AND partition = ANY(%s)
+"""
+
+
+class PostgresPropertyRows:
+    """Read side of the Postgres read model, for the search projection (another consumer group)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def current(self, ids: Sequence[str]) -> list[PropertyRow]:
+        if not ids:
+            return []
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(PropertyRow)) as cursor:
+            await cursor.execute(_CURRENT_ROWS, (sorted(ids),))
+            return await cursor.fetchall()
+
+    async def checkpoints(self, projection: str, where: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """How far `projection` has applied, per (topic, partition) asked about."""
+        wanted = set(where)
+        if not wanted:
+            return {}
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _CHECKPOINTS, (projection, sorted({t for t, _ in wanted}), sorted({p for _, p in wanted}))
+            )
+            return {(t, p): o for t, p, o in await cursor.fetchall() if (t, p) in wanted}
 
 
 _OPEN_VIEW_CHECKPOINTS = """

@@ -1,6 +1,7 @@
-"""Kill the property projection with SIGKILL twice while 1,000 listings (20 owners) and 1,000 views
-arrive: Postgres, Redis and OpenSearch each converge to exactly those 1,000 listings, the view counts
-sum to exactly 1,000 everywhere, and every owner's listing count is right."""
+"""Kill both property projection workers (Postgres + Redis, and search, two groups) with SIGKILL twice
+while 1,000 listings (20 owners) and 1,000 views arrive: Postgres, Redis and OpenSearch each converge to
+exactly those 1,000 listings, the view counts sum to exactly 1,000 everywhere, and every owner's listing
+count is right."""
 
 import asyncio
 import random
@@ -17,6 +18,7 @@ from tests.support.property_projection import (
     created,
     produce,
     projection_worker,
+    search_worker,
     start_group_at_end,
     viewed,
 )
@@ -32,17 +34,20 @@ async def count_rows(pg, prefix):
     return (await cursor.fetchone())[0]
 
 
-async def test_killing_the_projection_twice_loses_and_duplicates_nothing(settings, producer, pg, run_id, tmp_path):
+async def test_killing_both_projections_twice_loses_and_duplicates_nothing(settings, producer, pg, run_id, tmp_path):
     chaos = f"{run_id}-pchaos-{uuid.uuid4().hex[:6]}"
     prefix = f"prop-{chaos}-"
     ids = [f"{prefix}{n}" for n in range(TOTAL)]
     owner_of = {pid: f"user-{chaos}-{n % OWNERS}" for n, pid in enumerate(ids)}
     viewed_ids = [random.choice(ids) for _ in range(TOTAL)]
 
-    group = f"property-projection-chaos-{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]
+    group, search_group = f"property-projection-chaos-{suffix}", f"property-search-projection-chaos-{suffix}"
     await start_group_at_end(settings.kafka_bootstrap, group, (PROPERTIES.name, PROPERTY_VIEWS.name))
-    worker = projection_worker(group, tmp_path)
-    worker.start()
+    await start_group_at_end(settings.kafka_bootstrap, search_group, (PROPERTIES.name,))
+    workers = [projection_worker(group, tmp_path), search_worker(search_group, tmp_path)]
+    for worker in workers:
+        worker.start()
     last_sent = {}
     try:
         per_wave = TOTAL // WAVES
@@ -58,10 +63,12 @@ async def test_killing_the_projection_twice_loses_and_duplicates_nothing(setting
                 # Kill once some of the wave is projected and some is not: mid-batch, offsets uncommitted.
                 floor = wave * per_wave
                 await eventually(lambda: count_rows(pg, prefix), until=lambda c, f=floor: c > f, within=90)
-                await asyncio.sleep(random.uniform(0.0, 0.3))
-                worker.kill()
+                # Both workers, in a random order and a moment apart: each group is cut mid-batch.
+                for worker in random.sample(workers, len(workers)):
+                    await asyncio.sleep(random.uniform(0.0, 0.3))
+                    worker.kill()
+                    worker.start()
                 kills += 1
-                worker.start()
         assert kills == 2
 
         class Sent:
@@ -79,7 +86,8 @@ async def test_killing_the_projection_twice_loses_and_duplicates_nothing(setting
                     lambda s=store, m=sent: checkpoint(pg, s, m), until=lambda o, m=sent: o >= m.offset, within=180
                 )
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
     expected_views = Counter(viewed_ids)
 

@@ -1,5 +1,6 @@
-"""The property projection against real Kafka, Postgres, Redis and OpenSearch: real events in, each
-store checked; updates, images, deletes, duplicates and stale events; exact view counts."""
+"""The property projections (Postgres + Redis, and search in its own group) against real Kafka,
+Postgres, Redis and OpenSearch: real events in, each store checked; updates, images, deletes,
+duplicates and stale events; exact view counts."""
 
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from tests.support.property_projection import (
     images_added,
     produce,
     projection_worker,
+    search_worker,
     start_group_at_end,
     updated,
     viewed,
@@ -33,12 +35,18 @@ STORES = ("properties-postgres", "properties-redis", "properties-opensearch")
 
 @pytest.fixture(scope="module")
 async def worker(settings, tmp_path_factory):
-    group = f"property-projection-it-{uuid.uuid4().hex[:8]}"
+    """Both projection workers, each under a fresh group of its own that starts at the topics' end."""
+    suffix = uuid.uuid4().hex[:8]
+    group, search_group = f"property-projection-it-{suffix}", f"property-search-projection-it-{suffix}"
     await start_group_at_end(settings.kafka_bootstrap, group, (PROPERTIES.name, PROPERTY_VIEWS.name))
-    worker = projection_worker(group, tmp_path_factory.mktemp("logs"))
-    worker.start()
-    yield worker
-    worker.stop()
+    await start_group_at_end(settings.kafka_bootstrap, search_group, (PROPERTIES.name,))
+    logs = tmp_path_factory.mktemp("logs")
+    workers = [projection_worker(group, logs), search_worker(search_group, logs)]
+    for each in workers:
+        each.start()
+    yield workers
+    for each in workers:
+        each.stop()
 
 
 @pytest.fixture

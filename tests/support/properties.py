@@ -1,4 +1,4 @@
-"""The property slice running for real: the decider and projection workers and the property service.
+"""The property slice running for real: the decider, the two projection workers and the property service.
 
 Workers use their real consumer groups (their Faust table changelogs are named after them and are part
 of the topic catalogue); the service runs on a free port so a developer's own `make run` is left alone.
@@ -35,6 +35,7 @@ def property_workers(log_dir: Path) -> list[WorkerProcess]:
     return [
         WorkerProcess("streams.properties.decider_app", {}, log_dir / "property-decider.log"),
         WorkerProcess("streams.properties.projection_worker", {}, log_dir / "property-projection.log"),
+        WorkerProcess("streams.properties.search_worker", {}, log_dir / "property-search-projection.log"),
     ]
 
 

@@ -103,8 +103,18 @@ async def start_group_at_end(bootstrap: str, group: str, topics: tuple[str, ...]
 
 
 def projection_worker(group: str, log_dir: Path) -> WorkerProcess:
+    """The Postgres + Redis projection under its own group."""
     return WorkerProcess(
         "streams.properties.projection_worker", {"HI_PROPERTY_PROJECTION_GROUP": group}, log_dir / f"{group}.log"
+    )
+
+
+def search_worker(group: str, log_dir: Path) -> WorkerProcess:
+    """The OpenSearch projection under its own group (it reads `properties` only)."""
+    return WorkerProcess(
+        "streams.properties.search_worker",
+        {"HI_PROPERTY_SEARCH_PROJECTION_GROUP": group},
+        log_dir / f"{group}.log",
     )
 
 
