@@ -55,6 +55,18 @@ PROPERTY_COMMANDS = Topic(
     "property-commands", TopicKind.COMMANDS, key="property id (prop-…)", retention_ms=SEVEN_DAYS_MS
 )
 
+# Registrations, keyed by the email key (SHA-256 of the normalised email): one single writer per address,
+# the `user-registry` decider, so two concurrent registrations of one email cannot both win.
+USER_REGISTRATIONS = Topic(
+    "user-registrations",
+    TopicKind.COMMANDS,
+    key="email key (email-<sha256 of the normalised email>)",
+    retention_ms=SEVEN_DAYS_MS,
+)
+
+# Account commands for the `user-account` decider, keyed like `users` (co-partitioned with its table).
+USER_COMMANDS = Topic("user-commands", TopicKind.COMMANDS, key="user id (user-…)", retention_ms=SEVEN_DAYS_MS)
+
 # Deciders' answers, read by the endpoints waiting on them; useless after the wait, kept a day.
 COMMAND_OUTCOMES = Topic(
     "command-outcomes", TopicKind.OUTCOMES, key="command id", partitions=6, retention_ms=24 * 60 * 60 * 1000
@@ -69,14 +81,39 @@ PROPERTY_DECIDER_STATE_CHANGELOG = Topic(
     cleanup_policy="compact",
 )
 
+USER_REGISTRY_EMAILS_CHANGELOG = Topic(
+    "user-registry-emails-changelog",
+    TopicKind.CHANGELOG,
+    key="email key (email-…)",
+    cleanup_policy="compact",
+)
+USER_ACCOUNT_STATE_CHANGELOG = Topic(
+    "user-account-accounts-changelog",
+    TopicKind.CHANGELOG,
+    key="user id (user-…)",
+    cleanup_policy="compact",
+)
+
 # Poison messages from any consumer: the original bytes and key, with the error and source position in
 # headers. Kept forever like the events they failed to be, so an operator can repair and replay them.
 DEAD_LETTERS = Topic("dead-letters", TopicKind.DEAD_LETTERS, key="the original message's key", partitions=1)
 
 # Everything archived in `event_store`: the record of what happened.
 EVENT_TOPICS: tuple[Topic, ...] = (USERS, PROPERTIES, SEARCHES, NOTIFICATIONS, FILES, PROPERTY_VIEWS)
-CHANGELOG_TOPICS: tuple[Topic, ...] = (PROPERTY_DECIDER_STATE_CHANGELOG,)
-ALL_TOPICS: tuple[Topic, ...] = (*EVENT_TOPICS, PROPERTY_COMMANDS, COMMAND_OUTCOMES, *CHANGELOG_TOPICS, DEAD_LETTERS)
+CHANGELOG_TOPICS: tuple[Topic, ...] = (
+    PROPERTY_DECIDER_STATE_CHANGELOG,
+    USER_REGISTRY_EMAILS_CHANGELOG,
+    USER_ACCOUNT_STATE_CHANGELOG,
+)
+ALL_TOPICS: tuple[Topic, ...] = (
+    *EVENT_TOPICS,
+    PROPERTY_COMMANDS,
+    USER_REGISTRATIONS,
+    USER_COMMANDS,
+    COMMAND_OUTCOMES,
+    *CHANGELOG_TOPICS,
+    DEAD_LETTERS,
+)
 
 
 def by_name(name: str) -> Topic:

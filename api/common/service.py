@@ -31,6 +31,7 @@ from api.common.readiness import (
     redis_check,
 )
 from api.common.responses import ok
+from api.common.revocation import deny_list_check
 from config.settings import Settings, get_settings
 
 Dependency = Literal["kafka", "postgres", "redis", "opensearch"]
@@ -78,6 +79,8 @@ async def _open_clients(
         )
         stack.push_async_callback(client.aclose)
         app.state.redis = client
+        # Logged-out access tokens are refused by every service, not only the one that logged them out.
+        app.state.is_revoked = deny_list_check(client)
         checks.append(redis_check(client))
     if "opensearch" in uses:
         search = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=10, max_retries=1)
@@ -147,7 +150,7 @@ def create_service(
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     app.state.service_name = name
     app.state.uses = used
-    app.state.is_revoked = None  # the user service sets a deny-list check here
+    app.state.is_revoked = None  # the lifespan sets the Redis deny-list check when the service uses Redis
     install_error_handlers(app)
     app.add_middleware(RequestLogMiddleware)
     _add_probes(app, name)

@@ -1,17 +1,35 @@
 """User service (port 8081): `uvicorn api.user.main:app --port 8081`."""
 
 from api.common.service import create_service
+from api.user.routes import auth_router, users_router
 
 app = create_service(
     "user",
     title="Hyderabad Infra: user service",
     description=(
-        "Accounts and sessions. Will own registration, login (recorded in the user's history), rotating "
-        "refresh tokens and logout (`/api/auth/register`, `/login`, `/refresh`, `/logout`), user profiles "
-        "(`GET`/`PUT`/`DELETE /api/users/{id}`), a user's listings and their count "
-        "(`/api/users/{id}/properties`, `/api/users/{id}/property-count`) and user search "
-        "(`/api/users/search`). It signs the EdDSA access tokens every service verifies and keeps the "
-        "revocation list in Redis. Commands go to the `users` topic; reads come from Postgres and Redis."
+        "Accounts and sessions: registration, login, rotating refresh tokens and logout "
+        "(`/api/auth/register`, `/login`, `/refresh`, `/logout`), profiles (`GET`/`PUT`/`DELETE "
+        "/api/users/{id}`), a user's listings and their count (`/api/users/{id}/properties`, "
+        "`/api/users/{id}/property-count`) and user search (`/api/users/search`).\n\n"
+        "**Registration** goes to `user-registrations`, keyed by a SHA-256 of the normalised email (trimmed, "
+        "lower-cased): one decider per address, so of concurrent registrations of one email exactly one "
+        "gets 201 and the others 409. Email is immutable after registration. Passwords: at least 10 "
+        "characters, not among the common ones, hashed with argon2id (m = 19 MiB, t = 2, p = 1) here; "
+        "only the hash travels.\n\n"
+        "**Sessions**: access tokens are EdDSA JWTs (`kid`, `jti`, 15 min); refresh tokens are opaque, "
+        "kept hashed in Redis for 30 days from login, and rotate on every use; presenting a rotated one "
+        "again revokes the whole session. Logout revokes the session and puts the access token's `jti` "
+        "on a Redis deny list every service checks. Login answers the same 401 for an unknown email and a "
+        "wrong password, and 429 (`Retry-After`) after 5 failures in 15 minutes per email or client IP.\n\n"
+        "**Roles** USER and ADMIN; the first admin is made by `python -m ops.create_admin`, never here.\n\n"
+        "**DELETE** closes the account: the account decider records `user.deleted.v1`, the projection "
+        "erases email, phone, name and password hash from Postgres and Redis (a tombstone keeps the id and "
+        "version), the user's listings are delisted, login and refresh fail, GET answers 404.\n\n"
+        "Command answers carry `X-Consistency-Token`; send it back on a query (or on login right after "
+        "registering) to read your own write."
     ),
     uses={"kafka", "postgres", "redis"},
+    sends_commands=True,
 )
+app.include_router(auth_router)
+app.include_router(users_router)

@@ -1,0 +1,28 @@
+"""The access-token deny list in Redis, shared by every service.
+
+Logout puts a token's `jti` here until the token would have expired anyway; every service's token
+check (`app.state.is_revoked`, set by `create_service` for services that use Redis) refuses it.
+"""
+
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from api.common.auth import RevocationCheck
+
+
+def denied_key(token_id: str) -> str:
+    return f"auth:denied-jti:{token_id}"
+
+
+async def deny(redis: Redis, token_id: str, expires_at: datetime) -> None:
+    seconds = int((expires_at - datetime.now(UTC)).total_seconds()) + 10  # + the verifier's leeway
+    if seconds > 0:
+        await redis.set(denied_key(token_id), b"1", ex=seconds)
+
+
+def deny_list_check(redis: Redis) -> RevocationCheck:
+    async def is_revoked(token_id: str) -> bool:
+        return bool(await redis.exists(denied_key(token_id)))
+
+    return is_revoked

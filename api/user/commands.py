@@ -1,0 +1,97 @@
+"""The user service's command side: build a command, send it to its decider, turn the decision into
+the HTTP answer.
+
+Registration -> `user-registrations` (keyed by the email key) -> `user-registry` -> `user-commands`
+-> `user-account` -> `users`. Every other account command goes to `user-commands` (keyed by user id).
+"""
+
+from fastapi import Request
+
+from api.common.auth import AccessClaims
+from api.common.commands import CommandBus
+from api.common.deps import RequestContext
+from api.common.errors import ApiError, field_error
+from api.common.kafka import CONSISTENCY_HEADER
+from schemas.envelope import Envelope, new_event
+from schemas.ids import new_id
+from schemas.outcomes import CommandOutcome, Verdict
+from schemas.registry import EventData
+from schemas.topics import USER_COMMANDS, USER_REGISTRATIONS
+from schemas.users import REGISTER_USER, RegisterUser, Role, email_key
+
+
+def registration(
+    *,
+    email: str,
+    name: str,
+    phone: str,
+    password_hash: str,
+    role: Role = Role.USER,
+    session_id: str | None = None,
+    correlation_id: str | None = None,
+) -> Envelope:
+    """The registration command, keyed by the email key; also what `ops.create_admin` sends."""
+    user_id = new_id("user")
+    key = email_key(email)
+    data = RegisterUser(
+        user_id=user_id, email=email, email_key=key, name=name, phone=phone, password_hash=password_hash, role=role
+    )
+    return new_event(
+        type=REGISTER_USER,
+        subject=key,
+        data=data.to_wire(),
+        service="user",
+        userid=user_id,
+        sessionid=session_id,
+        correlationid=correlation_id,
+        event_id=new_id("cmd"),
+    )
+
+
+def account_command(kind: str, user_id: str, data: EventData, actor: AccessClaims, ctx: RequestContext) -> Envelope:
+    return new_event(
+        type=kind,
+        subject=user_id,
+        data=data.to_wire(),
+        service="user",
+        userid=actor.subject,
+        sessionid=ctx.session_id,
+        correlationid=ctx.correlation_id,
+        event_id=new_id("cmd"),
+    )
+
+
+def raise_rejection(outcome: CommandOutcome) -> CommandOutcome:
+    if outcome.verdict == Verdict.REJECTED:
+        raise ApiError(
+            outcome.status or 422,
+            outcome.message,
+            [field_error(problem.field, problem.message) for problem in outcome.errors],
+        )
+    return outcome
+
+
+async def register(bus: CommandBus, envelope: Envelope) -> CommandOutcome:
+    return raise_rejection(await bus.send(USER_REGISTRATIONS.name, envelope))
+
+
+async def decide(request: Request, envelope: Envelope) -> CommandOutcome:
+    bus: CommandBus = request.app.state.commands
+    return raise_rejection(await bus.send(USER_COMMANDS.name, envelope))
+
+
+def actor_role(user: AccessClaims) -> Role:
+    return Role.ADMIN if user.role == Role.ADMIN else Role.USER
+
+
+def require_self_or_admin(user: AccessClaims, user_id: str) -> None:
+    if user.subject != user_id and user.role != Role.ADMIN:
+        raise ApiError(403, "Only the user or an admin may do this")
+
+
+def decision_headers(outcome: CommandOutcome, extra_positions: tuple[str, ...] = ()) -> dict[str, str]:
+    headers = {"ETag": f'"{outcome.version or 0}"'}
+    positions = (*outcome.positions, *extra_positions)
+    if positions:
+        headers[CONSISTENCY_HEADER] = ",".join(positions)
+    return headers

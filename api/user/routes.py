@@ -1,0 +1,287 @@
+"""User endpoints (8081): authentication (`/api/auth/…`) and users (`/api/users/…`).
+
+Commands go to the user deciders through Kafka and answer from their decision; queries read the users
+projection's stores and the property read model. Login, refresh and logout touch only Redis (sessions,
+deny list, rate limit) besides reading the users read model and recording the login as a fact.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from api.common.auth import Unauthorized, issue_access_token
+from api.common.deps import Context, CurrentUser, OptionalUser
+from api.common.errors import ApiError, field_error
+from api.common.kafka import CONSISTENCY_HEADER
+from api.common.pagination import PageQuery
+from api.common.responses import created, ok
+from api.common.revocation import deny
+from api.user import commands, queries, sessions
+from api.user.models import LoginIn, LogoutIn, ProfileUpdateIn, RefreshIn, RegisterIn
+from api.user.passwords import hash_password, password_problem, verify_password
+from config.settings import Settings
+from schemas.envelope import new_event
+from schemas.properties import DELETE_PROPERTY, DeleteProperty
+from schemas.topics import PROPERTIES, PROPERTY_COMMANDS, USERS
+from schemas.users import (
+    DELETE_ACCOUNT,
+    RECORD_PROPERTY_COUNT,
+    UPDATE_PROFILE,
+    USER_LOGGED_IN,
+    DeleteAccount,
+    RecordPropertyCount,
+    Role,
+    UpdateProfile,
+    UserLoggedIn,
+    normalise_email,
+)
+
+auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
+users_router = APIRouter(prefix="/api/users", tags=["users"])
+
+UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
+ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
+IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=40)]
+
+INVALID_LOGIN = "Invalid email or password"
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _client_ip(request: Request) -> str:
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and _settings(request).trust_forwarded_for:
+        return forwarded.split(",", 1)[0].strip()[:64]
+    return request.client.host if request.client else "unknown"
+
+
+def _parse_if_match(value: str | None) -> int | None:
+    if value is None or value.strip() == "*":
+        return None
+    digits = value.strip().removeprefix("W/").strip('"')
+    if not digits.isdigit() or len(digits) > 9:
+        raise ApiError(422, "Invalid If-Match", [field_error("If-Match", 'expected the ETag of a GET, e.g. "3"')])
+    return int(digits)
+
+
+async def _session(request: Request, user_id: str, role: str, family: str, *, new: bool) -> dict[str, object]:
+    settings = _settings(request)
+    access = issue_access_token(user_id, role, session_id=family, settings=settings)
+    refresh = await sessions.issue_refresh_token(
+        request.app.state.redis, user_id, family, settings.refresh_ttl_seconds, new=new
+    )
+    return {
+        "accessToken": access,
+        "tokenType": "Bearer",
+        "expiresIn": settings.jwt_access_ttl_seconds,
+        "refreshToken": refresh,
+        "userId": user_id,
+        "role": role,
+    }
+
+
+# ---- auth ----
+
+
+@auth_router.post("/register", status_code=201, summary="Create an account; 409 when the email is taken")
+async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResponse:
+    problem = password_problem(body.password, email=body.email, name=body.name)
+    if problem:
+        raise ApiError(422, "Invalid request: check password", [field_error("password", problem)])
+    envelope = commands.registration(
+        email=body.email,
+        name=body.name,
+        phone=body.phone,
+        password_hash=await hash_password(body.password),
+        session_id=ctx.session_id,
+        correlation_id=ctx.correlation_id,
+    )
+    user_id = envelope.userid
+    assert user_id is not None
+    outcome = await commands.register(request.app.state.commands, envelope)
+    data = {
+        "id": user_id,
+        "email": body.email,
+        "name": body.name,
+        "phone": body.phone,
+        "role": Role.USER.value,
+        "createdAt": outcome.result["createdAt"],
+    }
+    return created(data, "User registered", f"/api/users/{user_id}", headers=commands.decision_headers(outcome))
+
+
+@auth_router.post("/login", summary="Email + password -> access JWT and a rotating refresh token")
+async def login(body: LoginIn, ctx: Context, request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
+    """Unknown email and wrong password get the same 401 in about the same time. Five failures in 15
+    minutes for one email or one client IP answer 429 with `Retry-After`; a success resets the email's."""
+    settings = _settings(request)
+    redis = request.app.state.redis
+    email, ip = normalise_email(body.email), _client_ip(request)
+    await sessions.check_login_allowed(redis, email, ip, settings.login_max_failures)
+    await queries.caught_up(request, queries.POSTGRES_CHECKPOINT, consistency)
+    found = await queries.credentials(request, email)
+    if not await verify_password(found.password_hash if found else None, body.password) or found is None:
+        await sessions.record_failure(redis, email, ip, settings.login_failure_window_seconds)
+        raise Unauthorized(INVALID_LOGIN)
+    await sessions.reset_failures(redis, email)
+    family = sessions.new_family()
+    session = await _session(request, found.user_id, found.role, family, new=True)
+    fact = new_event(
+        type=USER_LOGGED_IN,
+        subject=found.user_id,
+        data=UserLoggedIn().to_wire(),
+        service="user",
+        userid=found.user_id,
+        sessionid=family,
+        correlationid=ctx.correlation_id,
+    )
+    await request.app.state.producer.publish(USERS.name, fact)
+    return ok(session, "Logged in")
+
+
+@auth_router.post("/refresh", summary="Rotate the refresh token; reuse of a rotated one revokes the session")
+async def refresh(body: RefreshIn, request: Request) -> JSONResponse:
+    redis = request.app.state.redis
+    grant = await sessions.rotate(redis, body.refresh_token, _settings(request).refresh_ttl_seconds)
+    role = await queries.live_role(request, grant.user_id)
+    if role is None:
+        await sessions.revoke_family(redis, grant.family)
+        raise Unauthorized("Account closed")
+    return ok(await _session(request, grant.user_id, role, grant.family, new=False), "Token refreshed")
+
+
+@auth_router.post("/logout", summary="Revoke this session's refresh tokens and this access token everywhere")
+async def logout(user: CurrentUser, request: Request, body: LogoutIn | None = None) -> JSONResponse:
+    redis = request.app.state.redis
+    if user.session_id:
+        await sessions.revoke_family(redis, user.session_id)
+    if body is not None and body.refresh_token:
+        try:
+            grant = await sessions.rotate(redis, body.refresh_token, _settings(request).refresh_ttl_seconds)
+        except Unauthorized:
+            grant = None
+        if grant is not None and grant.user_id == user.subject:
+            await sessions.revoke_family(redis, grant.family)
+    await deny(redis, user.token_id, user.expires_at)
+    return ok({"userId": user.subject}, "Logged out")
+
+
+# ---- users: literal paths before `/{user_id}` ----
+
+
+@users_router.get("/search", summary="Users by name prefix (and email prefix, for admins), role; cursor paging")
+async def search_users(
+    request: Request,
+    viewer: OptionalUser,
+    paging: PageQuery,
+    q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    role: Annotated[Role | None, Query()] = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    found, fresh = await queries.search(request, viewer, q, role, paging, consistency)
+    return ok(found, "Users", queries.freshness_headers(fresh))
+
+
+@users_router.get("/{user_id}", summary="Self/admin: full profile; anyone else: the public profile")
+async def get_user(
+    user_id: UserId, request: Request, viewer: OptionalUser, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    profile, fresh = await queries.profile(request, user_id, consistency)
+    count = await queries.property_count(request, user_id)
+    if queries.can_see_everything(viewer, user_id):
+        headers = {"ETag": f'"{profile["version"]}"', **queries.freshness_headers(fresh)}
+        return ok(queries.full_profile(profile, count), "User profile", headers)
+    return ok(queries.public_profile(profile, count), "User profile", queries.freshness_headers(fresh))
+
+
+@users_router.put("/{user_id}", summary="Update name/phone (self or admin); If-Match -> 409 when stale")
+async def update_user(
+    user_id: UserId,
+    body: ProfileUpdateIn,
+    user: CurrentUser,
+    ctx: Context,
+    request: Request,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    commands.require_self_or_admin(user, user_id)
+    changes = body.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
+    if not changes:
+        raise ApiError(422, "Nothing to update", [field_error("body", "send name and/or phone")])
+    update = UpdateProfile(
+        changes=changes, expected_version=_parse_if_match(if_match), actor_role=commands.actor_role(user)
+    )
+    outcome = await commands.decide(request, commands.account_command(UPDATE_PROFILE, user_id, update, user, ctx))
+    return ok({"id": user_id, "version": outcome.version}, "User updated", commands.decision_headers(outcome))
+
+
+@users_router.delete("/{user_id}", summary="Close the account (self or admin): erase personal data, delist listings")
+async def delete_user(
+    user_id: UserId,
+    user: CurrentUser,
+    ctx: Context,
+    request: Request,
+    if_match: IfMatch = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    """Send a property command's `X-Consistency-Token` to be sure a listing created just before is
+    delisted too: the listings to delist are read from the property read model."""
+    commands.require_self_or_admin(user, user_id)
+    delete = DeleteAccount(expected_version=_parse_if_match(if_match), actor_role=commands.actor_role(user))
+    outcome = await commands.decide(request, commands.account_command(DELETE_ACCOUNT, user_id, delete, user, ctx))
+    # The account is closed; its listings go with it, each through the property decider (the owner's
+    # or an admin's delete, as any other delisting). A listing the decider already delisted is a 404.
+    await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
+    positions: list[str] = []
+    delisted = 0
+    bus = request.app.state.commands
+    for property_id in await queries.live_listing_ids(request, user_id):
+        command = commands.account_command(
+            DELETE_PROPERTY, property_id, DeleteProperty(actor_role=commands.actor_role(user)), user, ctx
+        )
+        answer = await bus.send(PROPERTY_COMMANDS.name, command)
+        positions += answer.positions
+        delisted += 1 if answer.positions else 0
+    if user.subject == user_id:
+        await deny(request.app.state.redis, user.token_id, user.expires_at)
+        if user.session_id:
+            await sessions.revoke_family(request.app.state.redis, user.session_id)
+    return ok(
+        {"id": user_id, "deleted": True, "delistedProperties": delisted},
+        "Account closed and personal data erased",
+        commands.decision_headers(outcome, tuple(positions)),
+    )
+
+
+@users_router.get("/{user_id}/properties", summary="A user's listings (delisted ones too for self/admin)")
+async def user_properties(
+    user_id: UserId, request: Request, viewer: OptionalUser, paging: PageQuery, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    await queries.require_user(request, user_id)
+    everything = queries.can_see_everything(viewer, user_id)
+    found, fresh = await queries.listings(request, user_id, everything, paging, consistency)
+    return ok(found, "User properties", queries.freshness_headers(fresh))
+
+
+@users_router.post("/{user_id}/property-count", summary="Recount live listings, record the count as an event")
+async def recount_properties(
+    user_id: UserId, user: CurrentUser, ctx: Context, request: Request, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    """Counts the user's live listings in the property read model (send a property command's
+    `X-Consistency-Token` to count your own latest write) and records it: `user.property_count_updated`
+    when it changed, nothing when it did not, so repeating it is harmless."""
+    commands.require_self_or_admin(user, user_id)
+    await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
+    count = await queries.count_live_listings(request, user_id)
+    record = RecordPropertyCount(property_count=count, actor_role=commands.actor_role(user))
+    outcome = await commands.decide(
+        request, commands.account_command(RECORD_PROPERTY_COUNT, user_id, record, user, ctx)
+    )
+    return ok(
+        {"userId": user_id, "propertyCount": count, "version": outcome.version},
+        "Property count recorded",
+        commands.decision_headers(outcome),
+    )

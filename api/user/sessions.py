@@ -1,0 +1,108 @@
+"""Sessions in Redis: rotating refresh tokens, and the login-failure counters behind the rate limit.
+
+Refresh tokens are opaque (32 random bytes); Redis keeps only their SHA-256, so a dump of Redis
+cannot be replayed. Each login starts a family (its id is the access token's `sid`); each refresh
+marks the presented token used and issues the next one in the family. A token presented a second
+time means it was stolen (or the client is confused): the whole family is revoked.
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+from api.common.auth import Unauthorized
+from api.common.errors import ApiError
+
+_REFRESH = "auth:refresh:"
+_USED = "auth:refresh-used:"
+_FAMILY = "auth:family:"
+_FAILURES = "auth:login-failures:"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RefreshGrant:
+    user_id: str
+    family: str
+
+
+def new_family() -> str:
+    return f"sess-{secrets.token_hex(16)}"
+
+
+async def issue_refresh_token(redis: Redis, user_id: str, family: str, ttl: int, *, new: bool) -> str:
+    token = secrets.token_urlsafe(32)
+    async with redis.pipeline(transaction=True) as pipe:
+        if new:
+            pipe.set(_FAMILY + family, user_id, ex=ttl)
+        pipe.set(_REFRESH + _digest(token), orjson.dumps({"userId": user_id, "family": family}), ex=ttl)
+        await pipe.execute()
+    return token
+
+
+async def rotate(redis: Redis, token: str, ttl: int) -> RefreshGrant:
+    """The grant the token stands for, marking it used; 401 when unknown, revoked or reused."""
+    digest = _digest(token)
+    raw = await redis.get(_REFRESH + digest)
+    if raw is None:
+        raise Unauthorized("Invalid refresh token")
+    record = orjson.loads(raw)
+    grant = RefreshGrant(record["userId"], record["family"])
+    if not await redis.exists(_FAMILY + grant.family):
+        raise Unauthorized("Session revoked; log in again")
+    if not await redis.set(_USED + digest, b"1", nx=True, ex=ttl):
+        await revoke_family(redis, grant.family)
+        raise Unauthorized("Refresh token reused; every session token of this login is revoked")
+    return grant
+
+
+async def revoke_family(redis: Redis, family: str) -> None:
+    await redis.delete(_FAMILY + family)
+
+
+async def family_active(redis: Redis, family: str) -> bool:
+    return bool(await redis.exists(_FAMILY + family))
+
+
+# ---- login rate limit ----
+
+
+def _email_counter(email: str) -> str:
+    return f"{_FAILURES}email:{_digest(email)}"
+
+
+def _ip_counter(ip: str) -> str:
+    return f"{_FAILURES}ip:{ip}"
+
+
+class TooManyAttempts(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            429, "Too many failed logins; try again later", headers={"Retry-After": str(max(1, retry_after))}
+        )
+
+
+async def check_login_allowed(redis: Redis, email: str, ip: str, max_failures: int) -> None:
+    keys = [_email_counter(email), _ip_counter(ip)]
+    counts = await redis.mget(keys)
+    for key, count in zip(keys, counts, strict=True):
+        if count is not None and int(count) >= max_failures:
+            raise TooManyAttempts(int(await redis.ttl(key)))
+
+
+async def record_failure(redis: Redis, email: str, ip: str, window: int) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        for key in (_email_counter(email), _ip_counter(ip)):
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)  # the window starts at the first failure
+        await pipe.execute()
+
+
+async def reset_failures(redis: Redis, email: str) -> None:
+    await redis.delete(_email_counter(email))

@@ -1,0 +1,141 @@
+"""The user account decider: `python -m streams.users.account_app worker -l info`.
+
+Consumer group `user-account`. Reads `user-commands` (keyed by user id), keeps each account's state in
+`accounts` (co-partitioned: same key, six partitions), and for each command: decide (pure) -> produce
+the events to `users` -> fold them into the table -> answer on `command-outcomes`. The only writer of
+sequenced events on `users`. Accounts are opened by the registry's forward (`user.open_account.v1`),
+which reaches this partition before any later command about the user: the endpoint answered 201 only
+after this decider emitted the registration.
+"""
+
+import logging
+
+import faust
+
+from config import get_settings
+from schemas.codec import EventDecodeError, decode, encode
+from schemas.envelope import Envelope, format_time
+from schemas.outcomes import CommandOutcome, Verdict
+from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USERS
+from schemas.users import ACCOUNT_COMMANDS
+from streams.app import create_app, run_worker
+from streams.dead_letters import DeadLetter, publish_dead_letters
+from streams.positions import SourcePosition
+from streams.users.decider import (
+    AccountState,
+    Command,
+    NewEvent,
+    Rejection,
+    decide,
+    evolve,
+    remember,
+    state_from_json,
+    state_to_json,
+)
+from streams.users.envelopes import ACCOUNT_SOURCE, event_id, outcome_envelope
+
+log = logging.getLogger("streams.users.account")
+
+ACCOUNT = "user-account"
+
+
+def read_command(envelope: Envelope) -> Command:
+    model = ACCOUNT_COMMANDS.get(envelope.type)
+    if model is None:
+        raise EventDecodeError(f"unknown account command {envelope.type!r}")
+    if not envelope.userid:
+        raise EventDecodeError("an account command needs the acting user (userid)")
+    try:
+        data = model.model_validate(envelope.data)
+    except ValueError as exc:
+        raise EventDecodeError(f"invalid {envelope.type}: {exc}") from None
+    return Command(envelope.id, envelope.type, envelope.subject, envelope.userid, envelope.time, data)
+
+
+def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: int, sequence: int) -> Envelope:
+    return Envelope(
+        id=event_id(command.id, index),
+        type=event.type,
+        source=ACCOUNT_SOURCE,
+        subject=command.user_id,
+        time=command.time,
+        userid=command.actor_id,
+        sessionid=cause.sessionid,
+        correlationid=cause.correlationid or command.id,
+        causationid=command.id,
+        sequence=sequence,
+        data=event.data.to_wire(),
+    )
+
+
+settings = get_settings()
+app = create_app(ACCOUNT, settings)
+commands_topic = app.topic(USER_COMMANDS.name, key_serializer="raw", value_serializer="raw")
+accounts = app.Table("accounts", partitions=USER_COMMANDS.partitions, key_type=str)
+
+
+async def _produce(topic: str, key: bytes, envelope: Envelope) -> str:
+    metadata = await app.producer.send_and_wait(
+        topic, key, encode(envelope), partition=None, timestamp=None, headers=None
+    )
+    return f"{metadata.topic}:{metadata.partition}:{metadata.offset}"
+
+
+async def handle(key: bytes, cause: Envelope) -> None:
+    command = read_command(cause)
+    if key != command.user_id.encode():
+        raise EventDecodeError(f"command key {key!r} is not its user id {command.user_id}")
+    stored = accounts.get(command.user_id)
+    state: AccountState | None = state_from_json(stored) if stored else None
+    decision = decide(command, state)
+    if isinstance(decision, Rejection):
+        outcome = CommandOutcome(
+            command_id=command.id,
+            aggregate_id=command.user_id,
+            verdict=Verdict.REJECTED,
+            status=decision.status,
+            message=decision.message,
+            errors=decision.errors,
+            version=state.version if state else None,
+        )
+    else:
+        positions = []
+        for index, event in enumerate(decision):
+            state = evolve(state, event, user_id=command.user_id, time=command.time)
+            positions.append(
+                await _produce(USERS.name, key, event_envelope(command, cause, event, index, state.version))
+            )
+        assert state is not None
+        state = remember(state, command.id)
+        accounts[command.user_id] = state_to_json(state)
+        outcome = CommandOutcome(
+            command_id=command.id,
+            aggregate_id=command.user_id,
+            verdict=Verdict.ACCEPTED,
+            version=state.version,
+            positions=tuple(positions),
+            result={"createdAt": format_time(state.created_at), "propertyCount": state.property_count},
+        )
+    await _produce(
+        COMMAND_OUTCOMES.name,
+        command.id.encode(),
+        outcome_envelope(ACCOUNT_SOURCE, command.id, command.actor_id, outcome, command.time),
+    )
+
+
+@app.agent(commands_topic)
+async def decide_account_commands(stream: faust.StreamT[bytes]) -> None:
+    async for event in stream.events():
+        message = event.message
+        try:
+            await handle(message.key, decode(message.value))
+        except Exception as exc:
+            if not isinstance(exc, EventDecodeError):
+                log.exception("deciding %s failed", message.key)
+            position = SourcePosition(message.topic, message.partition, message.offset)
+            error = str(exc) if isinstance(exc, EventDecodeError) else f"decider failed: {type(exc).__name__}: {exc}"
+            await publish_dead_letters(app, [DeadLetter(message.key, message.value, error, position, ACCOUNT)])
+
+
+if __name__ == "__main__":
+    run_worker(app)

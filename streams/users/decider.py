@@ -1,0 +1,212 @@
+"""The user deciders: pure functions, no I/O.
+
+- The registry: `decide_registration(command, owner)` where `owner` is the user id already holding the
+  email key (or None). First one wins; the same command redelivered wins again (it is the owner).
+- The account: `decide(command, state)` and `evolve(state, event)` over one account, like the property
+  decider. Its state holds no email: nothing the account decides depends on it.
+"""
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.outcomes import FieldProblem
+from schemas.registry import EventData
+from schemas.users import (
+    DELETE_ACCOUNT,
+    OPEN_ACCOUNT,
+    RECORD_PROPERTY_COUNT,
+    UPDATE_PROFILE,
+    USER_DELETED,
+    USER_PROFILE_UPDATED,
+    USER_PROPERTY_COUNT_UPDATED,
+    USER_REGISTERED,
+    DeleteAccount,
+    OpenAccount,
+    Profile,
+    RecordPropertyCount,
+    RegisterUser,
+    Role,
+    UpdateProfile,
+    UserDeleted,
+    UserProfileUpdated,
+    UserPropertyCountUpdated,
+    UserRegistered,
+)
+
+REMEMBERED_COMMANDS = 20
+
+
+@dataclass(frozen=True)
+class Command:
+    id: str
+    type: str
+    user_id: str  # the account the command is about (the message key)
+    actor_id: str  # who asked
+    time: datetime
+    data: EventData
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    data: EventData
+
+
+@dataclass(frozen=True)
+class Rejection:
+    status: int
+    message: str
+    errors: tuple[FieldProblem, ...] = ()
+
+
+Decision = list[NewEvent] | Rejection
+
+
+# ---- the registry ----
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """The email key now belongs to this user id: forward the registration to the account decider."""
+
+    user_id: str
+
+
+def decide_registration(command: RegisterUser, owner: str | None) -> Reserved | Rejection:
+    if owner is None or owner == command.user_id:
+        return Reserved(command.user_id)
+    return Rejection(409, "An account with this email already exists", (FieldProblem(field="email", message="taken"),))
+
+
+# ---- the account ----
+
+
+@dataclass(frozen=True)
+class AccountState:
+    id: str
+    version: int
+    name: str | None
+    phone: str | None
+    role: Role
+    created_at: datetime
+    property_count: int = 0
+    deleted: bool = False
+    recent_commands: tuple[str, ...] = field(default_factory=tuple)
+
+
+def decide(command: Command, state: AccountState | None) -> Decision:
+    if state is not None and command.id in state.recent_commands:
+        return []
+    if command.type == OPEN_ACCOUNT:
+        if state is not None:
+            return Rejection(409, f"Account {command.user_id} already exists")
+        assert isinstance(command.data, OpenAccount)
+        opened = command.data
+        return [
+            NewEvent(
+                USER_REGISTERED,
+                UserRegistered(
+                    email=opened.email,
+                    name=opened.name,
+                    phone=opened.phone,
+                    password_hash=opened.password_hash,
+                    role=opened.role,
+                ),
+            )
+        ]
+    if state is None or state.deleted:
+        return Rejection(404, f"User {command.user_id} not found")
+    is_admin = getattr(command.data, "actor_role", Role.USER) == Role.ADMIN
+    if command.actor_id != state.id and not is_admin:
+        return Rejection(403, "Only the user or an admin may do this")
+    expected = getattr(command.data, "expected_version", None)
+    if expected is not None and expected != state.version:
+        return Rejection(409, f"User is at version {state.version}, not {expected}; reload and retry")
+    if command.type == UPDATE_PROFILE:
+        assert isinstance(command.data, UpdateProfile)
+        return _update(command.data, state)
+    if command.type == DELETE_ACCOUNT:
+        assert isinstance(command.data, DeleteAccount)
+        return [NewEvent(USER_DELETED, UserDeleted())]
+    if command.type == RECORD_PROPERTY_COUNT:
+        assert isinstance(command.data, RecordPropertyCount)
+        if command.data.property_count == state.property_count:
+            return []  # already recorded: a recount changes nothing and emits nothing
+        return [
+            NewEvent(USER_PROPERTY_COUNT_UPDATED, UserPropertyCountUpdated(property_count=command.data.property_count))
+        ]
+    return Rejection(422, f"Unknown command {command.type}")
+
+
+def _update(update: UpdateProfile, state: AccountState) -> Decision:
+    unknown = sorted(set(update.changes) - {"name", "phone"})
+    if unknown:
+        return Rejection(
+            422, "Unknown profile fields", tuple(FieldProblem(field=f, message="unknown") for f in unknown)
+        )
+    current = {"name": state.name or "", "phone": state.phone or ""}
+    try:
+        profile = Profile.model_validate({**current, **update.changes})
+    except ValidationError as exc:
+        problems = tuple(
+            FieldProblem(field=".".join(str(p) for p in error["loc"]), message=error["msg"]) for error in exc.errors()
+        )
+        return Rejection(422, "Invalid profile fields", problems)
+    changed = tuple(sorted(name for name, value in profile.to_wire().items() if current[name] != value))
+    if not changed:
+        return []
+    return [
+        NewEvent(
+            USER_PROFILE_UPDATED, UserProfileUpdated(name=profile.name, phone=profile.phone, changed_fields=changed)
+        )
+    ]
+
+
+def evolve(state: AccountState | None, event: NewEvent, *, user_id: str, time: datetime) -> AccountState:
+    data = event.data
+    if isinstance(data, UserRegistered):
+        return AccountState(id=user_id, version=1, name=data.name, phone=data.phone, role=data.role, created_at=time)
+    assert state is not None, f"{event.type} before user.registered"
+    if isinstance(data, UserProfileUpdated):
+        return replace(state, version=state.version + 1, name=data.name, phone=data.phone)
+    if isinstance(data, UserDeleted):
+        # The decider's own state forgets the person too: only the account's skeleton remains.
+        return replace(state, version=state.version + 1, name=None, phone=None, deleted=True)
+    if isinstance(data, UserPropertyCountUpdated):
+        return replace(state, version=state.version + 1, property_count=data.property_count)
+    raise ValueError(f"cannot evolve an account with {event.type}")
+
+
+def remember(state: AccountState, command_id: str) -> AccountState:
+    return replace(state, recent_commands=(*state.recent_commands, command_id)[-REMEMBERED_COMMANDS:])
+
+
+def state_to_json(state: AccountState) -> dict[str, Any]:
+    return {
+        "id": state.id,
+        "version": state.version,
+        "name": state.name,
+        "phone": state.phone,
+        "role": state.role.value,
+        "createdAt": state.created_at.isoformat(),
+        "propertyCount": state.property_count,
+        "deleted": state.deleted,
+        "recentCommands": list(state.recent_commands),
+    }
+
+
+def state_from_json(document: dict[str, Any]) -> AccountState:
+    return AccountState(
+        id=document["id"],
+        version=document["version"],
+        name=document["name"],
+        phone=document["phone"],
+        role=Role(document["role"]),
+        created_at=datetime.fromisoformat(document["createdAt"]),
+        property_count=document["propertyCount"],
+        deleted=document["deleted"],
+        recent_commands=tuple(document["recentCommands"]),
+    )

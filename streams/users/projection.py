@@ -1,0 +1,139 @@
+"""Pure part of the users read-model projection: records of `users` -> changes for Postgres, and a
+user's current row -> the Redis profile document.
+
+Logins (`user.logged_in.v1`) are unsequenced facts for the history projections: nothing here.
+Property counts live in `user_property_counts` (the property projection's): their event only moves
+the version on. A deletion erases: the row keeps its id, role and version, and nothing personal.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+
+from schemas.codec import EventDecodeError, decode
+from schemas.envelope import format_time
+from schemas.registry import EVENTS
+from schemas.users import (
+    USER_DELETED,
+    USER_LOGGED_IN,
+    USER_PROFILE_UPDATED,
+    USER_PROPERTY_COUNT_UPDATED,
+    USER_REGISTERED,
+    UserProfileUpdated,
+    UserRegistered,
+)
+from streams.dead_letters import DeadLetter
+from streams.positions import RawRecord, SourcePosition
+
+PROJECTION_CONSUMER = "user-projection"
+POSTGRES_CHECKPOINT = "users-postgres"
+REDIS_CHECKPOINT = "users-redis"
+
+
+@dataclass(frozen=True)
+class UserChange:
+    user_id: str
+    version: int
+    event_id: str
+    at: datetime
+    kind: str  # "registered" | "profile" | "erased" | "touched"
+    email: str | None = None
+    password_hash: str | None = None
+    name: str | None = None
+    phone: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    changes: list[UserChange]
+    dead_letters: list[DeadLetter]
+    positions: list[SourcePosition] = field(default_factory=list)
+
+
+def user_change(raw: bytes | None) -> UserChange | None:
+    """None for facts this projection has nothing to do with; raises `EventDecodeError` for poison."""
+    event = EVENTS.read(decode(raw))
+    envelope, data = event.envelope, event.data
+    if envelope.type == USER_LOGGED_IN:
+        return None
+    if envelope.sequence is None or envelope.sequence < 1:
+        raise EventDecodeError(f"{envelope.type} needs a sequence (the user's version), got {envelope.sequence}")
+    common = {"user_id": envelope.subject, "version": envelope.sequence, "event_id": envelope.id, "at": envelope.time}
+    if envelope.type == USER_REGISTERED:
+        assert isinstance(data, UserRegistered)
+        return UserChange(
+            **common,
+            kind="registered",
+            email=data.email,
+            password_hash=data.password_hash,
+            name=data.name,
+            phone=data.phone,
+            role=data.role.value,
+        )
+    if envelope.type == USER_PROFILE_UPDATED:
+        assert isinstance(data, UserProfileUpdated)
+        return UserChange(**common, kind="profile", name=data.name, phone=data.phone)
+    if envelope.type == USER_DELETED:
+        return UserChange(**common, kind="erased")
+    if envelope.type == USER_PROPERTY_COUNT_UPDATED:
+        return UserChange(**common, kind="touched")
+    raise EventDecodeError(f"{envelope.type} does not belong on the users topic")
+
+
+def plan_users(records: Sequence[RawRecord]) -> UserPlan:
+    changes: list[UserChange] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        try:
+            change = user_change(record.value)
+        except EventDecodeError as exc:
+            dead.append(DeadLetter(record.key, record.value, str(exc), record.position, PROJECTION_CONSUMER))
+            continue
+        if change is not None:
+            changes.append(change)
+    return UserPlan(changes, dead, [r.position for r in records])
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: str
+    email_normalised: str | None
+    name: str | None
+    phone: str | None
+    role: str | None
+    deleted: bool
+    deleted_at: datetime | None
+    version: int
+    created_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def complete(self) -> bool:
+        return self.deleted or (self.name is not None and self.created_at is not None)
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def redis_document(row: UserRow) -> bytes:
+    """`user:{id}`: the full profile (the service hides email and phone from others), or a tombstone
+    holding only the version once erased."""
+    if row.deleted:
+        return orjson.dumps({"id": row.id, "deleted": True, "version": row.version})
+    return orjson.dumps(
+        {
+            "id": row.id,
+            "email": row.email_normalised,
+            "name": row.name,
+            "phone": row.phone,
+            "role": row.role,
+            "version": row.version,
+            "createdAt": _time(row.created_at),
+            "updatedAt": _time(row.updated_at),
+            "deleted": False,
+        }
+    )

@@ -1,0 +1,105 @@
+"""The users read-model projection: `python -m streams.users.projection_worker worker -l info`.
+
+Its own Faust app and consumer group (`settings.user_projection_group`, default `user-projection`).
+One thin agent on `users`: plan (pure) -> Postgres (rows + checkpoint `users-postgres`, one
+transaction, returns current rows) -> Redis `user:{id}` -> checkpoint `users-redis`. Stores that are
+down are waited for; poison goes to `dead-letters` (`dlq.consumer=user-projection`).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import faust
+import psycopg
+import redis.exceptions
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.asyncio import Redis
+
+from config import get_settings
+from schemas.topics import USERS
+from streams.app import create_app
+from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.positions import RawRecord, SourcePosition
+from streams.properties.sinks import PostgresCheckpoints
+from streams.users.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_users
+from streams.users.sinks import PostgresUserSink, RedisUserSink
+
+log = logging.getLogger("streams.users.projection")
+
+T = TypeVar("T")
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    PoolTimeout,
+    OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+async def until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """A store being away is not the events' fault: wait for it (0.1 s doubling to 5 s)."""
+    backoff = 0.1
+    while True:
+        try:
+            return await attempt()
+        except _TRANSIENT as exc:
+            log.warning("%s: store unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+def record_of(event: faust.EventT) -> RawRecord:
+    message = event.message
+    return RawRecord(message.key, message.value, SourcePosition(message.topic, message.partition, message.offset))
+
+
+class UserProjector:
+    def __init__(
+        self, postgres: PostgresUserSink, redis: RedisUserSink, checkpoints: PostgresCheckpoints, app: faust.App
+    ) -> None:
+        self._postgres = postgres
+        self._redis = redis
+        self._checkpoints = checkpoints
+        self._app = app
+
+    async def _dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(self._app, letters)
+
+    async def project(self, records: Sequence[RawRecord]) -> None:
+        plan = plan_users(records)
+        await self._dead_letters(plan.dead_letters)
+        rows = await until_done("postgres", lambda: self._postgres.apply(plan.changes, plan.positions))
+        rows = [row for row in rows if row.complete]
+        refused = await until_done("redis", lambda: self._redis.write(rows))
+        if refused:
+            await self._dead_letters(
+                [
+                    DeadLetter(r.key, r.value, refused[key], r.position, PROJECTION_CONSUMER)
+                    for r in records
+                    if r.key and (key := r.key.decode(errors="replace")) in refused
+                ]
+            )
+        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+
+
+settings = get_settings()
+app = create_app(settings.user_projection_group, settings)
+users_topic = app.topic(USERS.name, key_serializer="raw", value_serializer="raw")
+
+
+@app.agent(users_topic)
+async def project_users(stream: faust.StreamT[bytes]) -> None:
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    redis = Redis.from_url(settings.redis_url)
+    await pool.open(wait=False)
+    projector = UserProjector(PostgresUserSink(pool), RedisUserSink(redis), PostgresCheckpoints(pool), app)
+    try:
+        async for events in stream.take_events(500, within=0.05):
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+    finally:
+        await redis.aclose()
+        await pool.close()

@@ -1,0 +1,125 @@
+"""Sinks of the users projection: Postgres `users` (version-guarded, checkpoint in the same
+transaction) and Redis `user:{id}` (Lua version guard, checkpoint after the pipeline returns)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from streams.positions import SourcePosition
+from streams.properties.sinks import raise_checkpoints
+from streams.users.projection import POSTGRES_CHECKPOINT, UserChange, UserRow, redis_document
+
+_REGISTERED = """
+INSERT INTO users (id, email_normalised, password_hash, name, phone, role, version, last_event_id, created_at,
+    updated_at)
+VALUES (%(id)s, %(email)s, %(password_hash)s, %(name)s, %(phone)s, %(role)s, %(version)s, %(event_id)s, %(at)s,
+    %(at)s)
+ON CONFLICT (id) DO UPDATE SET
+    email_normalised = EXCLUDED.email_normalised, password_hash = EXCLUDED.password_hash, name = EXCLUDED.name,
+    phone = EXCLUDED.phone, role = EXCLUDED.role, version = EXCLUDED.version,
+    last_event_id = EXCLUDED.last_event_id, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+WHERE users.version < EXCLUDED.version
+"""
+
+_PROFILE = """
+INSERT INTO users (id, name, phone, version, last_event_id, updated_at)
+VALUES (%(id)s, %(name)s, %(phone)s, %(version)s, %(event_id)s, %(at)s)
+ON CONFLICT (id) DO UPDATE SET
+    name = EXCLUDED.name, phone = EXCLUDED.phone, version = EXCLUDED.version,
+    last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at
+WHERE users.version < EXCLUDED.version AND NOT users.deleted
+"""
+
+_ERASED = """
+INSERT INTO users (id, deleted, deleted_at, version, last_event_id, updated_at)
+VALUES (%(id)s, true, %(at)s, %(version)s, %(event_id)s, %(at)s)
+ON CONFLICT (id) DO UPDATE SET
+    email_normalised = NULL, password_hash = NULL, name = NULL, phone = NULL, deleted = true,
+    deleted_at = EXCLUDED.deleted_at, version = EXCLUDED.version, last_event_id = EXCLUDED.last_event_id,
+    updated_at = EXCLUDED.updated_at
+WHERE users.version < EXCLUDED.version
+"""
+
+_TOUCHED = """
+INSERT INTO users (id, version, last_event_id, updated_at)
+VALUES (%(id)s, %(version)s, %(event_id)s, %(at)s)
+ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, last_event_id = EXCLUDED.last_event_id
+WHERE users.version < EXCLUDED.version
+"""
+
+_STATEMENTS = {"registered": _REGISTERED, "profile": _PROFILE, "erased": _ERASED, "touched": _TOUCHED}
+
+_CURRENT_ROWS = """
+SELECT id, email_normalised, name, phone, role, deleted, deleted_at, version, created_at, updated_at
+FROM users WHERE id = ANY(%s) ORDER BY id
+"""
+
+
+def _parameters(change: UserChange) -> dict[str, Any]:
+    return {
+        "id": change.user_id,
+        "version": change.version,
+        "event_id": change.event_id,
+        "at": change.at,
+        "email": change.email,
+        "password_hash": change.password_hash,
+        "name": change.name,
+        "phone": change.phone,
+        "role": change.role,
+    }
+
+
+class PostgresUserSink:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+        self._pool = pool
+        self._projection = projection
+
+    async def apply(self, changes: Sequence[UserChange], positions: Sequence[SourcePosition]) -> list[UserRow]:
+        """Apply in order and raise the checkpoint in one transaction; return every touched user's row."""
+        ids = sorted({c.user_id for c in changes})
+        async with self._pool.connection() as conn, conn.transaction():
+            async with conn.cursor() as cursor:
+                for change in changes:
+                    await cursor.execute(_STATEMENTS[change.kind], _parameters(change))
+            rows: list[UserRow] = []
+            if ids:
+                async with conn.cursor(row_factory=class_row(UserRow)) as cursor:
+                    await cursor.execute(_CURRENT_ROWS, (ids,))
+                    rows = await cursor.fetchall()
+            await raise_checkpoints(conn, self._projection, positions)
+        return rows
+
+
+def user_key(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+# KEYS: user:{id}; ARGV: version, document. Writes only when the stored version is older.
+_WRITE_USER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, stored = pcall(cjson.decode, current)
+  if ok and type(stored) == 'table' and tonumber(stored['version']) and
+     tonumber(stored['version']) >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class RedisUserSink:
+    def __init__(self, redis: Redis) -> None:
+        self._write_user = redis.register_script(_WRITE_USER)
+        self._redis = redis
+
+    async def write(self, rows: Sequence[UserRow]) -> dict[str, str]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                await self._write_user(keys=[user_key(row.id)], args=[row.version, redis_document(row)], client=pipe)
+            results = await pipe.execute(raise_on_error=False)
+        return {row.id: str(result) for row, result in zip(rows, results, strict=True) if isinstance(result, Exception)}

@@ -1,0 +1,298 @@
+"""The ten user-service endpoints against the real stack: registration through the registry and
+account deciders, login, rotating refresh tokens, logout honoured by another service, profiles,
+search, a user's listings and their count, and account deletion."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from api.common.auth import issue_access_token
+from tests.support.properties import SEED_BODY
+from tests.support.users import PASSWORD, an_email, registration, running_user_slice
+
+CONSISTENCY = "X-Consistency-Token"
+
+
+@pytest.fixture(scope="module")
+async def users(stack, tmp_path_factory):
+    async with running_user_slice(tmp_path_factory.mktemp("user-slice"), stack.as_env()) as slice_:
+        yield slice_
+
+
+@pytest.fixture(scope="module")
+async def api(users):
+    async with users.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def property_api(users):
+    async with users.properties.client() as client:
+        yield client
+
+
+def an_ip() -> str:
+    n = uuid.uuid4().int
+    return f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250}"
+
+
+async def sign_up(api, **overrides):
+    body = registration(**overrides)
+    answer = await api.post("/api/auth/register", json=body)
+    assert answer.status_code == 201, answer.text
+    return body, answer
+
+
+async def log_in(api, email: str, password: str = PASSWORD, token: str | None = None, ip: str | None = None):
+    headers = {"X-Forwarded-For": ip or an_ip()}
+    if token:
+        headers[CONSISTENCY] = token
+    return await api.post("/api/auth/login", json={"email": email, "password": password}, headers=headers)
+
+
+async def a_session(api, **overrides):
+    body, made = await sign_up(api, **overrides)
+    logged = await log_in(api, body["email"], token=made.headers[CONSISTENCY])
+    assert logged.status_code == 200, logged.text
+    data = logged.json()["data"]
+    return data["userId"], {"Authorization": f"Bearer {data['accessToken']}"}, data, made
+
+
+# ---- register ----
+
+
+async def test_register_answers_201_with_the_location_of_the_new_user(api):
+    body, answer = await sign_up(api, email="  Priya." + uuid.uuid4().hex[:8] + "@Example.IN ")
+    data = answer.json()["data"]
+    assert answer.headers["Location"] == f"/api/users/{data['id']}" and data["id"].startswith("user-")
+    assert data["email"] == body["email"].strip().lower()
+    assert "password" not in answer.text and "argon2" not in answer.text
+    assert answer.headers[CONSISTENCY].startswith("users:")
+
+
+async def test_fifty_concurrent_registrations_of_one_email_give_one_201_and_49_409(api):
+    email = an_email()
+    answers = await asyncio.gather(*(api.post("/api/auth/register", json=registration(email)) for _ in range(50)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201] + [409] * 49, statuses
+    # Differently spelled, the same address.
+    again = await api.post("/api/auth/register", json=registration(email.upper()))
+    assert again.status_code == 409 and again.json()["errors"][0]["field"] == "email"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"password": "short"}, "password"),
+        ({"password": "qwertyuiop"}, "password"),  # long enough, but among the most common
+        ({"phone": "9876543210"}, "phone"),
+        ({"name": ""}, "name"),
+    ],
+)
+async def test_invalid_registration_is_422_naming_the_field(api, change, field):
+    answer = await api.post("/api/auth/register", json=registration(**change))
+    assert answer.status_code == 422, answer.text
+    assert field in [error["field"] for error in answer.json()["errors"]]
+
+
+# ---- login ----
+
+
+async def test_login_gives_an_access_token_and_a_refresh_token(api):
+    user_id, auth, session, _ = await a_session(api)
+    assert session["tokenType"] == "Bearer" and session["refreshToken"] and session["role"] == "USER"
+    me = await api.get(f"/api/users/{user_id}", headers=auth)
+    assert me.status_code == 200 and me.json()["data"]["email"]
+
+
+async def test_unknown_email_and_wrong_password_get_the_same_401(api):
+    body, made = await sign_up(api)
+    wrong = await log_in(api, body["email"], "Wrong-password-123", token=made.headers[CONSISTENCY])
+    unknown = await log_in(api, an_email(), PASSWORD)
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+
+
+async def test_five_failures_for_one_email_answer_429_with_retry_after_and_a_success_resets(api):
+    body, made = await sign_up(api)
+    await log_in(api, body["email"], token=made.headers[CONSISTENCY])  # projection caught up
+    for _ in range(4):
+        assert (await log_in(api, body["email"], "Wrong-password-123")).status_code == 401
+    assert (await log_in(api, body["email"])).status_code == 200  # a success resets the count
+    for _ in range(5):
+        assert (await log_in(api, body["email"], "Wrong-password-123")).status_code == 401
+    limited = await log_in(api, body["email"])  # even the right password, from another IP
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+
+
+async def test_five_failures_from_one_ip_answer_429(api):
+    ip = an_ip()
+    for _ in range(5):
+        assert (await log_in(api, an_email(), "Wrong-password-123", ip=ip)).status_code == 401
+    assert (await log_in(api, an_email(), "Wrong-password-123", ip=ip)).status_code == 429
+
+
+# ---- refresh and logout ----
+
+
+async def test_refresh_rotates_and_reusing_a_rotated_token_revokes_the_family(api):
+    _, _, session, _ = await a_session(api)
+    first = session["refreshToken"]
+    rotated = await api.post("/api/auth/refresh", json={"refreshToken": first})
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["data"]["refreshToken"]
+    assert second != first and rotated.json()["data"]["accessToken"]
+    reused = await api.post("/api/auth/refresh", json={"refreshToken": first})
+    assert reused.status_code == 401
+    # The thief's reuse cost the whole family: the legitimate newest token is dead too.
+    assert (await api.post("/api/auth/refresh", json={"refreshToken": second})).status_code == 401
+    assert (await api.post("/api/auth/refresh", json={"refreshToken": "made-up"})).status_code == 401
+
+
+async def test_logout_revokes_the_access_token_in_every_service_and_the_refresh_token(api, property_api):
+    _, auth, session, _ = await a_session(api)
+    assert (await property_api.post("/api/properties", json=SEED_BODY, headers=auth)).status_code == 201
+    out = await api.post("/api/auth/logout", headers=auth, json={"refreshToken": session["refreshToken"]})
+    assert out.status_code == 200, out.text
+    refused = await property_api.post("/api/properties", json=SEED_BODY, headers=auth)
+    assert refused.status_code == 401 and refused.json()["message"] == "Access token revoked"
+    assert (await api.post("/api/auth/logout", headers=auth)).status_code == 401
+    assert (await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})).status_code == 401
+
+
+async def test_logout_needs_a_token(api):
+    assert (await api.post("/api/auth/logout")).status_code == 401
+
+
+# ---- profiles ----
+
+
+async def test_others_see_the_public_profile_only(api):
+    user_id, auth, _, made = await a_session(api)
+    _, other, _, _ = await a_session(api)
+    public = await api.get(f"/api/users/{user_id}", headers={**other, CONSISTENCY: made.headers[CONSISTENCY]})
+    assert public.status_code == 200
+    assert set(public.json()["data"]) == {"id", "name", "propertyCount", "memberSince"}
+    anonymous = await api.get(f"/api/users/{user_id}")
+    assert "email" not in anonymous.json()["data"] and "phone" not in anonymous.json()["data"]
+    own = await api.get(f"/api/users/{user_id}", headers=auth)
+    assert {"email", "phone", "role", "version"} <= set(own.json()["data"]) and own.headers["ETag"] == '"1"'
+
+
+async def test_unknown_users_are_404(api):
+    missing = "/api/users/user-doesnotexist"
+    admin = {"Authorization": f"Bearer {issue_access_token('user-admin', 'ADMIN')}"}
+    assert (await api.get(missing)).status_code == 404
+    assert (await api.get(f"{missing}/properties")).status_code == 404
+    assert (await api.put(missing, json={"name": "Nobody"}, headers=admin)).status_code == 404
+    assert (await api.post(f"{missing}/property-count", headers=admin)).status_code == 404
+    assert (await api.delete(missing, headers=admin)).status_code == 404
+
+
+async def test_update_with_if_match_then_a_stale_one_conflicts(api):
+    user_id, auth, _, _ = await a_session(api)
+    where = f"/api/users/{user_id}"
+    updated = await api.put(where, json={"name": "Priya R."}, headers={**auth, "If-Match": '"1"'})
+    assert updated.status_code == 200, updated.text
+    read = await api.get(where, headers={**auth, CONSISTENCY: updated.headers[CONSISTENCY]})
+    assert read.json()["data"]["name"] == "Priya R." and read.headers["ETag"] == '"2"'
+    stale = await api.put(where, json={"name": "Someone"}, headers={**auth, "If-Match": '"1"'})
+    assert stale.status_code == 409
+
+
+async def test_only_self_or_admin_may_update_or_delete(api):
+    user_id, _, _, _ = await a_session(api)
+    _, other, _, _ = await a_session(api)
+    where = f"/api/users/{user_id}"
+    assert (await api.put(where, json={"name": "Mallory"}, headers=other)).status_code == 403
+    assert (await api.delete(where, headers=other)).status_code == 403
+    assert (await api.post(f"{where}/property-count", headers=other)).status_code == 403
+    assert (await api.put(where, json={"name": "Mallory"})).status_code == 401
+    assert (await api.delete(where)).status_code == 401
+
+
+@pytest.mark.parametrize(("change", "field"), [({"phone": "12345"}, "phone"), ({"name": ""}, "name")])
+async def test_invalid_update_is_422_naming_the_field(api, change, field):
+    user_id, auth, _, _ = await a_session(api)
+    answer = await api.put(f"/api/users/{user_id}", json=change, headers=auth)
+    assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == field
+
+
+async def test_email_cannot_be_changed(api):
+    user_id, auth, _, _ = await a_session(api)
+    answer = await api.put(f"/api/users/{user_id}", json={"email": an_email()}, headers=auth)
+    assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "email"
+
+
+# ---- search ----
+
+
+async def test_search_by_name_prefix_and_email_for_admins_only(api):
+    marker = "Zq" + uuid.uuid4().hex[:8]
+    body, made = await sign_up(api, name=f"{marker} Rao")
+    token = {CONSISTENCY: made.headers[CONSISTENCY]}
+    found = await api.get("/api/users/search", params={"q": marker.lower()}, headers=token)
+    assert found.status_code == 200
+    items = found.json()["data"]["items"]
+    assert [item["name"] for item in items] == [f"{marker} Rao"] and "email" not in items[0]
+    by_email = await api.get("/api/users/search", params={"q": body["email"][:12]})
+    assert body["email"] not in by_email.text
+    admin = {"Authorization": f"Bearer {issue_access_token('user-admin', 'ADMIN')}"}
+    as_admin = await api.get("/api/users/search", params={"q": body["email"]}, headers=admin)
+    assert [item["email"] for item in as_admin.json()["data"]["items"]] == [body["email"]]
+
+
+async def test_search_pages_with_a_cursor(api):
+    marker = "Pg" + uuid.uuid4().hex[:8]
+    last = None
+    for n in range(3):
+        _, last = await sign_up(api, name=f"{marker} {n}")
+    token = {CONSISTENCY: last.headers[CONSISTENCY]}
+    first = (await api.get("/api/users/search", params={"q": marker, "limit": 2}, headers=token)).json()["data"]
+    assert len(first["items"]) == 2 and first["nextCursor"]
+    rest = (await api.get("/api/users/search", params={"q": marker, "cursor": first["nextCursor"]})).json()["data"]
+    assert len(rest["items"]) == 1 and rest["nextCursor"] is None
+    assert (await api.get("/api/users/search", params={"role": "KING"})).status_code == 422
+
+
+# ---- listings and their count ----
+
+
+async def test_listings_show_delisted_ones_only_to_self_and_the_count_is_recorded_once(api, property_api):
+    user_id, auth, _, _ = await a_session(api)
+    made = [await property_api.post("/api/properties", json=SEED_BODY, headers=auth) for _ in range(3)]
+    gone = await property_api.delete(made[0].headers["Location"], headers=auth)
+    token = {CONSISTENCY: gone.headers[CONSISTENCY]}
+    own = await api.get(f"/api/users/{user_id}/properties", headers={**auth, **token})
+    assert len(own.json()["data"]["items"]) == 3
+    public = await api.get(f"/api/users/{user_id}/properties", headers=token)
+    assert len(public.json()["data"]["items"]) == 2
+    paged = await api.get(f"/api/users/{user_id}/properties", params={"limit": 1})
+    assert paged.json()["data"]["nextCursor"]
+    counted = await api.post(f"/api/users/{user_id}/property-count", headers={**auth, **token})
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["data"]["propertyCount"] == 2 and counted.json()["data"]["version"] == 2
+    again = await api.post(f"/api/users/{user_id}/property-count", headers=auth)
+    assert again.json()["data"] == counted.json()["data"]  # no second event, same version
+    profile = await api.get(f"/api/users/{user_id}")
+    assert profile.json()["data"]["propertyCount"] == 2
+
+
+# ---- delete ----
+
+
+async def test_delete_closes_the_account_erases_it_and_delists_its_listings(api, property_api):
+    body = registration()
+    user_id, auth, session, _ = await a_session(api, email=body["email"])
+    listing = await property_api.post("/api/properties", json=SEED_BODY, headers=auth)
+    closed = await api.delete(f"/api/users/{user_id}", headers={**auth, CONSISTENCY: listing.headers[CONSISTENCY]})
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["data"]["delistedProperties"] == 1
+    token = {CONSISTENCY: closed.headers[CONSISTENCY]}
+    assert (await api.get(f"/api/users/{user_id}", headers=token)).status_code == 404
+    assert (await property_api.get(listing.headers["Location"], headers=token)).status_code == 404
+    assert (await log_in(api, body["email"], token=closed.headers[CONSISTENCY])).status_code == 401
+    assert (await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})).status_code == 401
+    assert (await api.get(f"/api/users/{user_id}", headers=auth)).status_code == 401  # its token is denied

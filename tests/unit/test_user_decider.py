@@ -1,0 +1,144 @@
+"""The user deciders, events in and events out: no Kafka."""
+
+from datetime import UTC, datetime
+
+from schemas.users import (
+    DELETE_ACCOUNT,
+    OPEN_ACCOUNT,
+    RECORD_PROPERTY_COUNT,
+    UPDATE_PROFILE,
+    USER_DELETED,
+    USER_PROFILE_UPDATED,
+    USER_PROPERTY_COUNT_UPDATED,
+    USER_REGISTERED,
+    DeleteAccount,
+    OpenAccount,
+    RecordPropertyCount,
+    RegisterUser,
+    Role,
+    UpdateProfile,
+    email_key,
+    normalise_email,
+)
+from streams.users.decider import (
+    AccountState,
+    Command,
+    Rejection,
+    Reserved,
+    decide,
+    decide_registration,
+    evolve,
+    remember,
+    state_from_json,
+    state_to_json,
+)
+
+NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
+USER = "user-priya"
+
+
+def registration(user_id: str = USER) -> RegisterUser:
+    email = normalise_email(" Priya@Example.IN ")
+    return RegisterUser(
+        user_id=user_id,
+        email=email,
+        email_key=email_key(email),
+        name="Priya",
+        phone="+919876543210",
+        password_hash="$argon2id$...",
+    )
+
+
+def command(kind: str, data, actor: str = USER, command_id: str = "cmd-1") -> Command:
+    return Command(command_id, kind, USER, actor, NOW, data)
+
+
+def opened() -> AccountState:
+    data = OpenAccount(
+        email="priya@example.in", email_key="email-x", name="Priya", phone="+919876543210", password_hash="h"
+    )
+    [event] = decide(command(OPEN_ACCOUNT, data, command_id="cmd-open"), None)
+    return remember(evolve(None, event, user_id=USER, time=NOW), "cmd-open")
+
+
+def test_email_keys_ignore_case_and_spaces_and_hide_the_address():
+    assert email_key(normalise_email(" Priya@Example.IN ")) == email_key("priya@example.in")
+    assert "priya" not in email_key("priya@example.in")
+
+
+def test_the_first_registration_of_an_email_wins_and_the_others_are_409():
+    assert decide_registration(registration(), None) == Reserved(USER)
+    refused = decide_registration(registration("user-other"), USER)
+    assert isinstance(refused, Rejection) and refused.status == 409 and refused.errors[0].field == "email"
+
+
+def test_a_redelivered_registration_wins_again():
+    assert decide_registration(registration(), USER) == Reserved(USER)
+
+
+def test_opening_an_account_registers_the_user_at_version_1():
+    state = opened()
+    assert (state.version, state.name, state.role, state.deleted) == (1, "Priya", Role.USER, False)
+    assert (
+        decide(
+            command(
+                OPEN_ACCOUNT,
+                OpenAccount(email="a@b.in", email_key="k", name="n", phone="+911234567890", password_hash="h"),
+                command_id="cmd-2",
+            ),
+            state,
+        ).status
+        == 409
+    )
+
+
+def test_an_open_account_command_seen_twice_emits_once():
+    assert decide(command(OPEN_ACCOUNT, None, command_id="cmd-open"), opened()) == []
+
+
+def test_profile_update_carries_the_whole_profile_and_the_changed_fields():
+    [event] = decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "Priya R."}, expected_version=1)), opened())
+    assert event.type == USER_PROFILE_UPDATED
+    assert (event.data.name, event.data.phone, event.data.changed_fields) == ("Priya R.", "+919876543210", ("name",))
+    assert evolve(opened(), event, user_id=USER, time=NOW).version == 2
+
+
+def test_a_stale_if_match_is_409_and_a_stranger_is_403_and_an_admin_may():
+    state = opened()
+    assert (
+        decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}, expected_version=7)), state).status == 409
+    )
+    stranger = command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}), actor="user-mallory")
+    assert decide(stranger, state).status == 403
+    admin = command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}, actor_role=Role.ADMIN), actor="user-admin")
+    assert decide(admin, state)[0].type == USER_PROFILE_UPDATED
+
+
+def test_invalid_profile_fields_are_named():
+    refused = decide(command(UPDATE_PROFILE, UpdateProfile(changes={"phone": "12345"})), opened())
+    assert refused.status == 422 and refused.errors[0].field == "phone"
+    unknown = decide(command(UPDATE_PROFILE, UpdateProfile(changes={"email": "x@y.in"})), opened())
+    assert unknown.status == 422 and unknown.errors[0].field == "email"
+
+
+def test_deletion_forgets_the_person_and_later_commands_are_404():
+    [event] = decide(command(DELETE_ACCOUNT, DeleteAccount()), opened())
+    assert event.type == USER_DELETED
+    gone = evolve(opened(), event, user_id=USER, time=NOW)
+    assert (gone.deleted, gone.name, gone.phone, gone.version) == (True, None, None, 2)
+    assert decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}), command_id="cmd-9"), gone).status == 404
+    assert decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"})), None).status == 404
+
+
+def test_a_property_count_is_recorded_only_when_it_changes():
+    state = opened()
+    [event] = decide(command(RECORD_PROPERTY_COUNT, RecordPropertyCount(property_count=3)), state)
+    assert event.type == USER_PROPERTY_COUNT_UPDATED
+    counted = evolve(state, event, user_id=USER, time=NOW)
+    assert decide(command(RECORD_PROPERTY_COUNT, RecordPropertyCount(property_count=3), command_id="c2"), counted) == []
+
+
+def test_the_state_survives_its_json_round_trip():
+    state = opened()
+    assert state_from_json(state_to_json(state)) == state
+    assert USER_REGISTERED.endswith(".v1")
