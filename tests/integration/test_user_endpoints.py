@@ -3,13 +3,18 @@ account deciders, login, rotating refresh tokens, logout honoured by another ser
 search, a user's listings and their count, and account deletion."""
 
 import asyncio
+import base64
+import json
+import sys
 import uuid
 
 import pytest
 
 from api.common.auth import issue_access_token
+from config.settings import PROJECT_ROOT
 from tests.support.properties import SEED_BODY
 from tests.support.users import PASSWORD, an_email, registration, running_user_slice
+from tests.support.waiting import eventually
 
 CONSISTENCY = "X-Consistency-Token"
 
@@ -263,6 +268,7 @@ async def test_search_pages_with_a_cursor(api):
 async def test_listings_show_delisted_ones_only_to_self_and_the_count_is_recorded_once(api, property_api):
     user_id, auth, _, _ = await a_session(api)
     made = [await property_api.post("/api/properties", json=SEED_BODY, headers=auth) for _ in range(3)]
+    assert [m.status_code for m in made] == [201] * 3, made[-1].text
     gone = await property_api.delete(made[0].headers["Location"], headers=auth)
     token = {CONSISTENCY: gone.headers[CONSISTENCY]}
     own = await api.get(f"/api/users/{user_id}/properties", headers={**auth, **token})
@@ -296,3 +302,60 @@ async def test_delete_closes_the_account_erases_it_and_delists_its_listings(api,
     assert (await log_in(api, body["email"], token=closed.headers[CONSISTENCY])).status_code == 401
     assert (await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})).status_code == 401
     assert (await api.get(f"/api/users/{user_id}", headers=auth)).status_code == 401  # its token is denied
+
+
+# ---- tokens and admins ----
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def test_forged_tokens_are_401_at_the_user_service(api):
+    user_id, auth, _, _ = await a_session(api)
+    token = auth["Authorization"].removeprefix("Bearer ")
+    head, body, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    kid = json.loads(base64.urlsafe_b64decode(head + "=="))["kid"]
+    forged_claims = _b64(json.dumps({**claims, "role": "ADMIN"}).encode())
+    alg_none = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": kid}).encode())
+    wrong_kid = _b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": "k-unknown"}).encode())
+    expired = issue_access_token(user_id, "USER", ttl=-60)
+    for forged in (
+        f"{head}.{forged_claims}.{signature}",
+        f"{alg_none}.{body}.",
+        f"{wrong_kid}.{body}.{signature}",
+        expired,
+    ):
+        answer = await api.put(
+            f"/api/users/{user_id}", json={"name": "X"}, headers={"Authorization": f"Bearer {forged}"}
+        )
+        assert answer.status_code == 401, forged
+
+
+async def test_the_admin_cli_creates_an_admin_through_the_command_path(api):
+    email = an_email()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ops.create_admin",
+        "--email",
+        email,
+        "--name",
+        "Asha Admin",
+        "--password-stdin",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=PROJECT_ROOT,
+    )
+    out, err = await asyncio.wait_for(process.communicate(f"{PASSWORD}\n".encode()), 60)
+    assert process.returncode == 0, err.decode()
+    admin_id = out.decode().strip()
+    assert admin_id.startswith("user-")
+    logged = await eventually(lambda: log_in(api, email), lambda r: r.status_code == 200, within=10)
+    assert logged.json()["data"]["role"] == "ADMIN"
+    # Registering through the API never makes an admin, and the same email is taken.
+    again = await api.post("/api/auth/register", json={**registration(email), "role": "ADMIN"})
+    assert again.status_code == 422 and again.json()["errors"][0]["field"] == "role"
+    assert (await api.post("/api/auth/register", json=registration(email))).status_code == 409
