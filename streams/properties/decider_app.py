@@ -8,11 +8,9 @@ state the table had; the events it yields carry ids derived from the command id 
 duplicate is the same event (same id, time and sequence), which every sink already ignores.
 """
 
-import hashlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime
 
 import faust
 from aiokafka.structs import RecordMetadata
@@ -20,12 +18,11 @@ from aiokafka.structs import RecordMetadata
 from config import get_settings
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.envelope import Envelope, format_time
-from schemas.outcomes import COMMAND_OUTCOME, CommandOutcome, Verdict
+from schemas.outcomes import CommandOutcome, Verdict
 from schemas.properties import COMMANDS
 from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
 from streams.app import create_app, run_worker
-from streams.dead_letters import DeadLetter, publish_dead_letters
-from streams.positions import SourcePosition
+from streams.deciding import PROPERTY_SOURCE, dead_letter_command, event_id, outcome_envelope
 from streams.properties.decider import (
     Command,
     NewEvent,
@@ -41,7 +38,6 @@ from streams.properties.decider import (
 log = logging.getLogger("streams.properties.decider")
 
 DECIDER = "property-decider"
-SOURCE = "/hyderabad-infra/property-decider"
 
 
 def read_command(envelope: Envelope) -> Command:
@@ -57,16 +53,11 @@ def read_command(envelope: Envelope) -> Command:
     return Command(envelope.id, envelope.type, envelope.subject, envelope.userid, envelope.time, data)
 
 
-def event_id(command_id: str, index: int) -> str:
-    """The same command always yields the same event ids: a re-decided command duplicates nothing."""
-    return "evt-" + hashlib.sha256(f"{command_id}:{index}".encode()).hexdigest()[:32]
-
-
 def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: int, sequence: int) -> Envelope:
     return Envelope(
         id=event_id(command.id, index),
         type=event.type,
-        source=SOURCE,
+        source=PROPERTY_SOURCE,
         subject=command.property_id,
         time=command.time,
         userid=command.user_id,
@@ -75,20 +66,6 @@ def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: in
         causationid=command.id,
         sequence=sequence,
         data=event.data.to_wire(),
-    )
-
-
-def outcome_envelope(command: Command, outcome: CommandOutcome, time: datetime) -> Envelope:
-    return Envelope(
-        id=event_id(command.id, -1),
-        type=COMMAND_OUTCOME,
-        source=SOURCE,
-        subject=command.id,
-        time=time,
-        userid=command.user_id,
-        correlationid=command.id,
-        causationid=command.id,
-        data=outcome.to_wire(),
     )
 
 
@@ -187,13 +164,7 @@ async def decide_batch(messages: list[faust.types.Message]) -> None:
         try:
             pending.append(await decide_one(message, decode(message.value)))
         except Exception as exc:
-            # Unreadable, or a failure we did not foresee: never lose the command silently, never
-            # block the partition on it. The waiting endpoint answers 503 after its bounded wait.
-            if not isinstance(exc, EventDecodeError):
-                log.exception("deciding %s failed", message.key)
-            position = SourcePosition(message.topic, message.partition, message.offset)
-            error = str(exc) if isinstance(exc, EventDecodeError) else f"decider failed: {type(exc).__name__}: {exc}"
-            await publish_dead_letters(app, [DeadLetter(message.key, message.value, error, position, DECIDER)])
+            await dead_letter_command(app, DECIDER, message, exc)
     answers = []
     for item in pending:
         written = [await send for send in item.sends]
@@ -203,7 +174,7 @@ async def decide_batch(messages: list[faust.types.Message]) -> None:
             await _send(
                 COMMAND_OUTCOMES.name,
                 item.command.id.encode(),
-                outcome_envelope(item.command, outcome, item.command.time),
+                outcome_envelope(PROPERTY_SOURCE, item.command.id, item.command.user_id, outcome, item.command.time),
             )
         )
     for answer in answers:

@@ -19,8 +19,7 @@ from schemas.outcomes import CommandOutcome, Verdict
 from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USERS
 from schemas.users import ACCOUNT_COMMANDS
 from streams.app import create_app, run_worker
-from streams.dead_letters import DeadLetter, publish_dead_letters
-from streams.positions import SourcePosition
+from streams.deciding import ACCOUNT_SOURCE, dead_letter_command, event_id, outcome_envelope
 from streams.users.decider import (
     AccountState,
     Command,
@@ -32,7 +31,6 @@ from streams.users.decider import (
     state_from_json,
     state_to_json,
 )
-from streams.users.envelopes import ACCOUNT_SOURCE, event_id, outcome_envelope
 
 log = logging.getLogger("streams.users.account")
 
@@ -130,11 +128,7 @@ async def decide_account_commands(stream: faust.StreamT[bytes]) -> None:
         try:
             await handle(message.key, decode(message.value))
         except Exception as exc:
-            if not isinstance(exc, EventDecodeError):
-                log.exception("deciding %s failed", message.key)
-            position = SourcePosition(message.topic, message.partition, message.offset)
-            error = str(exc) if isinstance(exc, EventDecodeError) else f"decider failed: {type(exc).__name__}: {exc}"
-            await publish_dead_letters(app, [DeadLetter(message.key, message.value, error, position, ACCOUNT)])
+            await dead_letter_command(app, ACCOUNT, message, exc)
 
 
 if __name__ == "__main__":

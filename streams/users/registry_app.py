@@ -19,10 +19,8 @@ from schemas.outcomes import CommandOutcome, Verdict
 from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USER_REGISTRATIONS
 from schemas.users import OPEN_ACCOUNT, REGISTER_USER, OpenAccount, RegisterUser
 from streams.app import create_app, run_worker
-from streams.dead_letters import DeadLetter, publish_dead_letters
-from streams.positions import SourcePosition
+from streams.deciding import REGISTRY_SOURCE, dead_letter_command, outcome_envelope
 from streams.users.decider import Rejection, decide_registration
-from streams.users.envelopes import REGISTRY_SOURCE, outcome_envelope
 
 log = logging.getLogger("streams.users.registry")
 
@@ -108,11 +106,7 @@ async def decide_registrations(stream: faust.StreamT[bytes]) -> None:
         try:
             await handle(message.key, decode(message.value))
         except Exception as exc:
-            if not isinstance(exc, EventDecodeError):
-                log.exception("deciding registration %s failed", message.key)
-            position = SourcePosition(message.topic, message.partition, message.offset)
-            error = str(exc) if isinstance(exc, EventDecodeError) else f"registry failed: {type(exc).__name__}: {exc}"
-            await publish_dead_letters(app, [DeadLetter(message.key, message.value, error, position, REGISTRY)])
+            await dead_letter_command(app, REGISTRY, message, exc)
 
 
 if __name__ == "__main__":
