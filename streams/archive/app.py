@@ -5,27 +5,22 @@ records, plan them (pure), hand rows to the sink and poison to the dead-letter t
 batch when the loop body returns, even when it raised, so failures are handled here, never thrown.
 """
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
 import faust
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from config import Settings, get_settings
 from schemas.topics import EVENT_TOPICS
 from streams.app import create_app
 from streams.archive.projection import ARCHIVE_CONSUMER, EventStoreRow, RawRecord, plan_archive
 from streams.archive.sink import PostgresEventStoreSink
+from streams.batches import record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
-from streams.positions import SourcePosition
 
 log = logging.getLogger("streams.archive")
-
-# Postgres being away is not the events' fault: wait for it, keeping the partition where it is.
-_TRANSIENT = (psycopg.OperationalError, PoolTimeout, OSError)
-_MAX_BACKOFF_SECONDS = 5.0
 
 
 def archive_topic_names(settings: Settings) -> list[str]:
@@ -67,23 +62,10 @@ class Archiver:
                     )
 
     async def _write_until_stored(self, rows: list[EventStoreRow]) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self._sink.write(rows)
-                return
-            except _TRANSIENT as exc:
-                log.warning("postgres unavailable (%s); retrying in %.1fs", type(exc).__name__, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+        await until_done("postgres", lambda: self._sink.write(rows))
 
     async def _dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         await publish_dead_letters(self._app, letters)
-
-
-def record_of(event: faust.EventT) -> RawRecord:
-    message = event.message
-    return RawRecord(message.key, message.value, SourcePosition(message.topic, message.partition, message.offset))
 
 
 settings = get_settings()

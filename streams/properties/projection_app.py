@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
+from streams.batches import record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord, SourcePosition
-from streams.properties.batches import record_of, until_done
 from streams.properties.projection import (
     PROJECTION_CONSUMER,
     REDIS_CHECKPOINT,

@@ -25,9 +25,9 @@ from psycopg_pool import AsyncConnectionPool
 from config import get_settings
 from schemas.topics import PROPERTIES
 from streams.app import create_app
+from streams.batches import record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord
-from streams.properties.batches import record_of, until_done
 from streams.properties.projection import (
     OPENSEARCH_CHECKPOINT,
     POSTGRES_CHECKPOINT,

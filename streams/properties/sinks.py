@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from schemas.topics import PROPERTY_VIEWS
+from streams.batches import StoreUnavailable
 from streams.positions import SourcePosition
 from streams.properties.projection import (
     POSTGRES_CHECKPOINT,
@@ -423,7 +424,7 @@ class RedisPropertySink:
 # ---- OpenSearch ----
 
 
-class SearchUnavailable(Exception):
+class SearchUnavailable(StoreUnavailable):
     """OpenSearch refused a whole request (429, 5xx, missing alias): try again later, no event is to blame."""
 
 

@@ -6,54 +6,24 @@ transaction, returns current rows) -> Redis `user:{id}` -> checkpoint `users-red
 down are waited for; poison goes to `dead-letters` (`dlq.consumer=user-projection`).
 """
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import faust
-import psycopg
-import redis.exceptions
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
 from schemas.topics import USERS
 from streams.app import create_app
+from streams.batches import record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
-from streams.positions import RawRecord, SourcePosition
+from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
 from streams.users.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_users
 from streams.users.sinks import PostgresUserSink, RedisUserSink
 
 log = logging.getLogger("streams.users.projection")
-
-T = TypeVar("T")
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    PoolTimeout,
-    OSError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-)
-
-
-async def until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-    """A store being away is not the events' fault: wait for it (0.1 s doubling to 5 s)."""
-    backoff = 0.1
-    while True:
-        try:
-            return await attempt()
-        except _TRANSIENT as exc:
-            log.warning("%s: store unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-
-def record_of(event: faust.EventT) -> RawRecord:
-    message = event.message
-    return RawRecord(message.key, message.value, SourcePosition(message.topic, message.partition, message.offset))
 
 
 class UserProjector:

@@ -1,4 +1,4 @@
-"""What both property projection apps share: a Faust event as a `RawRecord`, and waiting out a store.
+"""What every stream worker shares: a Faust event as a `RawRecord`, and waiting out a store.
 
 A store being away is not the events' fault: the batch waits for it (backoff 0.1 s doubling to 5 s,
 the partition stays put) instead of being acked half-applied or dead-lettered.
@@ -16,11 +16,15 @@ import redis.exceptions
 from psycopg_pool import PoolTimeout
 
 from streams.positions import RawRecord, SourcePosition
-from streams.properties.sinks import SearchUnavailable
 
-log = logging.getLogger("streams.properties.projection")
+log = logging.getLogger("streams.batches")
 
 T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """A store refused a whole request for a reason of its own (busy, restarting): try again later."""
+
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
@@ -30,7 +34,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     httpx.TransportError,
-    SearchUnavailable,
+    StoreUnavailable,
 )
 MAX_BACKOFF_SECONDS = 5.0
 
