@@ -22,7 +22,13 @@ from schemas.outcomes import CommandOutcome, Verdict
 from schemas.properties import COMMANDS
 from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
 from streams.app import create_app, run_worker
-from streams.deciding import PROPERTY_SOURCE, dead_letter_command, event_id, outcome_envelope
+from streams.deciding import (
+    PROPERTY_SOURCE,
+    command_data,
+    dead_letter_command,
+    decided_event,
+    outcome_envelope,
+)
 from streams.properties.decider import (
     Command,
     NewEvent,
@@ -41,31 +47,14 @@ DECIDER = "property-decider"
 
 
 def read_command(envelope: Envelope) -> Command:
-    model = COMMANDS.get(envelope.type)
-    if model is None:
-        raise EventDecodeError(f"unknown property command {envelope.type!r}")
-    if not envelope.userid:
-        raise EventDecodeError("a property command needs the acting user (userid)")
-    try:
-        data = model.model_validate(envelope.data)
-    except ValueError as exc:
-        raise EventDecodeError(f"invalid {envelope.type}: {exc}") from None
+    data = command_data(envelope, COMMANDS, "property")
+    assert envelope.userid is not None  # command_data refused it otherwise
     return Command(envelope.id, envelope.type, envelope.subject, envelope.userid, envelope.time, data)
 
 
 def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: int, sequence: int) -> Envelope:
-    return Envelope(
-        id=event_id(command.id, index),
-        type=event.type,
-        source=PROPERTY_SOURCE,
-        subject=command.property_id,
-        time=command.time,
-        userid=command.user_id,
-        sessionid=cause.sessionid,
-        correlationid=cause.correlationid or command.id,
-        causationid=command.id,
-        sequence=sequence,
-        data=event.data.to_wire(),
+    return decided_event(
+        PROPERTY_SOURCE, cause, command.property_id, command.user_id, event.data, event.type, index, sequence
     )
 
 

@@ -19,7 +19,13 @@ from schemas.outcomes import CommandOutcome, Verdict
 from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USERS
 from schemas.users import ACCOUNT_COMMANDS
 from streams.app import create_app, run_worker
-from streams.deciding import ACCOUNT_SOURCE, dead_letter_command, event_id, outcome_envelope
+from streams.deciding import (
+    ACCOUNT_SOURCE,
+    command_data,
+    dead_letter_command,
+    decided_event,
+    outcome_envelope,
+)
 from streams.users.decider import (
     AccountState,
     Command,
@@ -38,31 +44,14 @@ ACCOUNT = "user-account"
 
 
 def read_command(envelope: Envelope) -> Command:
-    model = ACCOUNT_COMMANDS.get(envelope.type)
-    if model is None:
-        raise EventDecodeError(f"unknown account command {envelope.type!r}")
-    if not envelope.userid:
-        raise EventDecodeError("an account command needs the acting user (userid)")
-    try:
-        data = model.model_validate(envelope.data)
-    except ValueError as exc:
-        raise EventDecodeError(f"invalid {envelope.type}: {exc}") from None
+    data = command_data(envelope, ACCOUNT_COMMANDS, "account")
+    assert envelope.userid is not None  # command_data refused it otherwise
     return Command(envelope.id, envelope.type, envelope.subject, envelope.userid, envelope.time, data)
 
 
 def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: int, sequence: int) -> Envelope:
-    return Envelope(
-        id=event_id(command.id, index),
-        type=event.type,
-        source=ACCOUNT_SOURCE,
-        subject=command.user_id,
-        time=command.time,
-        userid=command.actor_id,
-        sessionid=cause.sessionid,
-        correlationid=cause.correlationid or command.id,
-        causationid=command.id,
-        sequence=sequence,
-        data=event.data.to_wire(),
+    return decided_event(
+        ACCOUNT_SOURCE, cause, command.user_id, command.actor_id, event.data, event.type, index, sequence
     )
 
 
