@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Login failures allowed per email and per client IP within the window before 429.
     login_max_failures: int = 5
     login_failure_window_seconds: int = 15 * 60
+    # The HMAC secret of email keys (`schemas/users.py` `email_key`): the registry's Kafka keys and table
+    # never hold an address, nor a bare hash of one. Changing it re-keys every reservation: set it once.
+    email_key_secret: SecretStr = SecretStr("hyderabad-local-email-key")
     # Take the client IP from X-Forwarded-For (only behind a proxy that sets it; tests use it too).
     trust_forwarded_for: bool = False
 

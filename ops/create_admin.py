@@ -10,12 +10,16 @@ import argparse
 import asyncio
 import sys
 
+from psycopg_pool import AsyncConnectionPool
+
 from api.common.commands import CommandBus
 from api.common.errors import ApiError
 from api.common.kafka import EventProducer
 from api.user.commands import register, registration
 from api.user.passwords import hash_password, password_problem
+from api.user.personal_keys import create_personal_key
 from config import get_settings
+from schemas.ids import new_id
 from schemas.users import Role, is_valid_email, normalise_email
 
 
@@ -24,16 +28,25 @@ async def create_admin(email: str, name: str, phone: str, password: str) -> str:
     producer = EventProducer(settings.kafka_bootstrap, client_id="hyderabad-create-admin")
     await producer.start()
     bus = CommandBus(producer, settings.kafka_bootstrap, max(settings.command_wait_seconds, 15))
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=1, open=False)
+    await pool.open()
     await bus.start()
     try:
+        user_id = new_id("user")
+        envelope = registration(
+            user_id=user_id,
+            personal_key=await create_personal_key(pool, user_id),
+            email_secret=settings.email_key_secret.get_secret_value().encode(),
+            email=email,
+            name=name,
+            phone=phone,
+            password_hash=await hash_password(password),
+            role=Role.ADMIN,
+        )
         for _ in range(100):  # following command-outcomes takes a moment
             try:
-                envelope = registration(
-                    email=email, name=name, phone=phone, password_hash=await hash_password(password), role=Role.ADMIN
-                )
                 await register(bus, envelope)
-                assert envelope.userid is not None
-                return envelope.userid
+                return user_id
             except ApiError as exc:
                 if exc.status != 503 or "following" not in str(exc.errors):
                     raise
@@ -42,6 +55,7 @@ async def create_admin(email: str, name: str, phone: str, password: str) -> str:
     finally:
         await bus.stop()
         await producer.stop()
+        await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:

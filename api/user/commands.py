@@ -15,6 +15,7 @@ from api.common.kafka import CONSISTENCY_HEADER
 from schemas.envelope import Envelope, new_event
 from schemas.ids import new_id
 from schemas.outcomes import CommandOutcome, Verdict
+from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, seal
 from schemas.registry import EventData
 from schemas.topics import USER_COMMANDS, USER_REGISTRATIONS
 from schemas.users import REGISTER_USER, RegisterUser, Role, email_key
@@ -22,6 +23,9 @@ from schemas.users import REGISTER_USER, RegisterUser, Role, email_key
 
 def registration(
     *,
+    user_id: str,
+    personal_key: bytes,
+    email_secret: bytes,
     email: str,
     name: str,
     phone: str,
@@ -30,11 +34,17 @@ def registration(
     session_id: str | None = None,
     correlation_id: str | None = None,
 ) -> Envelope:
-    """The registration command, keyed by the email key; also what `ops.create_admin` sends."""
-    user_id = new_id("user")
-    key = email_key(email)
+    """The registration command, keyed by the email key, its personal fields sealed with the new user's
+    key (created beforehand in `user_keys`); also what `ops.create_admin` sends."""
+    key = email_key(email, email_secret)
     data = RegisterUser(
-        user_id=user_id, email=email, email_key=key, name=name, phone=phone, password_hash=password_hash, role=role
+        user_id=user_id,
+        email=seal(personal_key, user_id, EMAIL, email),
+        email_key=key,
+        name=seal(personal_key, user_id, NAME, name),
+        phone=seal(personal_key, user_id, PHONE, phone),
+        password_hash=seal(personal_key, user_id, PASSWORD_HASH, password_hash),
+        role=role,
     )
     return new_event(
         type=REGISTER_USER,
@@ -46,6 +56,11 @@ def registration(
         correlationid=correlation_id,
         event_id=new_id("cmd"),
     )
+
+
+def sealed_profile_changes(personal_key: bytes, user_id: str, changes: dict[str, str]) -> dict[str, str]:
+    fields = {"name": NAME, "phone": PHONE}
+    return {name: seal(personal_key, user_id, fields[name], value) for name, value in changes.items()}
 
 
 def account_command(kind: str, user_id: str, data: EventData, actor: AccessClaims, ctx: RequestContext) -> Envelope:

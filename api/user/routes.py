@@ -20,8 +20,11 @@ from api.common.revocation import deny
 from api.user import commands, queries, sessions
 from api.user.models import LoginIn, LogoutIn, ProfileUpdateIn, RefreshIn, RegisterIn
 from api.user.passwords import hash_password, password_problem, verify_password
+from api.user.personal_keys import create_personal_key
+from api.user.personal_keys import personal_key as get_personal_key
 from config.settings import Settings
 from schemas.envelope import new_event
+from schemas.ids import new_id
 from schemas.properties import DELETE_PROPERTY, DeleteProperty
 from schemas.topics import PROPERTIES, PROPERTY_COMMANDS, USERS
 from schemas.users import (
@@ -92,7 +95,13 @@ async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResp
     problem = password_problem(body.password, email=body.email, name=body.name)
     if problem:
         raise ApiError(422, "Invalid request: check password", [field_error("password", problem)])
+    settings = _settings(request)
+    user_id = new_id("user")
+    personal_key = await create_personal_key(request.app.state.pg_pool, user_id)
     envelope = commands.registration(
+        user_id=user_id,
+        personal_key=personal_key,
+        email_secret=settings.email_key_secret.get_secret_value().encode(),
         email=body.email,
         name=body.name,
         phone=body.phone,
@@ -100,8 +109,6 @@ async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResp
         session_id=ctx.session_id,
         correlation_id=ctx.correlation_id,
     )
-    user_id = envelope.userid
-    assert user_id is not None
     outcome = await commands.register(request.app.state.commands, envelope)
     data = {
         "id": user_id,
@@ -211,8 +218,13 @@ async def update_user(
     changes = body.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
     if not changes:
         raise ApiError(422, "Nothing to update", [field_error("body", "send name and/or phone")])
+    personal_key = await get_personal_key(request.app.state.pg_pool, user_id)
+    if personal_key is None:
+        raise ApiError(404, f"User {user_id} not found")
     update = UpdateProfile(
-        changes=changes, expected_version=_parse_if_match(if_match), actor_role=commands.actor_role(user)
+        changes=commands.sealed_profile_changes(personal_key, user_id, changes),
+        expected_version=_parse_if_match(if_match),
+        actor_role=commands.actor_role(user),
     )
     outcome = await commands.decide(request, commands.account_command(UPDATE_PROFILE, user_id, update, user, ctx))
     return ok({"id": user_id, "version": outcome.version}, "User updated", commands.decision_headers(outcome))

@@ -3,16 +3,16 @@
 - The registry: `decide_registration(command, owner)` where `owner` is the user id already holding the
   email key (or None). First one wins; the same command redelivered wins again (it is the owner).
 - The account: `decide(command, state)` and `evolve(state, event)` over one account, like the property
-  decider. Its state holds no email: nothing the account decides depends on it.
+  decider. Its state holds no email, and name and phone only sealed (`schemas/personal.py`): its
+  changelog is as forgetful as the events once the user's key is gone.
 """
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from schemas.outcomes import FieldProblem
+from schemas.personal import is_sealed
 from schemas.registry import EventData
 from schemas.users import (
     DELETE_ACCOUNT,
@@ -25,7 +25,6 @@ from schemas.users import (
     USER_REGISTERED,
     DeleteAccount,
     OpenAccount,
-    Profile,
     RecordPropertyCount,
     RegisterUser,
     Role,
@@ -142,27 +141,26 @@ def decide(command: Command, state: AccountState | None) -> Decision:
 
 
 def _update(update: UpdateProfile, state: AccountState) -> Decision:
+    """The values arrive sealed with the user's key (validated in the clear by the user service), so
+    the decider compares sealed values: sealing is deterministic per user and field."""
     unknown = sorted(set(update.changes) - {"name", "phone"})
     if unknown:
         return Rejection(
             422, "Unknown profile fields", tuple(FieldProblem(field=f, message="unknown") for f in unknown)
         )
-    current = {"name": state.name or "", "phone": state.phone or ""}
-    try:
-        profile = Profile.model_validate({**current, **update.changes})
-    except ValidationError as exc:
-        problems = tuple(
-            FieldProblem(field=".".join(str(p) for p in error["loc"]), message=error["msg"]) for error in exc.errors()
+    unsealed = sorted(name for name, value in update.changes.items() if not is_sealed(value))
+    if unsealed:
+        return Rejection(
+            422, "Profile fields must be sealed", tuple(FieldProblem(field=f, message="not sealed") for f in unsealed)
         )
-        return Rejection(422, "Invalid profile fields", problems)
-    changed = tuple(sorted(name for name, value in profile.to_wire().items() if current[name] != value))
+    current = {"name": state.name, "phone": state.phone}
+    after = {**current, **update.changes}
+    changed = tuple(sorted(name for name, value in after.items() if current[name] != value))
     if not changed:
         return []
-    return [
-        NewEvent(
-            USER_PROFILE_UPDATED, UserProfileUpdated(name=profile.name, phone=profile.phone, changed_fields=changed)
-        )
-    ]
+    name, phone = after["name"], after["phone"]
+    assert name is not None and phone is not None  # an open account always has both
+    return [NewEvent(USER_PROFILE_UPDATED, UserProfileUpdated(name=name, phone=phone, changed_fields=changed))]
 
 
 def evolve(state: AccountState | None, event: NewEvent, *, user_id: str, time: datetime) -> AccountState:

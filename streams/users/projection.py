@@ -4,16 +4,19 @@ user's current row -> the Redis profile document.
 Logins (`user.logged_in.v1`) are unsequenced facts for the history projections: nothing here.
 Property counts live in `user_property_counts` (the property projection's): their event only moves
 the version on. A deletion erases: the row keeps its id, role and version, and nothing personal.
+Personal fields arrive sealed (`schemas/personal.py`); the Postgres sink opens them with the user's key
+from `user_keys`, and deletes that key in the transaction that erases the account.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import orjson
 
 from schemas.codec import EventDecodeError, decode
 from schemas.envelope import format_time
+from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, is_sealed, unseal
 from schemas.registry import EVENTS
 from schemas.users import (
     USER_DELETED,
@@ -53,6 +56,12 @@ class UserPlan:
     positions: list[SourcePosition] = field(default_factory=list)
 
 
+def _require_sealed(event_type: str, **fields: str) -> None:
+    clear = sorted(name for name, value in fields.items() if not is_sealed(value))
+    if clear:
+        raise EventDecodeError(f"{event_type} carries personal data in the clear: {', '.join(clear)}")
+
+
 def user_change(raw: bytes | None) -> UserChange | None:
     """None for facts this projection has nothing to do with; raises `EventDecodeError` for poison."""
     event = EVENTS.read(decode(raw))
@@ -64,6 +73,7 @@ def user_change(raw: bytes | None) -> UserChange | None:
     common = {"user_id": envelope.subject, "version": envelope.sequence, "event_id": envelope.id, "at": envelope.time}
     if envelope.type == USER_REGISTERED:
         assert isinstance(data, UserRegistered)
+        _require_sealed(envelope.type, email=data.email, name=data.name, phone=data.phone, hash=data.password_hash)
         return UserChange(
             **common,
             kind="registered",
@@ -75,12 +85,32 @@ def user_change(raw: bytes | None) -> UserChange | None:
         )
     if envelope.type == USER_PROFILE_UPDATED:
         assert isinstance(data, UserProfileUpdated)
+        _require_sealed(envelope.type, name=data.name, phone=data.phone)
         return UserChange(**common, kind="profile", name=data.name, phone=data.phone)
     if envelope.type == USER_DELETED:
         return UserChange(**common, kind="erased")
     if envelope.type == USER_PROPERTY_COUNT_UPDATED:
         return UserChange(**common, kind="touched")
     raise EventDecodeError(f"{envelope.type} does not belong on the users topic")
+
+
+def opened(change: UserChange, key: bytes | None) -> UserChange:
+    """The change with its personal fields opened with the user's key. Without the key (the account was
+    closed, and this is a redelivery or a rebuild) they stay unknown: the row keeps only what is not
+    personal, exactly as an erased row does."""
+
+    def clear(field: str, value: str | None) -> str | None:
+        if value is None or key is None:
+            return None
+        return unseal(key, change.user_id, field, value)
+
+    return replace(
+        change,
+        email=clear(EMAIL, change.email),
+        password_hash=clear(PASSWORD_HASH, change.password_hash),
+        name=clear(NAME, change.name),
+        phone=clear(PHONE, change.phone),
+    )
 
 
 def plan_users(records: Sequence[RawRecord]) -> UserPlan:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from streams.positions import SourcePosition
 from streams.properties.sinks import raise_checkpoints
-from streams.users.projection import POSTGRES_CHECKPOINT, UserChange, UserRow, redis_document
+from streams.users.projection import POSTGRES_CHECKPOINT, UserChange, UserRow, opened, redis_document
 
 _REGISTERED = """
 INSERT INTO users (id, email_normalised, password_hash, name, phone, role, version, last_event_id, created_at,
@@ -52,6 +52,9 @@ WHERE users.version < EXCLUDED.version
 
 _STATEMENTS = {"registered": _REGISTERED, "profile": _PROFILE, "erased": _ERASED, "touched": _TOUCHED}
 
+_KEYS = "SELECT user_id, key FROM user_keys WHERE user_id = ANY(%s)"
+_FORGET_KEY = "DELETE FROM user_keys WHERE user_id = %s"
+
 _CURRENT_ROWS = """
 SELECT id, email_normalised, name, phone, role, deleted, deleted_at, version, created_at, updated_at
 FROM users WHERE id = ANY(%s) ORDER BY id
@@ -78,12 +81,23 @@ class PostgresUserSink:
         self._projection = projection
 
     async def apply(self, changes: Sequence[UserChange], positions: Sequence[SourcePosition]) -> list[UserRow]:
-        """Apply in order and raise the checkpoint in one transaction; return every touched user's row."""
+        """Apply in order and raise the checkpoint in one transaction; return every touched user's row.
+        Personal fields are opened with the users' keys, read in the same transaction; an erasure
+        deletes its user's key there too (crypto-shredding: every sealed copy becomes unreadable)."""
         ids = sorted({c.user_id for c in changes})
         async with self._pool.connection() as conn, conn.transaction():
+            keys: dict[str, bytes] = {}
+            if ids:
+                cursor = await conn.execute(_KEYS, (ids,))
+                keys = {user_id: bytes(key) for user_id, key in await cursor.fetchall()}
             async with conn.cursor() as cursor:
                 for change in changes:
-                    await cursor.execute(_STATEMENTS[change.kind], _parameters(change))
+                    await cursor.execute(
+                        _STATEMENTS[change.kind], _parameters(opened(change, keys.get(change.user_id)))
+                    )
+                    if change.kind == "erased":
+                        await cursor.execute(_FORGET_KEY, (change.user_id,))
+                        keys.pop(change.user_id, None)
             rows: list[UserRow] = []
             if ids:
                 async with conn.cursor(row_factory=class_row(UserRow)) as cursor:

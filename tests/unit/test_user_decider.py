@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, seal, unseal
 from schemas.users import (
     DELETE_ACCOUNT,
     OPEN_ACCOUNT,
@@ -35,17 +36,23 @@ from streams.users.decider import (
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 USER = "user-priya"
+KEY = bytes(range(32))
+SECRET = b"test-email-secret"
+
+
+def sealed(field: str, value: str) -> str:
+    return seal(KEY, USER, field, value)
 
 
 def registration(user_id: str = USER) -> RegisterUser:
     email = normalise_email(" Priya@Example.IN ")
     return RegisterUser(
         user_id=user_id,
-        email=email,
-        email_key=email_key(email),
-        name="Priya",
-        phone="+919876543210",
-        password_hash="$argon2id$...",
+        email=sealed(EMAIL, email),
+        email_key=email_key(email, SECRET),
+        name=sealed(NAME, "Priya"),
+        phone=sealed(PHONE, "+919876543210"),
+        password_hash=sealed(PASSWORD_HASH, "$argon2id$..."),
     )
 
 
@@ -55,15 +62,21 @@ def command(kind: str, data, actor: str = USER, command_id: str = "cmd-1") -> Co
 
 def opened() -> AccountState:
     data = OpenAccount(
-        email="priya@example.in", email_key="email-x", name="Priya", phone="+919876543210", password_hash="h"
+        email=sealed(EMAIL, "priya@example.in"),
+        email_key="email-x",
+        name=sealed(NAME, "Priya"),
+        phone=sealed(PHONE, "+919876543210"),
+        password_hash=sealed(PASSWORD_HASH, "h"),
     )
     [event] = decide(command(OPEN_ACCOUNT, data, command_id="cmd-open"), None)
     return remember(evolve(None, event, user_id=USER, time=NOW), "cmd-open")
 
 
 def test_email_keys_ignore_case_and_spaces_and_hide_the_address():
-    assert email_key(normalise_email(" Priya@Example.IN ")) == email_key("priya@example.in")
-    assert "priya" not in email_key("priya@example.in")
+    assert email_key(normalise_email(" Priya@Example.IN "), SECRET) == email_key("priya@example.in", SECRET)
+    assert "priya" not in email_key("priya@example.in", SECRET)
+    # keyed by the server's secret: a list of known addresses hashed by anyone else does not match
+    assert email_key("priya@example.in", SECRET) != email_key("priya@example.in", b"another secret")
 
 
 def test_the_first_registration_of_an_email_wins_and_the_others_are_409():
@@ -78,7 +91,7 @@ def test_a_redelivered_registration_wins_again():
 
 def test_opening_an_account_registers_the_user_at_version_1():
     state = opened()
-    assert (state.version, state.name, state.role, state.deleted) == (1, "Priya", Role.USER, False)
+    assert (state.version, state.name, state.role, state.deleted) == (1, sealed(NAME, "Priya"), Role.USER, False)
     assert (
         decide(
             command(
@@ -96,26 +109,42 @@ def test_an_open_account_command_seen_twice_emits_once():
     assert decide(command(OPEN_ACCOUNT, None, command_id="cmd-open"), opened()) == []
 
 
-def test_profile_update_carries_the_whole_profile_and_the_changed_fields():
-    [event] = decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "Priya R."}, expected_version=1)), opened())
+def update(**changes: str) -> dict[str, str]:
+    return {name: sealed(name, value) for name, value in changes.items()}
+
+
+def test_profile_update_carries_the_whole_profile_sealed_and_the_changed_fields():
+    [event] = decide(
+        command(UPDATE_PROFILE, UpdateProfile(changes=update(name="Priya R."), expected_version=1)), opened()
+    )
     assert event.type == USER_PROFILE_UPDATED
-    assert (event.data.name, event.data.phone, event.data.changed_fields) == ("Priya R.", "+919876543210", ("name",))
+    assert (event.data.name, event.data.phone, event.data.changed_fields) == (
+        sealed(NAME, "Priya R."),
+        sealed(PHONE, "+919876543210"),
+        ("name",),
+    )
+    assert unseal(KEY, USER, NAME, event.data.name) == "Priya R."
     assert evolve(opened(), event, user_id=USER, time=NOW).version == 2
+
+
+def test_an_update_to_the_same_values_changes_nothing():
+    assert decide(command(UPDATE_PROFILE, UpdateProfile(changes=update(name="Priya"))), opened()) == []
 
 
 def test_a_stale_if_match_is_409_and_a_stranger_is_403_and_an_admin_may():
     state = opened()
     assert (
-        decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}, expected_version=7)), state).status == 409
+        decide(command(UPDATE_PROFILE, UpdateProfile(changes=update(name="X"), expected_version=7)), state).status
+        == 409
     )
-    stranger = command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}), actor="user-mallory")
+    stranger = command(UPDATE_PROFILE, UpdateProfile(changes=update(name="X")), actor="user-mallory")
     assert decide(stranger, state).status == 403
-    admin = command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}, actor_role=Role.ADMIN), actor="user-admin")
+    admin = command(UPDATE_PROFILE, UpdateProfile(changes=update(name="X"), actor_role=Role.ADMIN), actor="user-admin")
     assert decide(admin, state)[0].type == USER_PROFILE_UPDATED
 
 
-def test_invalid_profile_fields_are_named():
-    refused = decide(command(UPDATE_PROFILE, UpdateProfile(changes={"phone": "12345"})), opened())
+def test_profile_fields_in_the_clear_or_unknown_are_refused_and_named():
+    refused = decide(command(UPDATE_PROFILE, UpdateProfile(changes={"phone": "+919999999999"})), opened())
     assert refused.status == 422 and refused.errors[0].field == "phone"
     unknown = decide(command(UPDATE_PROFILE, UpdateProfile(changes={"email": "x@y.in"})), opened())
     assert unknown.status == 422 and unknown.errors[0].field == "email"
@@ -126,8 +155,10 @@ def test_deletion_forgets_the_person_and_later_commands_are_404():
     assert event.type == USER_DELETED
     gone = evolve(opened(), event, user_id=USER, time=NOW)
     assert (gone.deleted, gone.name, gone.phone, gone.version) == (True, None, None, 2)
-    assert decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"}), command_id="cmd-9"), gone).status == 404
-    assert decide(command(UPDATE_PROFILE, UpdateProfile(changes={"name": "X"})), None).status == 404
+    assert (
+        decide(command(UPDATE_PROFILE, UpdateProfile(changes=update(name="X")), command_id="cmd-9"), gone).status == 404
+    )
+    assert decide(command(UPDATE_PROFILE, UpdateProfile(changes=update(name="X"))), None).status == 404
 
 
 def test_a_property_count_is_recorded_only_when_it_changes():

@@ -1,0 +1,25 @@
+"""The user service's side of `user_keys`: create a person's key before their registration is sent,
+and fetch it to seal a profile change. The user projection deletes it when the account is closed.
+
+Written here, by the command side, because a key must exist before any event sealed with it does; it is
+not a read model (nothing in it is derived from events).
+"""
+
+from psycopg_pool import AsyncConnectionPool
+
+from schemas.personal import new_personal_key
+
+
+async def create_personal_key(pool: AsyncConnectionPool, user_id: str) -> bytes:
+    key = new_personal_key()
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO user_keys (user_id, key) VALUES (%s, %s)", (user_id, key))
+    return key
+
+
+async def personal_key(pool: AsyncConnectionPool, user_id: str) -> bytes | None:
+    """None once the account is closed (the key is gone, and with it the person's data)."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT key FROM user_keys WHERE user_id = %s", (user_id,))
+        row = await cursor.fetchone()
+    return bytes(row[0]) if row else None
