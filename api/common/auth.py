@@ -27,8 +27,9 @@ REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
 # A few seconds of clock skew between the issuing and the verifying process.
 LEEWAY_SECONDS = 5
 
-# Set by a service that keeps a deny list (the user service, backed by Redis): True means logged out.
-RevocationCheck = Callable[[str], Awaitable[bool]]
+# Set by a service that keeps a deny list (Redis): given (token id, user id), True means the token was
+# logged out or its account closed.
+RevocationCheck = Callable[[str, str], Awaitable[bool]]
 
 
 class Unauthorized(ApiError):
@@ -106,7 +107,7 @@ async def verify_access_token(
         raise Unauthorized() from None
     if not all(isinstance(claims[name], str) for name in ("sub", "role", "jti")):
         raise Unauthorized()
-    if is_revoked is not None and await is_revoked(claims["jti"]):
+    if is_revoked is not None and await is_revoked(claims["jti"], claims["sub"]):
         raise Unauthorized("Access token revoked")
     return AccessClaims(
         subject=claims["sub"],

@@ -16,7 +16,7 @@ from api.common.errors import ApiError, field_error
 from api.common.kafka import CONSISTENCY_HEADER
 from api.common.pagination import PageQuery
 from api.common.responses import created, ok
-from api.common.revocation import deny
+from api.common.revocation import deny, deny_account
 from api.user import commands, queries, sessions
 from api.user.models import LoginIn, LogoutIn, ProfileUpdateIn, RefreshIn, RegisterIn
 from api.user.passwords import hash_password, password_problem, verify_password
@@ -257,10 +257,9 @@ async def delete_user(
         answer = await bus.send(PROPERTY_COMMANDS.name, command)
         positions += answer.positions
         delisted += 1 if answer.positions else 0
-    if user.subject == user_id:
-        await deny(request.app.state.redis, user.token_id, user.expires_at)
-        if user.session_id:
-            await sessions.revoke_family(request.app.state.redis, user.session_id)
+    # Every session of the account ends: its access tokens on every device (the deny list every service
+    # checks), and its refresh tokens (refresh checks the account is live and revokes the session).
+    await deny_account(request.app.state.redis, user_id, _settings(request).jwt_access_ttl_seconds)
     return ok(
         {"id": user_id, "deleted": True, "delistedProperties": delisted},
         "Account closed and personal data erased",

@@ -206,7 +206,8 @@ async def test_revocation_hook_is_consulted(app, client, settings):
     token = issue_access_token("user-456", "user", settings=settings)
     revoked_jti = jwt.decode(token, options={"verify_signature": False})["jti"]
 
-    async def is_revoked(jti: str) -> bool:
+    async def is_revoked(jti: str, subject: str) -> bool:
+        assert subject == "user-456"
         return jti == revoked_jti
 
     app.state.is_revoked = is_revoked
