@@ -1,0 +1,142 @@
+"""Closing an account erases the person everywhere (crypto-shredding), against the real stack.
+
+A user registers, logs in on two devices, changes name and phone, lists a property; every event is
+archived. Before the deletion the scanner finds them in Postgres and Redis (so it can find things),
+and Kafka already holds nothing of them in the clear. After DELETE: login fails, the profile is 404,
+the listing is delisted, the other device's token is refused, the user's key is gone, and a Postgres
+dump, every Redis key, every OpenSearch document and every message of every Kafka topic hold none of
+the email, phones or names. The non-personal facts (the account's events, the listing's) remain.
+"""
+
+import uuid
+from collections.abc import Awaitable
+
+import psycopg
+import pytest
+
+from tests.support.archive import archive_worker
+from tests.support.erasure import kafka_everything, opensearch_everything, postgres_dump, redis_everything
+from tests.support.properties import SEED_BODY
+from tests.support.users import PASSWORD, running_user_slice
+from tests.support.waiting import eventually
+
+CONSISTENCY = "X-Consistency-Token"
+
+
+@pytest.fixture(scope="module")
+async def users(stack, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("user-erasure")
+    archive = archive_worker(f"erasure-archive-{uuid.uuid4().hex[:8]}", log_dir, HI_ARCHIVE_TOPICS="users,properties")
+    archive.start()
+    try:
+        async with running_user_slice(log_dir, stack.as_env()) as slice_:
+            yield slice_
+    finally:
+        archive.stop()
+
+
+def a_person() -> dict[str, str]:
+    """Values found nowhere else: a random marker in each, the phone's digits random too."""
+    marker = "".join(chr(ord("a") + int(c, 16) % 26) for c in uuid.uuid4().hex[:10])
+    digits = str(uuid.uuid4().int)[:8]
+    return {
+        "email": f"erase.{marker}@example.in",
+        "name": f"Zarine {marker.capitalize()}",
+        "phone": f"+9197{digits}",
+        "password": PASSWORD,
+    }
+
+
+async def archived(pg: psycopg.AsyncConnection, user_id: str, event_type: str) -> int:
+    cursor = await pg.execute(
+        "SELECT count(*) FROM event_store WHERE subject = %s AND event_type = %s", (user_id, event_type)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def key_count(pg: psycopg.AsyncConnection, user_id: str) -> int:
+    cursor = await pg.execute("SELECT count(*) FROM user_keys WHERE user_id = %s", (user_id,))
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def personal_values(*people: dict[str, str]) -> set[bytes]:
+    values: set[bytes] = set()
+    for person in people:
+        values |= {person["email"].encode(), person["name"].encode(), person["phone"].removeprefix("+").encode()}
+    return values
+
+
+def found_in(haystack: bytes, needles: set[bytes]) -> set[bytes]:
+    lowered = haystack.lower()
+    return {needle for needle in needles if needle.lower() in lowered}
+
+
+async def holds(dump: Awaitable[bytes], needle: bytes) -> bool:
+    return needle.lower() in (await dump).lower()
+
+
+async def test_a_closed_account_leaves_no_personal_data_anywhere(users, settings, pg):
+    person, renamed = a_person(), a_person()
+    async with users.client() as api, users.properties.client() as property_api:
+        made = await api.post("/api/auth/register", json={k: person[k] for k in ("email", "password", "name", "phone")})
+        assert made.status_code == 201, made.text
+        user_id = made.json()["data"]["id"]
+        token = {CONSISTENCY: made.headers[CONSISTENCY]}
+        sessions = []
+        for device in ("10.9.0.1", "10.9.0.2"):
+            logged = await api.post(
+                "/api/auth/login",
+                json={"email": person["email"], "password": PASSWORD},
+                headers={**token, "X-Forwarded-For": device},
+            )
+            assert logged.status_code == 200, logged.text
+            sessions.append({"Authorization": f"Bearer {logged.json()['data']['accessToken']}"})
+        phone, other_phone = sessions
+        changed = await api.put(
+            f"/api/users/{user_id}", json={"name": renamed["name"], "phone": renamed["phone"]}, headers=phone
+        )
+        assert changed.status_code == 200, changed.text
+        listing = await property_api.post(
+            "/api/properties", json={**SEED_BODY, "title": f"Villa {person['name'].split()[1]}"}, headers=phone
+        )
+        assert listing.status_code == 201, listing.text
+        seen = await api.get(f"/api/users/{user_id}", headers={**phone, CONSISTENCY: changed.headers[CONSISTENCY]})
+        assert seen.json()["data"]["name"] == renamed["name"]
+        everyone = personal_values(person, renamed)  # the email never changes: renamed's is a control
+
+        # The scanner finds what is there: the current profile in Postgres and Redis, the listing in OpenSearch.
+        await eventually(lambda: holds(redis_everything(settings), person["email"].encode()), bool)
+        assert found_in(postgres_dump(settings), everyone) == {
+            person["email"].encode(),
+            renamed["name"].encode(),
+            renamed["phone"].removeprefix("+").encode(),
+        }
+        marker = person["name"].split()[1].encode()
+        await eventually(lambda: holds(opensearch_everything(settings), marker), bool)
+        # ...and Kafka, the record kept forever, never held them in the clear.
+        assert found_in(await kafka_everything(settings), everyone) == set()
+
+        closed = await api.delete(f"/api/users/{user_id}", headers={**phone, CONSISTENCY: listing.headers[CONSISTENCY]})
+        assert closed.status_code == 200, closed.text
+        assert closed.json()["data"]["delistedProperties"] == 1
+        after = {CONSISTENCY: closed.headers[CONSISTENCY]}
+        assert (await api.get(f"/api/users/{user_id}", headers=after)).status_code == 404
+        assert (await property_api.get(listing.headers["Location"], headers=after)).status_code == 404
+        login = await api.post("/api/auth/login", json={"email": person["email"], "password": PASSWORD}, headers=after)
+        assert login.status_code == 401
+        assert (await api.get(f"/api/users/{user_id}/properties", headers=other_phone)).status_code == 401
+
+    assert await key_count(pg, user_id) == 0
+    await eventually(lambda: archived(pg, user_id, "user.deleted.v1"), lambda n: n == 1, within=60)
+    # The facts stay: the account's registration and profile change are still in the record, sealed.
+    assert await archived(pg, user_id, "user.registered.v1") == 1
+    assert await archived(pg, user_id, "user.profile_updated.v1") == 1
+
+    assert found_in(postgres_dump(settings), everyone) == set()
+    assert found_in(await redis_everything(settings), everyone) == set()
+    assert found_in(await opensearch_everything(settings), everyone) == set()
+    assert found_in(await kafka_everything(settings), everyone) == set()
