@@ -97,6 +97,29 @@ class Settings(BaseSettings):
     def keys_dir(self) -> Path:
         return self.jwt_key_dir or self.state_dir / "keys"
 
+    # Files (api/file, streams/files, storage/). `local`: content-addressed under blob_dir; `s3`: a bucket.
+    blob_backend: str = Field(default="local", pattern="^(local|s3)$")
+    s3_bucket: str = "hyderabad-files"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None  # e.g. a MinIO endpoint; None means AWS itself
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # Largest single upload (a PDF of a sale deed with scans); photos and floor-plan images have their own.
+    file_max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    file_max_image_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # Pixels an image may announce (a decompression bomb announces billions); 120 MP covers phone cameras.
+    file_max_image_pixels: int = Field(default=120_000_000, ge=1)
+    file_bulk_max_files: int = Field(default=20, ge=1)
+    # A whole bulk request; a part past it is refused with 413.
+    file_max_bulk_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    file_projection_group: str = "file-projection"
+    file_optimizer_group: str = "file-optimizer"
+    # Garbage collection of blobs nothing refers to (run by the optimiser worker; 0 turns it off). The grace
+    # must exceed the time from an upload to its event being projected, or fresh bytes could be collected.
+    file_gc_interval_seconds: float = Field(default=300.0, ge=0)
+    file_gc_grace_seconds: float = Field(default=3600.0, ge=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

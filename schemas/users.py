@@ -26,6 +26,7 @@ __all__ = ["Role"]
 
 # Commands
 REGISTER_USER = "user.register.v1"
+RELEASE_EMAIL = "user.release_email.v1"
 OPEN_ACCOUNT = "user.open_account.v1"
 UPDATE_PROFILE = "user.update_profile.v1"
 DELETE_ACCOUNT = "user.delete_account.v1"
@@ -94,6 +95,14 @@ class OpenAccount(EventData):
     role: Role = Role.USER
 
 
+class ReleaseEmail(EventData):
+    """On `user-registrations`, keyed by `email_key`: the account holding the address was closed, so the
+    address may be registered again. Sent by the account decider with the deletion it decided."""
+
+    user_id: str
+    email_key: str
+
+
 class UpdateProfile(EventData):
     """`changes`: the sealed new values of the fields sent (validated in the clear by the user service)."""
 
@@ -123,6 +132,7 @@ class UserRegistered(EventData):
     phone: str
     password_hash: str  # argon2id, computed by the user service; the password itself never travels
     role: Role = Role.USER
+    email_key: str | None = None  # to release the address when the account closes (absent before that)
 
 
 class UserProfileUpdated(EventData):

@@ -2,7 +2,8 @@
 
 Consumer group `user-account`. Reads `user-commands` (keyed by user id), keeps each account's state in
 `accounts` (co-partitioned: same key, six partitions), and for each command: decide (pure) -> produce
-the events to `users` -> fold them into the table -> answer on `command-outcomes`. The only writer of
+the events to `users` -> fold them into the table -> answer on `command-outcomes`. A closed account's
+email is handed back to the registry (`user.release_email.v1` on `user-registrations`). The only writer of
 sequenced events on `users`. Accounts are opened by the registry's forward (`user.open_account.v1`),
 which reaches this partition before any later command about the user: the endpoint answered 201 only
 after this decider emitted the registration.
@@ -16,14 +17,15 @@ from config import get_settings
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.envelope import Envelope, format_time
 from schemas.outcomes import CommandOutcome, Verdict
-from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USERS
-from schemas.users import ACCOUNT_COMMANDS
+from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USER_REGISTRATIONS, USERS
+from schemas.users import ACCOUNT_COMMANDS, RELEASE_EMAIL, ReleaseEmail
 from streams.app import create_app, run_worker
 from streams.deciding import (
     ACCOUNT_SOURCE,
     command_data,
     dead_letter_command,
     decided_event,
+    event_id,
     outcome_envelope,
 )
 from streams.users.decider import (
@@ -32,6 +34,7 @@ from streams.users.decider import (
     NewEvent,
     Rejection,
     decide,
+    email_to_release,
     evolve,
     remember,
     state_from_json,
@@ -41,6 +44,7 @@ from streams.users.decider import (
 log = logging.getLogger("streams.users.account")
 
 ACCOUNT = "user-account"
+RELEASE_INDEX = 1000  # after any event index of the same command
 
 
 def read_command(envelope: Envelope) -> Command:
@@ -52,6 +56,22 @@ def read_command(envelope: Envelope) -> Command:
 def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: int, sequence: int) -> Envelope:
     return decided_event(
         ACCOUNT_SOURCE, cause, command.user_id, command.actor_id, event.data, event.type, index, sequence
+    )
+
+
+def release_command(command: Command, cause: Envelope, release: ReleaseEmail) -> Envelope:
+    """Its id derives from the deletion's command id: a redecided deletion sends the same release."""
+    return Envelope(
+        id=event_id(command.id, RELEASE_INDEX),
+        type=RELEASE_EMAIL,
+        source=ACCOUNT_SOURCE,
+        subject=release.email_key,
+        time=command.time,
+        userid=command.actor_id,
+        sessionid=cause.sessionid,
+        correlationid=cause.correlationid or cause.id,
+        causationid=cause.id,
+        data=release.to_wire(),
     )
 
 
@@ -86,13 +106,18 @@ async def handle(key: bytes, cause: Envelope) -> None:
             version=state.version if state else None,
         )
     else:
-        positions = []
+        before, positions = state, []
         for index, event in enumerate(decision):
             state = evolve(state, event, user_id=command.user_id, time=command.time)
             positions.append(
                 await _produce(USERS.name, key, event_envelope(command, cause, event, index, state.version))
             )
         assert state is not None
+        release = email_to_release(before, state)
+        if release is not None:
+            await _produce(
+                USER_REGISTRATIONS.name, release.email_key.encode(), release_command(command, cause, release)
+            )
         state = remember(state, command.id)
         accounts[command.user_id] = state_to_json(state)
         outcome = CommandOutcome(

@@ -27,6 +27,7 @@ from schemas.users import (
     OpenAccount,
     RecordPropertyCount,
     RegisterUser,
+    ReleaseEmail,
     Role,
     UpdateProfile,
     UserDeleted,
@@ -67,6 +68,12 @@ Decision = list[NewEvent] | Rejection
 # ---- the registry ----
 
 
+def decide_release(release: ReleaseEmail, owner: str | None) -> bool:
+    """Free the address only if the closed account still holds it: a redelivered release arriving after
+    someone else registered the address must not take it from them."""
+    return owner == release.user_id
+
+
 @dataclass(frozen=True)
 class Reserved:
     """The email key now belongs to this user id: forward the registration to the account decider."""
@@ -94,6 +101,7 @@ class AccountState:
     property_count: int = 0
     deleted: bool = False
     recent_commands: tuple[str, ...] = field(default_factory=tuple)
+    email_key: str | None = None
 
 
 def decide(command: Command, state: AccountState | None) -> Decision:
@@ -113,6 +121,7 @@ def decide(command: Command, state: AccountState | None) -> Decision:
                     phone=opened.phone,
                     password_hash=opened.password_hash,
                     role=opened.role,
+                    email_key=opened.email_key,
                 ),
             )
         ]
@@ -166,7 +175,15 @@ def _update(update: UpdateProfile, state: AccountState) -> Decision:
 def evolve(state: AccountState | None, event: NewEvent, *, user_id: str, time: datetime) -> AccountState:
     data = event.data
     if isinstance(data, UserRegistered):
-        return AccountState(id=user_id, version=1, name=data.name, phone=data.phone, role=data.role, created_at=time)
+        return AccountState(
+            id=user_id,
+            version=1,
+            name=data.name,
+            phone=data.phone,
+            role=data.role,
+            created_at=time,
+            email_key=data.email_key,
+        )
     assert state is not None, f"{event.type} before user.registered"
     if isinstance(data, UserProfileUpdated):
         return replace(state, version=state.version + 1, name=data.name, phone=data.phone)
@@ -176,6 +193,13 @@ def evolve(state: AccountState | None, event: NewEvent, *, user_id: str, time: d
     if isinstance(data, UserPropertyCountUpdated):
         return replace(state, version=state.version + 1, property_count=data.property_count)
     raise ValueError(f"cannot evolve an account with {event.type}")
+
+
+def email_to_release(before: AccountState | None, after: AccountState | None) -> ReleaseEmail | None:
+    """What the registry must be told when a decision closed the account."""
+    if before is None or after is None or before.deleted or not after.deleted or before.email_key is None:
+        return None
+    return ReleaseEmail(user_id=before.id, email_key=before.email_key)
 
 
 def remember(state: AccountState, command_id: str) -> AccountState:
@@ -193,6 +217,7 @@ def state_to_json(state: AccountState) -> dict[str, Any]:
         "propertyCount": state.property_count,
         "deleted": state.deleted,
         "recentCommands": list(state.recent_commands),
+        "emailKey": state.email_key,
     }
 
 
@@ -207,4 +232,5 @@ def state_from_json(document: dict[str, Any]) -> AccountState:
         property_count=document["propertyCount"],
         deleted=document["deleted"],
         recent_commands=tuple(document["recentCommands"]),
+        email_key=document.get("emailKey"),
     )

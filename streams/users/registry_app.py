@@ -5,7 +5,8 @@ Consumer group `user-registry`. Reads `user-registrations` (keyed by the email k
 for each registration decides (pure) whether the address is free. First wins: the table takes the
 reservation and the registration is forwarded to `user-commands` as `user.open_account.v1` under the
 same command id (the account decider emits `user.registered.v1` and answers the waiting endpoint).
-The others are answered 409 on `command-outcomes` here.
+The others are answered 409 on `command-outcomes` here. When an account closes, the account decider
+sends `user.release_email.v1` here and the address is freed (if that account still holds it).
 """
 
 import logging
@@ -17,21 +18,22 @@ from schemas.codec import EventDecodeError, decode, encode
 from schemas.envelope import Envelope
 from schemas.outcomes import CommandOutcome, Verdict
 from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USER_REGISTRATIONS
-from schemas.users import OPEN_ACCOUNT, REGISTER_USER, OpenAccount, RegisterUser
+from schemas.users import OPEN_ACCOUNT, REGISTER_USER, RELEASE_EMAIL, OpenAccount, RegisterUser, ReleaseEmail
 from streams.app import create_app, run_worker
 from streams.deciding import REGISTRY_SOURCE, dead_letter_command, outcome_envelope
-from streams.users.decider import Rejection, decide_registration
+from streams.users.decider import Rejection, decide_registration, decide_release
 
 log = logging.getLogger("streams.users.registry")
 
 REGISTRY = "user-registry"
 
 
-def read_registration(envelope: Envelope) -> RegisterUser:
-    if envelope.type != REGISTER_USER:
+def read_registration(envelope: Envelope) -> RegisterUser | ReleaseEmail:
+    model = {REGISTER_USER: RegisterUser, RELEASE_EMAIL: ReleaseEmail}.get(envelope.type)
+    if model is None:
         raise EventDecodeError(f"unknown registration command {envelope.type!r}")
     try:
-        return RegisterUser.model_validate(envelope.data)
+        return model.model_validate(envelope.data)
     except ValueError as exc:
         raise EventDecodeError(f"invalid {envelope.type}: {exc}") from None
 
@@ -69,6 +71,10 @@ async def handle(key: bytes, cause: Envelope) -> None:
     registration = read_registration(cause)
     if key != registration.email_key.encode() or cause.subject != registration.email_key:
         raise EventDecodeError(f"registration keyed {key!r}, expected its email key")
+    if isinstance(registration, ReleaseEmail):
+        if decide_release(registration, emails.get(registration.email_key)):
+            emails.pop(registration.email_key, None)
+        return
     decision = decide_registration(registration, emails.get(registration.email_key))
     if isinstance(decision, Rejection):
         outcome = CommandOutcome(

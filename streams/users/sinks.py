@@ -24,6 +24,11 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE users.version < EXCLUDED.version
 """
 
+# An address is registered again only after its previous account was closed (the registry frees it then),
+# but that closing may be projected after the new registration (another partition): take the address
+# from the closed account's row first, or the unique index would refuse the new one.
+_TAKE_OVER_EMAIL = "UPDATE users SET email_normalised = NULL WHERE email_normalised = %(email)s AND id <> %(id)s"
+
 _PROFILE = """
 INSERT INTO users (id, name, phone, version, last_event_id, updated_at)
 VALUES (%(id)s, %(name)s, %(phone)s, %(version)s, %(event_id)s, %(at)s)

@@ -304,6 +304,21 @@ async def test_delete_closes_the_account_erases_it_and_delists_its_listings(api,
     assert (await api.get(f"/api/users/{user_id}", headers=auth)).status_code == 401  # its token is denied
 
 
+async def test_a_closed_accounts_email_can_be_registered_again(api):
+    body = registration()
+    user_id, auth, _, _ = await a_session(api, email=body["email"])
+    assert (await api.delete(f"/api/users/{user_id}", headers=auth)).status_code == 200
+    # the registry frees the address once it has the account decider's release: eventually, not at once
+    again = await eventually(
+        lambda: api.post("/api/auth/register", json=body), lambda r: r.status_code != 409, within=30, every=0.5
+    )
+    assert again.status_code == 201, again.text
+    new_id = again.json()["data"]["id"]
+    assert new_id != user_id
+    logged = await log_in(api, body["email"], token=again.headers[CONSISTENCY])
+    assert logged.status_code == 200 and logged.json()["data"]["userId"] == new_id
+
+
 # ---- tokens and admins ----
 
 

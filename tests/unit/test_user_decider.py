@@ -16,6 +16,7 @@ from schemas.users import (
     OpenAccount,
     RecordPropertyCount,
     RegisterUser,
+    ReleaseEmail,
     Role,
     UpdateProfile,
     email_key,
@@ -28,6 +29,8 @@ from streams.users.decider import (
     Reserved,
     decide,
     decide_registration,
+    decide_release,
+    email_to_release,
     evolve,
     remember,
     state_from_json,
@@ -173,3 +176,22 @@ def test_the_state_survives_its_json_round_trip():
     state = opened()
     assert state_from_json(state_to_json(state)) == state
     assert USER_REGISTERED.endswith(".v1")
+
+
+def test_a_closed_account_releases_its_email_to_the_registry_once():
+    state = opened()
+    assert state.email_key == "email-x"
+    [event] = decide(command(DELETE_ACCOUNT, DeleteAccount(), command_id="cmd-del"), state)
+    gone = evolve(state, event, user_id=USER, time=NOW)
+    release = email_to_release(state, gone)
+    assert release is not None and (release.user_id, release.email_key) == (USER, "email-x")
+    assert email_to_release(gone, gone) is None  # already closed: nothing more to release
+    assert email_to_release(state, state) is None  # not a deletion
+    assert state_from_json(state_to_json(gone)).email_key == "email-x"
+
+
+def test_the_registry_frees_an_address_only_for_the_account_holding_it():
+    release = ReleaseEmail(user_id=USER, email_key="email-x")
+    assert decide_release(release, USER)
+    assert not decide_release(release, "user-someone-new")
+    assert not decide_release(release, None)
