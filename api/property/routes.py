@@ -1,19 +1,21 @@
 """Property endpoints (8082). Commands go to the property decider through Kafka and answer from its
 decision; queries read the property projection's stores (Redis, Postgres, OpenSearch)."""
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Header, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api.common.deps import Context, CurrentUser, OptionalUser
+from api.common.downloads import blob_response
 from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
 from api.common.pagination import PageQuery
 from api.common.responses import created, ok
 from api.property import commands, queries
-from api.property.images import blob_path, sniff_image_type, store_image
+from api.property.images import announce_files, sniff_image_type, store_image
 from api.property.models import PropertyCreateIn, PropertyUpdateIn
 from schemas.envelope import new_event
 from schemas.properties import (
@@ -32,6 +34,7 @@ from schemas.properties import (
     UpdateProperty,
 )
 from schemas.topics import PROPERTY_VIEWS
+from storage.web import app_blob_store
 
 router = APIRouter(prefix="/api/properties", tags=["properties"])
 
@@ -165,8 +168,8 @@ async def upload_images(
 ) -> JSONResponse:
     if len(images) > MAX_IMAGES_PER_PROPERTY:
         raise ApiError(422, "Too many images", [field_error("images", f"at most {MAX_IMAGES_PER_PROPERTY}")])
-    blobs = request.app.state.settings.blobs_dir
-    stored = [await store_image(upload, blobs, f"images[{n}]") for n, upload in enumerate(images)]
+    store, max_pixels = app_blob_store(request), request.app.state.settings.file_max_image_pixels
+    stored = [await store_image(upload, store, f"images[{n}]", max_pixels) for n, upload in enumerate(images)]
     add = AddPropertyImages(
         images=tuple(
             Image(
@@ -185,6 +188,8 @@ async def upload_images(
         outcome = await commands.decide(
             request, commands.command(ADD_PROPERTY_IMAGES, property_id, add, user, ctx, command_id)
         )
+        # Accepted: the images are the listing's files too (file.uploaded on `files`).
+        await announce_files(request, property_id, user.subject, stored, ctx)
         data = {"id": property_id, "version": outcome.version, "images": [i.to_wire() for i in add.images]}
         return ok(data, "Images added", commands.decision_headers(outcome))
 
@@ -238,19 +243,33 @@ async def similar_properties(
     return ok({"items": items, "nextCursor": None}, "Similar properties", queries.freshness_headers(fresh))
 
 
-@router.get("/{property_id}/images/{sha256}", summary="An image of a property", response_class=FileResponse)
+@router.get("/{property_id}/images/{sha256}", summary="An image of a property", response_class=Response)
 async def property_image(
     property_id: PropertyId,
     sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
     request: Request,
-) -> FileResponse:
-    path = blob_path(request.app.state.settings.blobs_dir, sha256)
-    try:
-        with path.open("rb") as handle:
-            content_type = sniff_image_type(handle.read(16))
-    except FileNotFoundError:
-        raise ApiError(404, "Image not found") from None
-    return FileResponse(path, media_type=content_type, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=2000)] = None,
+) -> Response:
+    store = app_blob_store(request)
+    size = await asyncio.to_thread(store.size, sha256)
+    head = b"".join(await asyncio.to_thread(lambda: list(store.read(sha256, 0, 15)))) if size else b""
+    content_type = sniff_image_type(head)
+    if size is None or content_type is None:
+        raise ApiError(404, "Image not found")
+    return await blob_response(
+        store,
+        sha256=sha256,
+        size=size,
+        content_type=content_type,
+        filename=f"{sha256[:16]}.{content_type.split('/')[1]}",
+        inline=True,
+        cache_control="public, max-age=31536000, immutable",
+        method=request.method,
+        range_header=range_header,
+        if_range=None,
+        if_none_match=if_none_match,
+    )
 
 
 @router.get("/{property_id}", summary="Property details (Redis, falling back to Postgres); ETag = version")

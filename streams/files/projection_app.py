@@ -1,0 +1,117 @@
+"""The file read-model projection: `python -m streams.files.projection_worker worker -l info`.
+
+Its own Faust app and consumer group (`settings.file_projection_group`, default `file-projection`).
+One thin agent on `files` and `users`: plan (pure) -> Postgres (files, jobs, list versions and the
+checkpoint `files-postgres`, one transaction, returns each touched listing's files) -> Redis
+`files:property:{id}` -> checkpoint `files-redis`. Stores that are down are waited for; poison goes
+to `dead-letters` (`dlq.consumer=file-projection`). Faust acks a batch even when its body raised, so
+nothing is thrown from here.
+"""
+
+import logging
+from collections.abc import Sequence
+
+import faust
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from config import get_settings
+from schemas.topics import FILES, USERS
+from streams.app import create_app
+from streams.batches import record_of, until_done
+from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.files.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, PlannedChange, plan_files
+from streams.files.sinks import PostgresFileSink, PropertyList, RedisFileListSink
+from streams.positions import RawRecord, SourcePosition
+from streams.properties.sinks import PostgresCheckpoints
+
+log = logging.getLogger("streams.files.projection")
+
+
+class FileProjector:
+    def __init__(
+        self, postgres: PostgresFileSink, redis: RedisFileListSink, checkpoints: PostgresCheckpoints, app: faust.App
+    ) -> None:
+        self._postgres = postgres
+        self._redis = redis
+        self._checkpoints = checkpoints
+        self._app = app
+
+    async def _dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(self._app, letters)
+
+    async def project(self, records: Sequence[RawRecord]) -> None:
+        plan = plan_files(records)
+        await self._dead_letters(plan.dead_letters)
+        lists = await self._write_postgres(plan.changes, plan.positions)
+        refused = await until_done("redis", lambda: self._redis.write(lists))
+        if refused:
+            log.warning("redis refused the file lists of %s", sorted(refused))
+            await self._dead_letters(
+                [
+                    DeadLetter(
+                        p.record.key,
+                        p.record.value,
+                        "; ".join(refused.values()),
+                        p.record.position,
+                        PROJECTION_CONSUMER,
+                    )
+                    for p in plan.changes
+                ]
+            )
+        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+
+    async def _write_postgres(
+        self, changes: Sequence[PlannedChange], all_positions: Sequence[SourcePosition]
+    ) -> list[PropertyList]:
+        try:
+            return await until_done(
+                "postgres", lambda: self._postgres.apply([c.change for c in changes], all_positions)
+            )
+        except psycopg.Error as exc:
+            # A change Postgres refuses for good (not a connection problem): find it, keep the others.
+            log.warning("file batch refused (%s: %s); applying its events one by one", type(exc).__name__, exc)
+        lists: dict[str, PropertyList] = {}
+        for planned in changes:
+            try:
+                for listed in await until_done(
+                    "postgres", lambda p=planned: self._postgres.apply([p.change], [p.record.position])
+                ):
+                    lists[listed.property_id] = listed
+            except psycopg.Error as row_exc:
+                record = planned.record
+                await self._dead_letters(
+                    [
+                        DeadLetter(
+                            record.key,
+                            record.value,
+                            f"postgres refused the event: {row_exc}",
+                            record.position,
+                            PROJECTION_CONSUMER,
+                        )
+                    ]
+                )
+        await until_done("postgres", lambda: self._postgres.apply([], all_positions))
+        return list(lists.values())
+
+
+settings = get_settings()
+app = create_app(settings.file_projection_group, settings)
+source_topics = app.topic(FILES.name, USERS.name, key_serializer="raw", value_serializer="raw")
+
+
+@app.agent(source_topics)
+async def project_files(stream: faust.StreamT[bytes]) -> None:
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    redis = Redis.from_url(settings.redis_url)
+    # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
+    await pool.open(wait=False)
+    projector = FileProjector(PostgresFileSink(pool), RedisFileListSink(redis), PostgresCheckpoints(pool), app)
+    try:
+        async for events in stream.take_events(500, within=0.02):
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+    finally:
+        await redis.aclose()
+        await pool.close()
