@@ -43,11 +43,18 @@ class Settings(BaseSettings):
     # The property search projection (streams/properties/search_app.py): OpenSearch, its own group.
     property_search_projection_group: str = "property-search-projection"
     property_search_projection_batch_seconds: float = Field(default=0.02, gt=0)
-    # Queries and the projection use the alias; a rebuild fills a new index, then swaps the alias.
+    # Queries and the projection use the alias; a rebuild (`ops.reindex`) fills a new index, then swaps the alias.
     # The users read-model projection (streams/users/projection_app.py).
     user_projection_group: str = "user-projection"
     opensearch_properties_alias: str = "properties"
-    opensearch_properties_index: str = "properties-v1"
+    # Search (api/search, streams/searches): saved searches as percolator queries behind their own alias;
+    # indices are `<alias>-v<mapping version>-<stamp>`, made by `ops.search_index`, rebuilt by `ops.reindex`.
+    opensearch_saved_searches_alias: str = "saved-searches"
+    search_projection_group: str = "search-projection"
+    search_projection_batch_seconds: float = Field(default=0.02, gt=0)
+    saved_search_matcher_group: str = "saved-search-matcher"
+    saved_search_matcher_batch_seconds: float = Field(default=0.02, gt=0)
+    max_saved_searches_per_user: int = Field(default=50, ge=1)
     # The property decider decides commands in batches and waits for the broker once per batch.
     decider_batch_size: int = Field(default=200, ge=1)
     decider_batch_seconds: float = Field(default=0.003, gt=0)
@@ -81,6 +88,19 @@ class Settings(BaseSettings):
 
     # How long `/ready` waits for one dependency before calling it down.
     ready_timeout_seconds: float = Field(default=1.5, gt=0)
+
+    @property
+    def properties_search_checkpoint(self) -> str:
+        """The `projection_checkpoints` name of "searchable in the properties alias": one per alias, so a
+        projection into another alias (a test's, a benchmark's) never vouches for this one."""
+        alias = self.opensearch_properties_alias
+        return "properties-opensearch" if alias == "properties" else f"properties-opensearch@{alias}"
+
+    @property
+    def saved_searches_checkpoint(self) -> str:
+        """Likewise for "registered in the saved-searches (percolator) alias"."""
+        alias = self.opensearch_saved_searches_alias
+        return "saved-searches-opensearch" if alias == "saved-searches" else f"saved-searches-opensearch@{alias}"
 
     @property
     def postgres_dsn(self) -> str:

@@ -1,18 +1,29 @@
 """Search service (port 8083): `uvicorn api.search.main:app --port 8083`."""
 
 from api.common.service import create_service
+from api.search.routes import router
 
 app = create_service(
     "search",
     title="Hyderabad Infra: search service",
     description=(
-        "Finding listings. Will own full-text and filtered search (`/api/search/properties`, "
-        "`/api/search/advanced`), the facets a search form offers (`/api/search/filters`), "
-        "auto-suggestions as you type (`/api/search/suggestions`), a user's search history "
-        "(`/api/search/history/{userId}`) and saved searches (`/api/search/save`, "
-        "`/api/search/saved/{userId}`, `DELETE /api/search/saved/{id}`), which are matched against "
-        "new listings to notify their owners. Queries read OpenSearch; performed and saved searches "
-        "go to the `searches` topic; history and saved lists are read from Postgres and Redis."
+        "Finding listings. Full-text and filtered search (`GET /api/search/properties`: `q` over title, "
+        'description and locality, with locality synonyms such as "Hitech City" = "HITEC City"; filters, '
+        "sort, facet counts, cursor paging), `POST /api/search/advanced` (boolean filters, ranges, distance, "
+        "amenities, requested facets), the values a search form offers with their counts "
+        "(`/api/search/filters`), suggestions as you type (`/api/search/suggestions`), a user's search "
+        "history (`/api/search/history/{userId}`) and saved searches (`POST /api/search/save`, "
+        "`GET /api/search/saved/{userId}` or `/{savedSearchId}`, `DELETE /api/search/saved/{id}`).\n\n"
+        "Listings are read from OpenSearch (alias `properties`, written only by the property search "
+        "projection); saved searches and history from Postgres (written by the search projection). Saving "
+        "or deleting produces `search.saved` / `search.saved_deleted` to `searches`; the search projection "
+        "registers each saved search as a percolator query, and the saved-search matcher produces "
+        "`search.saved_match` the moment a new or changed listing matches (at most once per listing). A "
+        "signed-in user's search produces `search.performed` (their history) and answers with its "
+        "`X-Consistency-Token`. Send a command's `X-Consistency-Token` on a query to read your own write: "
+        "a listing you just created is found, a search you just saved is listed (and alerting); the query "
+        "waits up to 2 s, then answers with `X-Consistency: stale`."
     ),
     uses={"kafka", "opensearch", "postgres", "redis"},
 )
+app.include_router(router)

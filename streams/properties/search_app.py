@@ -59,8 +59,10 @@ class SearchProjector:
         checkpoints: PostgresCheckpoints,
         dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
         patience_seconds: float = 2.0,
+        checkpoint: str = OPENSEARCH_CHECKPOINT,
     ) -> None:
         self._rows = rows
+        self._checkpoint = checkpoint
         self._search = search
         self._checkpoints = checkpoints
         self._dead_letters = dead_letters
@@ -83,7 +85,7 @@ class SearchProjector:
                 for record in by_property.get(property_id, [])
             ]
         )
-        await until_done("checkpoint", lambda: self._checkpoints.record(OPENSEARCH_CHECKPOINT, plan.positions))
+        await until_done("checkpoint", lambda: self._checkpoints.record(self._checkpoint, plan.positions))
 
     async def _rows_as_new_as(self, plan: PropertyPlan) -> list[PropertyRow]:
         """The batch's properties as Postgres holds them, once every row is at least at the version the
@@ -139,6 +141,8 @@ async def project_search(stream: faust.StreamT[bytes]) -> None:
         OpenSearchPropertySink(search, settings.opensearch_properties_alias),
         PostgresCheckpoints(pool),
         dead_letters,
+        # One checkpoint per alias: a projection into a test's or a benchmark's alias vouches only for it.
+        checkpoint=settings.properties_search_checkpoint,
     )
     try:
         batches = stream.take_events(

@@ -130,11 +130,11 @@ def prepare(endpoints: StackEndpoints) -> None:
     """Migrations, topics and the search index, with settings pointing at the stack just started."""
     from config.settings import get_settings
     from ops.migrate import migrate
-    from ops.search_index import ensure_properties_index
+    from ops.search_index import ensure_search_indices
     from ops.topics import create_topics
 
     os.environ.update(endpoints.as_env())
     get_settings.cache_clear()
     migrate()
     asyncio.run(create_topics(bootstrap=endpoints.kafka_bootstrap))
-    ensure_properties_index()
+    ensure_search_indices()

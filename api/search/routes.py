@@ -1,0 +1,301 @@
+"""Search endpoints (8083). Queries read OpenSearch (listings) and Postgres (saved searches, history);
+commands (save, delete a saved search) and the facts of searches run produce to `searches`."""
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from api.common.auth import AccessClaims
+from api.common.deps import Context, CurrentUser, OptionalUser, RequestContext
+from api.common.errors import ApiError, DependencyUnavailable, field_error
+from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
+from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
+from api.common.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT, PageQuery, decode_cursor
+from api.common.responses import created, ok
+from api.search import queries
+from api.search.models import AdvancedSearchIn, Facet, SaveSearchIn, Sort
+from schemas.envelope import new_event
+from schemas.ids import new_id
+from schemas.properties import PropertyType, Role
+from schemas.searches import (
+    MAX_QUERY_CHARS,
+    SEARCH_PERFORMED,
+    SEARCH_SAVED,
+    SEARCH_SAVED_DELETED,
+    Filters,
+    Range,
+    SavedSearchDeleted,
+    SearchCriteria,
+    SearchPerformed,
+    SearchSaved,
+)
+from schemas.topics import SEARCHES
+
+log = logging.getLogger("api.search")
+
+router = APIRouter(prefix="/api/search", tags=["search"])
+
+UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
+SavedSearchId = Annotated[str, Path(pattern=r"^search-[A-Za-z0-9._-]{1,64}$", description="`search-…`")]
+UserOrSavedSearchId = Annotated[
+    str,
+    Path(
+        pattern=r"^(user|search)-[A-Za-z0-9._-]{1,64}$",
+        description="A user id (`user-…`: their saved searches) or a saved search id (`search-…`: that one)",
+    ),
+]
+ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
+IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
+Money = Annotated[int | None, Query(ge=0, le=10**12)]
+
+
+def _is_admin(user: AccessClaims) -> bool:
+    return user.role == Role.ADMIN
+
+
+async def _require_self_or_admin(request: Request, user: AccessClaims, user_id: str) -> None:
+    """Your own, or an admin's look at an account that exists."""
+    if user.subject == user_id:
+        return
+    if not _is_admin(user):
+        raise ApiError(403, "Only the user themselves or an admin may see this")
+    if not await queries.user_is_known(request, user_id):
+        raise ApiError(404, f"User {user_id} not found")
+
+
+async def _record_search(
+    request: Request, user: AccessClaims | None, ctx: RequestContext, criteria: SearchCriteria, total: int
+) -> dict[str, str]:
+    """A signed-in user's search becomes a `search.performed` fact (their history); the answer carries
+    its position. Kafka being down costs the history entry, never the search: logged, not raised."""
+    if user is None:
+        return {}
+    filters = criteria.to_wire()
+    filters.pop("q", None)
+    event = new_event(
+        type=SEARCH_PERFORMED,
+        subject=user.subject,
+        data=SearchPerformed(user_id=user.subject, query=criteria.q, filters=filters, result_count=total).to_wire(),
+        service="search",
+        userid=user.subject,
+        sessionid=ctx.session_id,
+        correlationid=ctx.correlation_id,
+    )
+    try:
+        position: Position = await request.app.state.producer.publish(SEARCHES.name, event)
+    except DependencyUnavailable:
+        log.warning("search by %s not recorded in history: kafka unavailable", user.subject)
+        return {}
+    return {CONSISTENCY_HEADER: consistency_token([position])}
+
+
+# ---- search ----
+
+
+def _simple_criteria(
+    q: str | None,
+    location: str | None,
+    property_type: PropertyType | None,
+    min_price: int | None,
+    max_price: int | None,
+    bedrooms: int | None,
+    bathrooms: int | None,
+) -> SearchCriteria:
+    if min_price is not None and max_price is not None and max_price < min_price:
+        raise ApiError(422, "Invalid request: check maxPrice", [field_error("maxPrice", "must be at least minPrice")])
+    if q is not None and not q.strip():
+        raise ApiError(422, "Invalid request: check q", [field_error("q", "must contain a word")])
+    return SearchCriteria(
+        q=q,
+        filters=Filters(
+            location=(location,) if location else (), property_type=(property_type,) if property_type else ()
+        ),
+        price=Range(min=min_price, max=max_price) if min_price is not None or max_price is not None else None,
+        bedrooms=Range(min=bedrooms, max=bedrooms) if bedrooms is not None else None,
+        bathrooms=Range(min=bathrooms, max=bathrooms) if bathrooms is not None else None,
+    )
+
+
+@router.get("/properties", summary="Full-text search with filters, sorting, facets and cursor paging")
+async def search_properties(
+    request: Request,
+    user: OptionalUser,
+    ctx: Context,
+    q: Annotated[
+        str | None,
+        Query(max_length=MAX_QUERY_CHARS, description="Words over title, description and locality (synonyms apply)"),
+    ] = None,
+    location: Annotated[str | None, Query(min_length=1, max_length=100, description="A locality, any spelling")] = None,
+    property_type: Annotated[PropertyType | None, Query(alias="propertyType")] = None,
+    min_price: Annotated[Money, Query(alias="minPrice", description="Rupees, inclusive")] = None,
+    max_price: Annotated[Money, Query(alias="maxPrice", description="Rupees, inclusive")] = None,
+    bedrooms: Annotated[int | None, Query(ge=0, le=50, description="Exactly this many")] = None,
+    bathrooms: Annotated[int | None, Query(ge=0, le=50, description="Exactly this many")] = None,
+    sort: Annotated[Sort | None, Query(description="Default: relevance with `q`, else newest")] = None,
+    facets: Annotated[bool, Query(description="Facet counts over every match (first page only)")] = True,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    criteria = _simple_criteria(q, location, property_type, min_price, max_price, bedrooms, bathrooms)
+    fresh = await queries.listings_caught_up(request, consistency)
+    wanted = {Facet.LOCATION, Facet.PROPERTY_TYPE, Facet.BEDROOMS, Facet.PRICE} if facets else set()
+    data = await queries.search_listings(
+        request, criteria, sort, limit, decode_cursor(cursor) if cursor else None, wanted
+    )
+    headers = await _record_search(request, user, ctx, criteria, data["total"])
+    return ok(data, "Search results", {**headers, **queries.freshness_headers(fresh)})
+
+
+@router.post("/advanced", summary="Search with a JSON body: boolean filters, ranges, distance, amenities, facets")
+async def advanced_search(
+    body: AdvancedSearchIn, request: Request, user: OptionalUser, ctx: Context, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    """Lists in `filters` are "any of"; different fields must all hold; `exclude` removes; `amenities.all`
+    needs every one, `amenities.any` at least one; `near` keeps listings within `km` of a point."""
+    criteria = body.criteria()
+    fresh = await queries.listings_caught_up(request, consistency)
+    data = await queries.search_listings(
+        request, criteria, body.sort, body.limit, decode_cursor(body.cursor) if body.cursor else None, set(body.facets)
+    )
+    headers = await _record_search(request, user, ctx, criteria, data["total"])
+    return ok(data, "Search results", {**headers, **queries.freshness_headers(fresh)})
+
+
+@router.get("/filters", summary="Filter values with listing counts: localities, types, price bands, bedrooms")
+async def search_filters(request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
+    fresh = await queries.listings_caught_up(request, consistency)
+    return ok(await queries.filter_values(request), "Search filters", queries.freshness_headers(fresh))
+
+
+@router.get("/suggestions", summary="As you type: matching localities (with counts), then listing titles")
+async def search_suggestions(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=100, description="What has been typed so far")],
+    limit: Annotated[int, Query(ge=1, le=20)] = 8,
+) -> JSONResponse:
+    if not q.strip():
+        raise ApiError(422, "Invalid request: check q", [field_error("q", "must contain a letter or digit")])
+    items = await queries.suggestions(request, q.strip(), limit)
+    return ok({"items": items, "nextCursor": None}, "Suggestions")
+
+
+# ---- history ----
+
+
+@router.get("/history/{user_id}", summary="A user's searches, newest first (the user themselves or an admin)")
+async def search_history(
+    user_id: UserId, request: Request, user: CurrentUser, paging: PageQuery, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    await _require_self_or_admin(request, user, user_id)
+    fresh = await queries.history_caught_up(request, consistency)
+    return ok(await queries.history(request, user_id, paging), "Search history", queries.freshness_headers(fresh))
+
+
+# ---- saved searches ----
+
+
+@router.post("/save", status_code=201, summary="Save a search; new matching listings alert its owner")
+async def save_search(
+    body: SaveSearchIn,
+    request: Request,
+    user: CurrentUser,
+    ctx: Context,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    settings = request.app.state.settings
+    saved_search_id = (
+        derived_id("search", "search.save", user.subject, idempotency_key) if idempotency_key else new_id("search")
+    )
+    criteria = body.criteria.to_wire()
+
+    async def answer() -> JSONResponse:
+        if await queries.saved_search_count(request, user.subject) >= settings.max_saved_searches_per_user:
+            raise ApiError(
+                409,
+                f"You already have {settings.max_saved_searches_per_user} saved searches; delete one first",
+                [field_error("name", "saved search limit reached")],
+            )
+        event = new_event(
+            type=SEARCH_SAVED,
+            subject=saved_search_id,
+            data=SearchSaved(
+                saved_search_id=saved_search_id, owner_id=user.subject, name=body.name, criteria=criteria
+            ).to_wire(),
+            service="search",
+            userid=user.subject,
+            sessionid=ctx.session_id,
+            correlationid=ctx.correlation_id,
+        )
+        position: Position = await request.app.state.producer.publish(SEARCHES.name, event)
+        data = {"id": saved_search_id, "name": body.name, "criteria": criteria, "createdAt": event.time}
+        return created(
+            data,
+            "Search saved",
+            f"/api/search/saved/{saved_search_id}",
+            headers={CONSISTENCY_HEADER: consistency_token([position])},
+        )
+
+    return await idempotent(
+        request.app.state.redis,
+        scope="search.save",
+        user_id=user.subject,
+        key=idempotency_key,
+        request_fingerprint=fingerprint(request.method, request.url.path, {"name": body.name, "criteria": criteria}),
+        answer=answer,
+    )
+
+
+@router.get(
+    "/saved/{owner_or_id}",
+    summary="A user's saved searches, newest first (`user-…`), or one saved search (`search-…`); owner or admin",
+)
+async def saved_searches(
+    owner_or_id: UserOrSavedSearchId,
+    request: Request,
+    user: CurrentUser,
+    paging: PageQuery,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    fresh = await queries.saved_caught_up(request, consistency)
+    headers = queries.freshness_headers(fresh)
+    if owner_or_id.startswith("search-"):
+        row = await queries.saved_search(request, owner_or_id)
+        if row is None:
+            raise ApiError(404, f"Saved search {owner_or_id} not found")
+        if row["owner_id"] != user.subject and not _is_admin(user):
+            raise ApiError(403, "Only the owner or an admin may see this saved search")
+        return ok(queries.saved_item(row), "Saved search", headers)
+    await _require_self_or_admin(request, user, owner_or_id)
+    return ok(await queries.saved_searches(request, owner_or_id, paging), "Saved searches", headers)
+
+
+@router.delete("/saved/{saved_search_id}", summary="Delete a saved search and its alert (owner or admin)")
+async def delete_saved_search(
+    saved_search_id: SavedSearchId,
+    request: Request,
+    user: CurrentUser,
+    ctx: Context,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    """Send the save's `X-Consistency-Token` to delete a search saved a moment ago."""
+    await queries.saved_caught_up(request, consistency)
+    row = await queries.saved_search(request, saved_search_id)
+    if row is None:
+        raise ApiError(404, f"Saved search {saved_search_id} not found")
+    if row["owner_id"] != user.subject and not _is_admin(user):
+        raise ApiError(403, "Only the owner or an admin may delete this saved search")
+    event = new_event(
+        type=SEARCH_SAVED_DELETED,
+        subject=saved_search_id,
+        data=SavedSearchDeleted(saved_search_id=saved_search_id, owner_id=row["owner_id"]).to_wire(),
+        service="search",
+        userid=user.subject,
+        sessionid=ctx.session_id,
+        correlationid=ctx.correlation_id,
+    )
+    position: Position = await request.app.state.producer.publish(SEARCHES.name, event)
+    data: dict[str, Any] = {"id": saved_search_id}
+    return ok(data, "Saved search deleted", {CONSISTENCY_HEADER: consistency_token([position])})

@@ -1,0 +1,116 @@
+"""The saved-search matcher: `python -m streams.searches.matcher_worker worker -l info`.
+
+Its own Faust app and consumer group (`settings.saved_search_matcher_group`, default
+`saved-search-matcher`), reading `properties`. For each batch: the newest created/changed listing of
+each property (pure) -> percolate them against the saved searches (alias `saved-searches`) -> for each
+(saved search, listing) pair not alerted on before: remember it in `saved_search_matches` and produce
+`search.saved_match.v1` to `searches` (keyed by the saved search id, event id derived from the pair),
+in one Postgres transaction that commits only once Kafka has the events -> checkpoint
+`saved-search-matches`. At most one alert per pair, also across updates, redeliveries and replays.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import faust
+import httpx
+from aiokafka.errors import KafkaError
+from psycopg_pool import AsyncConnectionPool
+
+from config import get_settings
+from schemas.codec import encode
+from schemas.topics import PROPERTIES, SEARCHES
+from streams.app import create_app
+from streams.batches import StoreUnavailable, record_of, until_done
+from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.positions import RawRecord
+from streams.properties.sinks import PostgresCheckpoints
+from streams.searches.matching import (
+    MATCHER_CONSUMER,
+    MATCHES_CHECKPOINT,
+    ListedProperty,
+    SavedSearchHit,
+    match_event,
+    percolation_document,
+    plan_matches,
+)
+from streams.searches.sinks import OpenSearchPercolator, PostgresMatchLedger
+
+log = logging.getLogger("streams.searches.matcher")
+
+Produce = Callable[[list[tuple[SavedSearchHit, ListedProperty]]], Awaitable[None]]
+
+
+class SavedSearchMatcher:
+    def __init__(
+        self,
+        percolator: OpenSearchPercolator,
+        ledger: PostgresMatchLedger,
+        checkpoints: PostgresCheckpoints,
+        produce: Produce,
+        dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+    ) -> None:
+        self._percolator = percolator
+        self._ledger = ledger
+        self._checkpoints = checkpoints
+        self._produce = produce
+        self._dead_letters = dead_letters
+
+    async def react(self, records: Sequence[RawRecord]) -> None:
+        plan = plan_matches(records)
+        await self._dead_letters(plan.dead_letters)
+        documents = [percolation_document(listed) for listed in plan.listings]
+        hits = await until_done("opensearch", lambda: self._percolator.hits(documents))
+        matches = [(hit, plan.listings[hit.slot]) for hit in hits]
+        alerted = await until_done("postgres", lambda: self._ledger.record_then(matches, self._produce))
+        if alerted:
+            log.info("%d saved-search matches from %d listings", alerted, len(plan.listings))
+        await until_done("checkpoint", lambda: self._checkpoints.record(MATCHES_CHECKPOINT, plan.positions))
+
+
+settings = get_settings()
+app = create_app(settings.saved_search_matcher_group, settings)
+properties_topic = app.topic(PROPERTIES.name, key_serializer="raw", value_serializer="raw")
+
+
+async def produce_matches(matches: list[tuple[SavedSearchHit, ListedProperty]]) -> None:
+    """Every match event on `searches`, acknowledged by the broker (acks=all) before returning."""
+    try:
+        sent = []
+        for hit, listed in matches:
+            event = match_event(hit, listed)
+            sent.append(
+                await app.producer.send(
+                    SEARCHES.name, event.subject.encode(), encode(event), partition=None, timestamp=None, headers=None
+                )
+            )
+        for future in sent:
+            await future
+    except KafkaError as exc:
+        # Kafka being away is not the listings' fault: the ledger's transaction rolls back and we retry.
+        raise StoreUnavailable(f"kafka: {exc}") from exc
+
+
+@app.agent(properties_topic)
+async def match_saved_searches(stream: faust.StreamT[bytes]) -> None:
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
+    await pool.open(wait=False)
+
+    async def dead_letters(letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(app, letters)
+
+    matcher = SavedSearchMatcher(
+        OpenSearchPercolator(search, settings.opensearch_saved_searches_alias),
+        PostgresMatchLedger(pool),
+        PostgresCheckpoints(pool),
+        produce_matches,
+        dead_letters,
+    )
+    try:
+        async for events in stream.take_events(500, within=settings.saved_search_matcher_batch_seconds):
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, MATCHER_CONSUMER, records, matcher.react)
+    finally:
+        await search.aclose()
+        await pool.close()

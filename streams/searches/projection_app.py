@@ -1,0 +1,93 @@
+"""The search projection: `python -m streams.searches.projection_worker worker -l info`.
+
+Its own Faust app, so its own consumer group (`settings.search_projection_group`, default
+`search-projection`), reading `searches` and `users`. One thin agent: plan (pure) -> Postgres (saved
+searches, history, erasures + checkpoint `searches-postgres`, one transaction, returns the current rows
+of the saved searches touched) -> the percolator index (alias `saved-searches`, external versions, refresh) ->
+checkpoint `saved-searches-opensearch` (`…@<alias>` for another alias). Stores that are down are
+waited for; poison goes to `dead-letters` (`dlq.consumer=search-projection`).
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import faust
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from config import get_settings
+from schemas.topics import SEARCHES, USERS
+from streams.app import create_app
+from streams.batches import record_of, until_done
+from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.positions import RawRecord
+from streams.properties.sinks import PostgresCheckpoints
+from streams.searches.projection import OPENSEARCH_CHECKPOINT, PROJECTION_CONSUMER, plan_searches
+from streams.searches.sinks import OpenSearchSavedSearchSink, PostgresSearchSink
+
+log = logging.getLogger("streams.searches.projection")
+
+
+class SearchProjector:
+    """Moves one batch through Postgres, then the percolator; both idempotent, so a crash anywhere is
+    repaired by the redelivery."""
+
+    def __init__(
+        self,
+        postgres: PostgresSearchSink,
+        percolator: OpenSearchSavedSearchSink,
+        checkpoints: PostgresCheckpoints,
+        dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+        checkpoint: str = OPENSEARCH_CHECKPOINT,
+    ) -> None:
+        self._postgres = postgres
+        self._checkpoint = checkpoint
+        self._percolator = percolator
+        self._checkpoints = checkpoints
+        self._dead_letters = dead_letters
+
+    async def project(self, records: Sequence[RawRecord]) -> None:
+        plan = plan_searches(records)
+        await self._dead_letters(plan.dead_letters)
+        rows = await until_done("postgres", lambda: self._postgres.apply(plan.changes, plan.positions))
+        refused = await until_done("opensearch", lambda: self._percolator.write(rows))
+        if refused:
+            await self._dead_letters(
+                [
+                    DeadLetter(r.key, r.value, refused[key], r.position, PROJECTION_CONSUMER)
+                    for r in records
+                    if r.key and (key := r.key.decode(errors="replace")) in refused
+                ]
+            )
+        await until_done("checkpoint", lambda: self._checkpoints.record(self._checkpoint, plan.positions))
+
+
+settings = get_settings()
+app = create_app(settings.search_projection_group, settings)
+source_topics = app.topic(SEARCHES.name, USERS.name, key_serializer="raw", value_serializer="raw")
+
+
+@app.agent(source_topics)
+async def project_searches(stream: faust.StreamT[bytes]) -> None:
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
+    await pool.open(wait=False)
+
+    async def dead_letters(letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(app, letters)
+
+    projector = SearchProjector(
+        PostgresSearchSink(pool),
+        OpenSearchSavedSearchSink(search, settings.opensearch_saved_searches_alias),
+        PostgresCheckpoints(pool),
+        dead_letters,
+        # One checkpoint per alias: a projection into a test's alias vouches only for that one.
+        checkpoint=settings.saved_searches_checkpoint,
+    )
+    try:
+        async for events in stream.take_events(500, within=settings.search_projection_batch_seconds):
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+    finally:
+        await search.aclose()
+        await pool.close()
