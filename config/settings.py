@@ -86,6 +86,44 @@ class Settings(BaseSettings):
     # Where uploaded images and files are kept, content-addressed; defaults under the state dir.
     blob_dir: Path | None = None
 
+    # Notifications (api/notification, streams/notifications). The delivery reactor's group is also the
+    # name its rows in `notification_deliveries` carry, so a test's reactor never takes a deployment's rows.
+    notification_delivery_group: str = "notification-delivery"
+    notification_projection_group: str = "notification-projection"
+    # SMTP: the local mailbox (`python -m ops.mailbox serve`, started by `make run`) by default.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_starttls: bool = False  # STARTTLS after EHLO (port 587 relays)
+    smtp_tls: bool = False  # TLS from the first byte (port 465)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    mail_from: str = "Hyderabad Infra <no-reply@hyderabad-infra.local>"
+    # The SMS gateway's HTTP API (the local sink, `python -m ops.sms_sink serve`, by default).
+    sms_api_url: str = "http://127.0.0.1:8095/v1/messages"
+    sms_api_key: SecretStr = SecretStr("local-sms-key")
+    sms_sender: str = "HYDINF"
+    sms_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Where the local mailbox and SMS sink keep what they receive; default under the state dir.
+    mailbox_dir: Path | None = None
+    sms_sink_dir: Path | None = None
+    sms_sink_port: int = 8095
+    # Retries of a channel on transient failures: backoff from base doubling to max, then dead letter.
+    notification_max_attempts: int = Field(default=12, ge=1)
+    notification_retry_base_seconds: float = Field(default=1.0, gt=0)
+    notification_retry_max_seconds: float = Field(default=600.0, gt=0)
+    # How often the dispatcher looks for due deliveries when nothing new arrived; and how many per round.
+    notification_poll_seconds: float = Field(default=0.25, gt=0)
+    notification_dispatch_batch: int = Field(default=200, ge=1)
+    # A claimed delivery not finished within this is taken over by another dispatcher (a crashed worker).
+    notification_lease_seconds: float = Field(default=60.0, gt=0)
+    # Alerts and welcomes for triggers older than this are not sent (a reactor replayed from the start
+    # must not greet every user again); API requests are always delivered.
+    notification_trigger_max_age_seconds: float = Field(default=24 * 60 * 60, gt=0)
+    # Links in messages (listing pages, preferences for unsubscribing).
+    public_web_url: str = "http://127.0.0.1:8085"
+
     # How long `/ready` waits for one dependency before calling it down.
     ready_timeout_seconds: float = Field(default=1.5, gt=0)
 
@@ -112,6 +150,14 @@ class Settings(BaseSettings):
     @property
     def blobs_dir(self) -> Path:
         return self.blob_dir or self.state_dir / "blobs"
+
+    @property
+    def mailbox_path(self) -> Path:
+        return self.mailbox_dir or self.state_dir / "mailbox"
+
+    @property
+    def sms_sink_path(self) -> Path:
+        return self.sms_sink_dir or self.state_dir / "sms"
 
     @property
     def keys_dir(self) -> Path:

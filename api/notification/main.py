@@ -1,17 +1,31 @@
 """Notification service (port 8085): `uvicorn api.notification.main:app --port 8085`."""
 
 from api.common.service import create_service
+from api.notification.routes import router
 
 app = create_service(
     "notification",
     title="Hyderabad Infra: notification service",
     description=(
-        "Telling users what happened, e.g. a new listing matching a saved search. Will own sending email "
-        "and SMS (`/api/notifications/email`, `/sms`), a user's notifications "
-        "(`/api/notifications/{userId}`), marking one read (`PUT /api/notifications/{id}/read`), "
-        "deleting one, and the channels a user wants (`/api/notifications/preferences/{userId}`, "
-        "`PUT /api/notifications/preferences`). Commands go to the `notifications` topic; lists and "
-        "preferences are read from Postgres and Redis."
+        "Telling people what matters to them, on the channels they chose, once, and not during their quiet "
+        "hours. Queue an email or SMS (`POST /api/notifications/email`, `/sms`: 202 with the notification id "
+        "and its state URL `/api/notifications/{id}/state`), read the in-app inbox "
+        "(`GET /api/notifications/{userId}`, newest first, `unread` filter, unread count), mark one read "
+        "(`PUT /api/notifications/{id}/read`), remove one (`DELETE /api/notifications/{id}`), and read or "
+        "change preferences (`GET /api/notifications/preferences/{userId}`, `PUT /api/notifications/preferences`)."
+        "\n\nEvery command produces to the `notifications` topic. The delivery reactor (consumer group "
+        "`notification-delivery`) applies preferences and quiet hours, sends email over SMTP and SMS through "
+        "the gateway, retries with backoff and records `notification.sent` / `notification.failed`; it also "
+        "turns saved-search matches into listing alerts (at most one per listing per user) and registrations "
+        "into a welcome. The inbox and preferences are read from Postgres (written by the "
+        "`notification-projection` worker), unread counts from Redis. Kinds: `listing_alert`, `account`, "
+        "`marketing` (channels chosen in preferences; marketing is opt-in) and `direct` (a message to one "
+        "person, always sent as asked). Users send `direct` messages to a user id; admins may also send "
+        "system kinds, templates (`welcome`, `listing_alert`) and to outside addresses. Quiet hours hold "
+        "email and SMS of listing alerts, marketing and direct messages until they end (account messages "
+        "follow the user's own action and go at once); the in-app inbox is silent and fills at once. "
+        "Commands answer with `X-Consistency-Token`; queries sent with it wait (bounded) for the store."
     ),
     uses={"kafka", "postgres", "redis"},
 )
+app.include_router(router)

@@ -1,0 +1,97 @@
+"""Request bodies of the notification service (camelCase on the wire). Rules that span fields (one
+recipient, a template or a subject and text) are checked in `api/notification/commands.py`, so each
+problem names its field."""
+
+from pydantic import ConfigDict, Field, field_validator
+
+from api.common.responses import ApiModel
+from schemas.notifications import (
+    HTML_MAX,
+    SMS_MAX,
+    SUBJECT_MAX,
+    TEXT_MAX,
+    Kind,
+    Variable,
+    parse_clock,
+    valid_time_zone,
+)
+
+USER_ID_PATTERN = r"^user-[A-Za-z0-9._-]{1,64}$"
+NOTIFICATION_ID_PATTERN = r"^notif-[A-Za-z0-9]{1,64}$"
+MAX_VARIABLES = 30
+
+
+class EmailIn(ApiModel):
+    """To a registered user (`userId`) or, for admins, an address (`to`). Either `subject` + `text` (+
+    optional `html`; a plain HTML part is made from the text otherwise), or a `template` with
+    `variables` (admins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, pattern=USER_ID_PATTERN)
+    to: str | None = Field(default=None, min_length=3, max_length=254)
+    kind: Kind | None = None
+    subject: str | None = Field(default=None, min_length=1, max_length=SUBJECT_MAX)
+    text: str | None = Field(default=None, min_length=1, max_length=TEXT_MAX)
+    html: str | None = Field(default=None, min_length=1, max_length=HTML_MAX)
+    template: str | None = Field(default=None, min_length=1, max_length=50)
+    variables: dict[str, Variable] = Field(default_factory=dict, max_length=MAX_VARIABLES)
+
+
+class SmsIn(ApiModel):
+    """To a registered user (`userId`) or, for admins, an E.164 number (`to`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, pattern=USER_ID_PATTERN)
+    to: str | None = Field(default=None, max_length=16)
+    kind: Kind | None = None
+    text: str | None = Field(default=None, min_length=1, max_length=SMS_MAX)
+    template: str | None = Field(default=None, min_length=1, max_length=50)
+    variables: dict[str, Variable] = Field(default_factory=dict, max_length=MAX_VARIABLES)
+
+
+class ChannelChoiceIn(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: bool | None = None
+    sms: bool | None = None
+    in_app: bool | None = None
+
+
+class ChannelsIn(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listing_alert: ChannelChoiceIn | None = None
+    account: ChannelChoiceIn | None = None
+    marketing: ChannelChoiceIn | None = None
+
+
+class QuietHoursIn(ApiModel):
+    """Times of day in the user's time zone, `HH:MM` or `HH:MM:SS`; start after end spans midnight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(max_length=8)
+    end: str = Field(max_length=8)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        parse_clock(value)
+        return value
+
+
+class PreferencesIn(ApiModel):
+    """Only what is sent changes; `quietHours: null` turns quiet hours off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: ChannelsIn | None = None
+    quiet_hours: QuietHoursIn | None = None
+    time_zone: str | None = Field(default=None, max_length=64)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else valid_time_zone(value)

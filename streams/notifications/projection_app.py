@@ -1,0 +1,64 @@
+"""The notification read-model projection: `python -m streams.notifications.projection_worker worker -l info`.
+
+Its own Faust app and consumer group (`settings.notification_projection_group`, default
+`notification-projection`). One thin agent on `notifications` and `users`: plan (pure) -> Postgres
+(rows, unread recounts, checkpoint `notifications-postgres`, one transaction) -> Redis unread counts
+-> checkpoint `notifications-redis`. Stores that are down are waited for; poison goes to
+`dead-letters` (`dlq.consumer=notification-projection`).
+"""
+
+import faust
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from config import get_settings
+from schemas.topics import NOTIFICATIONS, USERS
+from streams.app import create_app
+from streams.batches import record_of, until_done
+from streams.dead_letters import or_dead_letter, publish_dead_letters
+from streams.notifications.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_notifications
+from streams.notifications.sinks import PostgresNotificationSink, RedisUnreadSink
+from streams.positions import RawRecord
+from streams.properties.sinks import PostgresCheckpoints
+
+settings = get_settings()
+app = create_app(settings.notification_projection_group, settings)
+source_topic = app.topic(NOTIFICATIONS.name, USERS.name, key_serializer="raw", value_serializer="raw")
+
+
+class NotificationProjector:
+    def __init__(
+        self,
+        postgres: PostgresNotificationSink,
+        redis: RedisUnreadSink,
+        checkpoints: PostgresCheckpoints,
+        app: faust.App,
+    ) -> None:
+        self._postgres = postgres
+        self._redis = redis
+        self._checkpoints = checkpoints
+        self._app = app
+
+    async def project(self, records: list[RawRecord]) -> None:
+        plan = plan_notifications(records)
+        await publish_dead_letters(self._app, plan.dead_letters)
+        counts = await until_done("postgres", lambda: self._postgres.apply(plan.changes, plan.positions))
+        await until_done("redis", lambda: self._redis.write(counts))
+        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+
+
+@app.agent(source_topic)
+async def project_notifications(stream: faust.StreamT[bytes]) -> None:
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    redis = Redis.from_url(settings.redis_url)
+    await pool.open(wait=False)
+    projector = NotificationProjector(
+        PostgresNotificationSink(pool), RedisUnreadSink(redis), PostgresCheckpoints(pool), app
+    )
+    try:
+        async for events in stream.take_events(500, within=0.02):
+            records = [record_of(event) for event in events]
+            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+    finally:
+        await redis.aclose()
+        await pool.close()

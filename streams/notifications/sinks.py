@@ -1,0 +1,211 @@
+"""Sinks of the notification projection: Postgres (notifications, channel states, preferences, unread
+counts; checkpoint `notifications-postgres` in the same transaction) and Redis (unread counts, Lua
+version guard; checkpoint `notifications-redis` after the pipeline returns).
+
+Order and idempotency: a notification's events share a partition and every column only moves one way
+(into the inbox, read, deleted), so a redelivered event changes nothing; channel states and preferences
+carry the offset that produced them and apply only when newer. Unread counts are recounted (absolute)
+under a per-user advisory lock and get a version that only grows; Redis keeps the newest.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from psycopg import AsyncCursor
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from streams.notifications.projection import (
+    POSTGRES_CHECKPOINT,
+    Change,
+    ChannelState,
+    EnteredInbox,
+    Erased,
+    MarkedRead,
+    PreferencesSet,
+    Recorded,
+    Removed,
+    touched_users,
+)
+from streams.positions import SourcePosition
+from streams.properties.sinks import raise_checkpoints
+
+_NOT_ERASED = "NOT EXISTS (SELECT 1 FROM notification_erased_users e WHERE e.user_id = %(user_id)s)"
+
+_RECORD = f"""
+INSERT INTO notifications (id, user_id, requested_by, kind, channel, title, body, data, created_at, updated_at)
+SELECT %(id)s, %(user_id)s, %(requested_by)s, %(kind)s, %(channel)s, %(title)s, %(body)s, %(data)s, %(at)s, %(at)s
+WHERE {_NOT_ERASED}
+ON CONFLICT (id) DO NOTHING
+"""
+
+_INBOX = """
+UPDATE notifications SET in_app = true, delivered_at = COALESCE(delivered_at, %(at)s), updated_at = %(at)s
+WHERE id = %(id)s AND NOT in_app
+"""
+
+# A final state (sent, failed, suppressed) is never replaced by a passing one (deferred).
+_CHANNEL_STATE = f"""
+INSERT INTO notification_channel_states (notification_id, channel, state, attempts, detail, until_at, event_offset,
+    updated_at)
+SELECT %(id)s, %(channel)s, %(state)s, %(attempts)s, %(detail)s, %(until)s, %(offset)s, %(at)s
+WHERE {_NOT_ERASED}
+ON CONFLICT (notification_id, channel) DO UPDATE SET
+    state = EXCLUDED.state, attempts = EXCLUDED.attempts, detail = EXCLUDED.detail, until_at = EXCLUDED.until_at,
+    event_offset = EXCLUDED.event_offset, updated_at = EXCLUDED.updated_at
+WHERE notification_channel_states.event_offset < EXCLUDED.event_offset
+    AND NOT (notification_channel_states.state IN ('sent', 'failed', 'suppressed') AND EXCLUDED.state = 'deferred')
+"""
+
+_READ = """
+UPDATE notifications SET read_at = %(at)s, updated_at = %(at)s
+WHERE id = %(id)s AND user_id = %(user_id)s AND read_at IS NULL
+"""
+
+_REMOVE = """
+UPDATE notifications SET deleted_at = %(at)s, updated_at = %(at)s
+WHERE id = %(id)s AND user_id = %(user_id)s AND deleted_at IS NULL
+"""
+
+_PREFERENCES = f"""
+INSERT INTO notification_preferences (user_id, preferences, version, updated_at)
+SELECT %(user_id)s, %(preferences)s, %(version)s, %(at)s
+WHERE {_NOT_ERASED}
+ON CONFLICT (user_id) DO UPDATE SET
+    preferences = EXCLUDED.preferences, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+WHERE notification_preferences.version < EXCLUDED.version
+"""
+
+_ERASE = (
+    """INSERT INTO notification_erased_users (user_id, erased_at) VALUES (%(user_id)s, %(at)s)
+    ON CONFLICT (user_id) DO NOTHING""",
+    """DELETE FROM notification_channel_states
+    WHERE notification_id IN (SELECT id FROM notifications WHERE user_id = %(user_id)s)""",
+    "DELETE FROM notifications WHERE user_id = %(user_id)s",
+    "DELETE FROM notification_preferences WHERE user_id = %(user_id)s",
+)
+
+_LOCK_USERS = "SELECT pg_advisory_xact_lock(hashtext('notification_unread:' || u)) FROM unnest(%s::text[]) u"
+
+_RECOUNT = """
+INSERT INTO notification_unread_counts (user_id, unread, version)
+SELECT u.user_id, count(n.id), 1
+FROM unnest(%s::text[]) AS u(user_id)
+LEFT JOIN notifications n ON n.user_id = u.user_id AND n.in_app AND n.deleted_at IS NULL AND n.read_at IS NULL
+GROUP BY u.user_id
+ON CONFLICT (user_id) DO UPDATE SET unread = EXCLUDED.unread, version = notification_unread_counts.version + 1
+RETURNING user_id, unread, version
+"""
+
+
+async def _apply(cursor: AsyncCursor[Any], change: Change) -> None:
+    if isinstance(change, Recorded):
+        await cursor.execute(
+            _RECORD,
+            {
+                "id": change.notification_id,
+                "user_id": change.user_id,
+                "requested_by": change.requested_by,
+                "kind": change.kind,
+                "channel": change.channel,
+                "title": change.title,
+                "body": change.body,
+                "data": Jsonb(change.data),
+                "at": change.at,
+            },
+        )
+    elif isinstance(change, EnteredInbox):
+        await cursor.execute(_INBOX, {"id": change.notification_id, "at": change.at})
+    elif isinstance(change, ChannelState):
+        await cursor.execute(
+            _CHANNEL_STATE,
+            {
+                "id": change.notification_id,
+                "user_id": change.user_id,
+                "channel": change.channel,
+                "state": change.state,
+                "attempts": change.attempts,
+                "detail": change.detail,
+                "until": change.until,
+                "offset": change.offset,
+                "at": change.at,
+            },
+        )
+    elif isinstance(change, MarkedRead):
+        await cursor.execute(_READ, {"id": change.notification_id, "user_id": change.user_id, "at": change.at})
+    elif isinstance(change, Removed):
+        await cursor.execute(_REMOVE, {"id": change.notification_id, "user_id": change.user_id, "at": change.at})
+    elif isinstance(change, PreferencesSet):
+        await cursor.execute(
+            _PREFERENCES,
+            {
+                "user_id": change.user_id,
+                "preferences": Jsonb(change.preferences),
+                "version": change.version,
+                "at": change.at,
+            },
+        )
+    elif isinstance(change, Erased):
+        for statement in _ERASE:
+            await cursor.execute(statement, {"user_id": change.user_id, "at": change.at})
+
+
+UnreadCounts = dict[str, tuple[int, int]]  # user id -> (unread, version)
+
+
+class PostgresNotificationSink:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+        self._pool = pool
+        self._projection = projection
+
+    async def apply(self, changes: Sequence[Change], positions: Sequence[SourcePosition]) -> UnreadCounts:
+        """Apply in order, recount the touched users' unread notifications, raise the checkpoint: one
+        transaction. Returns the new counts with their versions, for Redis."""
+        users = touched_users(changes)
+        counts: UnreadCounts = {}
+        async with self._pool.connection() as conn, conn.transaction():
+            async with conn.cursor() as cursor:
+                for change in changes:
+                    await _apply(cursor, change)
+                if users:
+                    await cursor.execute(_LOCK_USERS, (users,))
+                    await cursor.execute(_RECOUNT, (users,))
+                    counts = {user: (unread, version) for user, unread, version in await cursor.fetchall()}
+            await raise_checkpoints(conn, self._projection, positions)
+        return counts
+
+
+def unread_key(user_id: str) -> str:
+    return f"notifications:unread:{user_id}"
+
+
+# KEYS: notifications:unread:{id}; ARGV: version, document. Writes only when the stored version is older.
+_WRITE_COUNT = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, stored = pcall(cjson.decode, current)
+  if ok and type(stored) == 'table' and tonumber(stored['version']) and
+     tonumber(stored['version']) >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class RedisUnreadSink:
+    def __init__(self, redis: Redis) -> None:
+        self._write = redis.register_script(_WRITE_COUNT)
+        self._redis = redis
+
+    async def write(self, counts: UnreadCounts) -> None:
+        if not counts:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id, (unread, version) in sorted(counts.items()):
+                document = orjson.dumps({"unread": unread, "version": version})
+                await self._write(keys=[unread_key(user_id)], args=[version, document], client=pipe)
+            await pipe.execute()
