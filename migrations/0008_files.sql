@@ -69,8 +69,9 @@ CREATE INDEX file_optimization_jobs_file_idx ON file_optimization_jobs (file_id)
 -- with ON CONFLICT DO NOTHING, so the first one made stays.
 CREATE TABLE file_variants (
     source_sha256   text        NOT NULL,
-    width           integer     NOT NULL,
+    width           integer     NOT NULL,  -- the size class asked for (320, 768, 1600): the variant's name
     format          text        NOT NULL,
+    pixel_width     integer     NOT NULL,  -- what it is: the class, or the original's width if narrower
     height          integer     NOT NULL,
     content_type    text        NOT NULL,
     sha256          text        NOT NULL,
