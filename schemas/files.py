@@ -67,7 +67,11 @@ class FileDeleted(EventData):
 
 
 class Variant(EventData):
+    """`width` is the size class asked for (320, 768, 1600), which names the variant; an original
+    narrower than the class is never upscaled, so `pixel_width` says what the variant really is."""
+
     width: int = Field(gt=0)
+    pixel_width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
     format: VariantFormat
     content_type: str
@@ -161,6 +165,7 @@ def file_document(
             {
                 "name": variant_name(v["width"], v["format"]),
                 "width": v["width"],
+                "pixelWidth": v.get("pixelWidth", v["width"]),
                 "height": v.get("height"),
                 "format": v["format"],
                 "contentType": v["contentType"],

@@ -18,7 +18,7 @@ from api.common.consistency import wait_for_positions
 from schemas.envelope import format_time
 from schemas.files import PRIVATE_KINDS, file_document
 from schemas.properties import Role
-from schemas.topics import FILES, PROPERTIES
+from schemas.topics import FILES, PROPERTIES, USERS
 
 FILES_POSTGRES_CHECKPOINT = "files-postgres"
 FILES_REDIS_CHECKPOINT = "files-redis"
@@ -29,11 +29,17 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
     return {} if fresh else {"X-Consistency": "stale"}
 
 
-async def caught_up(request: Request, checkpoint: str, token: str | None, topic: str = FILES.name) -> bool:
+# The file projection reads `files` and `users` (erasures); a token may name either.
+_FILE_TOPICS = frozenset({FILES.name, USERS.name})
+
+
+async def caught_up(
+    request: Request, checkpoint: str, token: str | None, topics: frozenset[str] = _FILE_TOPICS
+) -> bool:
     return await wait_for_positions(
         request.app.state.pg_pool,
         checkpoint,
-        frozenset({topic}),
+        topics,
         token,
         request.app.state.settings.consistency_wait_seconds,
     )
@@ -85,7 +91,7 @@ class Listing:
 
 async def listing(request: Request, property_id: str, token: str | None = None) -> Listing | None:
     """The property, if it is listed (read from the property projection's Postgres rows)."""
-    await caught_up(request, PROPERTIES_POSTGRES_CHECKPOINT, token, PROPERTIES.name)
+    await caught_up(request, PROPERTIES_POSTGRES_CHECKPOINT, token, frozenset({PROPERTIES.name}))
     rows = await _fetch(
         request,
         "SELECT id, owner_id FROM properties WHERE id = %s AND NOT deleted AND title IS NOT NULL",

@@ -58,12 +58,12 @@ OPTIMIZER_CONSUMER = "file-optimizer"
 _CLOUDEVENTS_HEADERS = [("content-type", b"application/cloudevents+json")]
 
 _MADE = """
-SELECT width, format, height, content_type, sha256, size_bytes, created_at
+SELECT width, format, pixel_width, height, content_type, sha256, size_bytes, created_at
 FROM file_variants WHERE source_sha256 = %s
 """
 _RECORD = """
-INSERT INTO file_variants (source_sha256, width, format, height, content_type, sha256, size_bytes)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+INSERT INTO file_variants (source_sha256, width, format, pixel_width, height, content_type, sha256, size_bytes)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (source_sha256, width, format) DO NOTHING
 """
 
@@ -163,6 +163,7 @@ class Optimizer:
                 (width, fmt): (
                     Variant(
                         width=width,
+                        pixel_width=pixel_width,
                         height=height,
                         format=VariantFormat(fmt),
                         content_type=content_type,
@@ -171,7 +172,7 @@ class Optimizer:
                     ),
                     created_at,
                 )
-                for width, fmt, height, content_type, sha256, size, created_at in await cursor.fetchall()
+                for width, fmt, pixel_width, height, content_type, sha256, size, created_at in await cursor.fetchall()
             }
 
     async def _record(self, source_sha256: str, width: int, rendered: Rendered, blob: Blob) -> None:
@@ -182,6 +183,7 @@ class Optimizer:
                     source_sha256,
                     width,
                     rendered.format.value,
+                    rendered.width,
                     rendered.height,
                     rendered.content_type,
                     blob.sha256,
