@@ -1,0 +1,106 @@
+"""Fault tests of email delivery against the real stack: the SMTP server goes away while notifications are
+requested (the reactor retries with backoff, nothing is lost, each arrives exactly once when the server
+returns), and an address the server refuses for good ends on the dead-letter topic with its error."""
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+
+from schemas.topics import DLQ_CONSUMER_HEADER, DLQ_ERROR_HEADER, DLQ_SOURCE_TOPIC_HEADER
+from tests.support.notifications import (
+    bearer,
+    dead_letters_from_end,
+    notification_ends,
+    notification_events,
+    running_notification_slice,
+)
+from tests.support.waiting import eventually
+
+ADMIN = bearer(f"user-admin-{uuid.uuid4().hex[:8]}", "ADMIN")
+
+
+@pytest.fixture(scope="module")
+async def notifications(stack, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("notification-outage")
+    async with running_notification_slice(directory, stack.as_env(), with_users=False, projection=False) as slice_:
+        yield slice_
+
+
+@pytest.fixture(scope="module")
+async def api(notifications):
+    async with notifications.client() as client:
+        yield client
+
+
+async def pending_attempts(pg, group: str, ids: list[str]) -> list[int]:
+    cursor = await pg.execute(
+        "SELECT attempts FROM notification_deliveries WHERE dispatcher = %s AND notification_id = ANY(%s)"
+        " AND state IN ('pending', 'sending')",
+        (group, ids),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def test_smtp_down_for_a_while_then_every_email_arrives_exactly_once(notifications, api, pg, settings):
+    before = await notification_ends(settings.kafka_bootstrap)
+    notifications.mailbox.stop()
+    ids = []
+    for n in range(8):
+        body = {"to": f"buyer.{n}.{uuid.uuid4().hex[:6]}@example.in", "subject": f"Site visit {n}", "text": "See you."}
+        answer = await api.post("/api/notifications/email", json=body, headers=ADMIN)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["data"]["id"])
+
+    # The server stays away for a while: the reactor keeps trying with backoff (0.2 s doubling to 1 s
+    # here), and the server comes back only once every message has failed at least four times.
+    await eventually(
+        lambda: pending_attempts(pg, notifications.delivery_group, ids),
+        lambda found: len(found) == len(ids) and min(found) >= 4,
+        within=30,
+    )
+    assert notifications.mail() == [] or all(m.message["X-Notification-Id"] not in ids for m in notifications.mail())
+
+    await notifications.mailbox.start()
+    await eventually(lambda: asyncio.sleep(0, [notifications.mail(i) for i in ids]), lambda f: all(f), within=30)
+    # Nothing more arrives later: give the dispatcher more rounds than its retry interval, then count.
+    await eventually(
+        lambda: pending_attempts(pg, notifications.delivery_group, ids), lambda found: found == [], within=15
+    )
+    for notification in ids:
+        assert len(notifications.mail(notification)) == 1, notification
+
+    sent = []
+    for notification in ids:
+        events = await notification_events(settings.kafka_bootstrap, notification, before)
+        sent += [e for e in events if e["type"] == "notification.sent.v1"]
+    assert len({e["data"]["notificationId"] for e in sent}) == len(ids)
+    assert min(e["data"]["attempts"] for e in sent) >= 5
+
+
+async def test_a_permanently_refused_address_ends_on_the_dead_letter_topic_with_its_error(api, settings, notifications):
+    dlq = await dead_letters_from_end(settings.kafka_bootstrap)
+    try:
+        body = {"to": f"nobody.{uuid.uuid4().hex[:6]}@bounce.invalid", "subject": "Hello", "text": "Anyone?"}
+        answer = await api.post("/api/notifications/email", json=body, headers=ADMIN)
+        assert answer.status_code == 202
+        notification = answer.json()["data"]["id"]
+
+        async def letters():
+            batch = await dlq.getmany(timeout_ms=500)
+            return [m for messages in batch.values() for m in messages if m.key == notification.encode()]
+
+        found = []
+        await eventually(lambda: letters(), lambda got: found.extend(got) or bool(found), within=30)
+        [letter] = found
+        headers = dict(letter.headers)
+        assert b"550" in headers[DLQ_ERROR_HEADER] and b"permanent" in headers[DLQ_ERROR_HEADER]
+        assert headers[DLQ_CONSUMER_HEADER] == b"notification-delivery"
+        assert headers[DLQ_SOURCE_TOPIC_HEADER] == b"notifications"
+        # The dead letter is the request itself, untouched, so it can be put back once the cause is fixed.
+        request = orjson.loads(letter.value)
+        assert request["type"] == "notification.requested.v1" and request["data"]["notificationId"] == notification
+        assert notifications.mail(notification) == []
+    finally:
+        await dlq.stop()
