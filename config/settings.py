@@ -119,8 +119,11 @@ class Settings(BaseSettings):
     # A claimed delivery not finished within this is taken over by another dispatcher (a crashed worker).
     notification_lease_seconds: float = Field(default=60.0, gt=0)
     # Alerts and welcomes for triggers older than this are not sent (a reactor replayed from the start
-    # must not greet every user again); API requests are always delivered.
+    # must not greet every user again).
     notification_trigger_max_age_seconds: float = Field(default=24 * 60 * 60, gt=0)
+    # A request not sent within this (a reactor down for days, or replayed from the start) is suppressed
+    # as expired rather than sent late; it must exceed the longest quiet hours (under a day).
+    notification_expiry_seconds: float = Field(default=3 * 24 * 60 * 60, gt=0)
     # Links in messages (listing pages, preferences for unsubscribing).
     public_web_url: str = "http://127.0.0.1:8085"
 

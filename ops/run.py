@@ -42,6 +42,17 @@ def parts(host: str) -> list[Part]:
         Part("user-registry", [sys.executable, "-m", "streams.users.registry_app", "worker", "-l", "info"]),
         Part("user-account", [sys.executable, "-m", "streams.users.account_app", "worker", "-l", "info"]),
         Part("user-projection", [sys.executable, "-m", "streams.users.projection_worker", "worker", "-l", "info"]),
+        Part(
+            "notification-delivery",
+            [sys.executable, "-m", "streams.notifications.delivery_worker", "worker", "-l", "info"],
+        ),
+        Part(
+            "notification-projection",
+            [sys.executable, "-m", "streams.notifications.projection_worker", "worker", "-l", "info"],
+        ),
+        # Where notifications go on a developer's machine: `python -m ops.mailbox list`, `ops.sms_sink list`.
+        Part("mailbox", [sys.executable, "-m", "ops.mailbox", "serve"]),
+        Part("sms-sink", [sys.executable, "-m", "ops.sms_sink", "serve"]),
     ]
     services = [
         Part(

@@ -189,7 +189,9 @@ class DeliveryReactor:
             channel = Channel(row.channel)
             recipient = recipients.get(request.user_id) if request.user_id else None
             prefs = preferences.get(request.user_id or "", DEFAULT_PREFERENCES)
-            decision = decide(request, channel, recipient, prefs, now)
+            expiry = timedelta(seconds=self._settings.notification_expiry_seconds)
+            requested_at = item.cause.time if item.cause else None
+            decision = decide(request, channel, recipient, prefs, now, requested_at, expiry)
             if isinstance(decision, Suppress):
                 finished.append(
                     Finished(

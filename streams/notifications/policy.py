@@ -5,6 +5,7 @@ recipient and their preferences.
 
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -133,7 +134,12 @@ def decide(
     recipient: Recipient | None,
     preferences: Preferences,
     now: datetime,
+    requested_at: datetime | None = None,
+    expiry: timedelta | None = None,
 ) -> Decision:
+    if requested_at is not None and expiry is not None and now - requested_at > expiry:
+        # A reactor replayed from the start, or one that was down for days, does not send old news.
+        return Suppress(f"expired: requested more than {expiry} before it could be sent")
     if request.user_id is None:
         return SendNow()  # an outside address: no account, no preferences
     if recipient is None:
@@ -166,6 +172,5 @@ def scrub(error: str, *secrets: str | None) -> str:
     so a registered recipient's address or number is replaced before it leaves the reactor."""
     for secret in secrets:
         if secret:
-            error = error.replace(secret, "<recipient>")
-            error = error.replace(secret.lower(), "<recipient>")
+            error = re.sub(re.escape(secret), "<recipient>", error, flags=re.IGNORECASE)
     return error
