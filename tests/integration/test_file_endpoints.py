@@ -337,7 +337,8 @@ async def test_private_documents_only_for_their_owner_the_listing_owner_and_admi
 async def test_delete_is_for_the_owner_or_an_admin_and_removes_the_file_everywhere(api, slice_, listings):
     owner = a_user()
     property_id = await listings(owner)
-    content = png_image(97, 31)  # bytes no other test stores, so nothing else refers to them
+    # Bytes nothing else stores (this run or any other), so nothing else refers to them.
+    content = png_image(97, 31, tuple(os.urandom(3)))
     made = await uploaded(api, owner, content, "gone.png", propertyId=property_id)
     where, token = made.headers["Location"], {CONSISTENCY: made.headers[CONSISTENCY]}
     file_id, sha = made.json()["data"]["id"], made.json()["data"]["sha256"]

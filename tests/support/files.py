@@ -28,6 +28,8 @@ def jpeg_with_gps(width: int = 2000, height: int = 1500, seed: int = 0, quality:
     image = Image.effect_noise((width, height), 40 + seed % 7).convert("RGB")
     overlay = Image.linear_gradient("L").resize((width, height)).convert("RGB")
     image = Image.blend(image, overlay, 0.5)
+    for _ in range(16):  # the seed marks the bytes: different seeds, different files (and hashes)
+        image.putpixel((rng.randrange(width), rng.randrange(height)), (rng.randrange(256), 0, rng.randrange(256)))
     exif = Image.Exif()
     exif[0x010F] = "TestCam"  # Make
     exif[0x0110] = f"Model {rng.randint(1, 99)}"
@@ -39,9 +41,9 @@ def jpeg_with_gps(width: int = 2000, height: int = 1500, seed: int = 0, quality:
     return buffer.getvalue()
 
 
-def png_image(width: int = 64, height: int = 48) -> bytes:
+def png_image(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG")
+    Image.new("RGB", (width, height), color).save(buffer, "PNG")
     return buffer.getvalue()
 
 
