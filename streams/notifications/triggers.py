@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import ValidationError
-
 from schemas.codec import EventDecodeError, decode_storable
 from schemas.envelope import Envelope
 from schemas.notifications import (
@@ -28,28 +26,15 @@ from schemas.notifications import (
     outcome_event_id,
     welcome_id,
 )
-from schemas.registry import EventData
+from schemas.registry import EVENTS
+from schemas.searches import SEARCH_SAVED_MATCH as SAVED_MATCH
+from schemas.searches import SavedSearchMatched
 from schemas.users import USER_DELETED, USER_REGISTERED
 from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord
 
 TRIGGER_CONSUMER = "notification-triggers"
-SAVED_MATCH = "search.saved_match.v1"
 SOURCE = "/hyderabad-infra/notification-delivery"
-
-
-class SavedMatch(EventData):
-    """The fields of `search.saved_match.v1` an alert needs (contract: topic `searches`, keyed by the
-    saved search id; the search feature's own model is `schemas.searches.SavedSearchMatched`)."""
-
-    saved_search_id: str
-    user_id: str
-    property_id: str
-    search_name: str
-    title: str
-    location: str
-    price: int
-    bedrooms: int
 
 
 @dataclass(frozen=True)
@@ -76,7 +61,7 @@ def _request(cause: Envelope, request: NotificationRequested) -> Envelope:
     )
 
 
-def listing_alert(envelope: Envelope, match: SavedMatch) -> Envelope:
+def listing_alert(envelope: Envelope, match: SavedSearchMatched) -> Envelope:
     request = NotificationRequested(
         notification_id=listing_alert_id(match.user_id, match.property_id),
         user_id=match.user_id,
@@ -127,10 +112,8 @@ def plan_triggers(records: Sequence[RawRecord], now: datetime, max_age: timedelt
                 skipped += 1
                 continue
             if envelope.type == SAVED_MATCH:
-                try:
-                    match = SavedMatch.model_validate(envelope.data)
-                except ValidationError as exc:
-                    raise EventDecodeError(f"invalid {SAVED_MATCH} data: {exc.errors()[0]['msg']}") from None
+                match = EVENTS.read(envelope).data
+                assert isinstance(match, SavedSearchMatched)
                 requests.append(listing_alert(envelope, match))
             else:
                 if not envelope.subject.startswith("user-"):
