@@ -144,11 +144,12 @@ def file_change(record: RawRecord) -> FileChange | None:
     if record.position.topic == USERS.name:
         envelope = decode_storable(record.value)
         return OwnerErased(envelope.subject, envelope.time) if envelope.type == USER_DELETED else None
-    event = EVENTS.read(decode_storable(record.value))
-    envelope = event.envelope
-    project = _PROJECTIONS.get(envelope.type)
+    envelope = decode_storable(record.value)
+    project = _PROJECTIONS.get(EVENTS.upcast(envelope).type if EVENTS.knows(envelope.type) else envelope.type)
     if project is None:
         raise EventDecodeError(f"{envelope.type} does not belong on the {FILES.name} topic")
+    event = EVENTS.read(envelope)
+    envelope = event.envelope
     file_id = getattr(event.data, "file_id", None)
     if file_id != envelope.subject or (record.key is not None and record.key != envelope.subject.encode()):
         # Offsets order a file's events only if they all share its partition, i.e. are keyed by its id.
