@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.common.auth import issue_access_token
 from api.services import by_name
+from config import get_settings
 from config.settings import PROJECT_ROOT
 from ops.mailbox import Stored, read_mailbox
 from ops.sms_sink import read_messages
@@ -177,6 +179,14 @@ async def running_notification_slice(
             worker.stop()
         mailbox.stop()
         sms.stop()
+        await _forget_schedule(env, delivery_group)
+
+
+async def _forget_schedule(env: dict[str, str], group: str) -> None:
+    """The run's reactor rows are its own (`dispatcher` = its group): nothing else will ever claim them."""
+    settings = get_settings()
+    async with await psycopg.AsyncConnection.connect(settings.postgres_dsn, autocommit=True) as conn:
+        await conn.execute("DELETE FROM notification_deliveries WHERE dispatcher = %s", (group,))
 
 
 async def _until_reactor_delivers(slice_: NotificationSlice) -> None:
