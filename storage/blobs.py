@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from config import Settings
 
 CHUNK_BYTES = 256 * 1024
+# Downloads read 1 MiB at a time: fewer thread hops and socket writes per megabyte served.
+READ_CHUNK_BYTES = 1024 * 1024
 SHA256_HEX = frozenset("0123456789abcdef")
 
 
@@ -184,7 +186,7 @@ class LocalBlobStore:
                 handle.seek(start)
                 remaining = None if end is None else end - start + 1
                 while remaining is None or remaining > 0:
-                    chunk = handle.read(CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining))
+                    chunk = handle.read(READ_CHUNK_BYTES if remaining is None else min(READ_CHUNK_BYTES, remaining))
                     if not chunk:
                         return
                     if remaining is not None:

@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from storage.blobs import CHUNK_BYTES, Blob, BlobWriter, discard_stale, valid_sha256
+from storage.blobs import READ_CHUNK_BYTES, Blob, BlobWriter, discard_stale, valid_sha256
 
 if TYPE_CHECKING:
     from config import Settings
@@ -96,7 +96,7 @@ class S3BlobStore:
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from body.iter_chunks(CHUNK_BYTES)
+                yield from body.iter_chunks(READ_CHUNK_BYTES)
             finally:
                 body.close()
 

@@ -55,7 +55,12 @@ def load(path: Path, max_pixels: int, largest_width: int) -> Source:
                 if width * height > max_pixels:
                     raise ImageRejected(f"decompression bomb: {width}x{height} is more than {max_pixels:,} pixels")
                 if opened.format == "JPEG":
-                    opened.draft("RGB", (largest_width, largest_width))
+                    # Decode at the smallest 1/2, 1/4 or 1/8 scale still at least as wide as the largest
+                    # variant (in the orientation it will be shown in): far less work for a 48 MP photo.
+                    sideways = opened.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                    shown_width, shown_height = (height, width) if sideways else (width, height)
+                    box = (largest_width, -(-largest_width * shown_height // shown_width))
+                    opened.draft("RGB", (box[1], box[0]) if sideways else box)
                 icc = opened.info.get("icc_profile")
                 oriented = ImageOps.exif_transpose(opened)
                 oriented.load()
@@ -79,7 +84,12 @@ def render(source: Source, width: int, format: VariantFormat) -> Rendered:
     image = source.image
     target = min(width, image.width)
     height = max(1, round(image.height * target / image.width))
-    resized = image.resize((target, height), Image.Resampling.LANCZOS) if target != image.width else image.copy()
+    if target == image.width:
+        resized = image.copy()
+    else:
+        # reducing_gap: a box reduction first, then Lanczos over the last factor of 3: near-identical
+        # output, several times faster on large originals.
+        resized = image.resize((target, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
     if format == VariantFormat.JPEG and resized.mode not in ("RGB", "L"):
         resized = resized.convert("RGB")
     # A fresh image carries no metadata of the source: only what we pass to save() is written.
