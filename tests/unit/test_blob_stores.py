@@ -86,3 +86,16 @@ def test_an_abandoned_upload_leaves_nothing_behind(store):
 def test_names_that_are_not_sha256_are_refused(store):
     with pytest.raises(ValueError):
         store.size("../../etc/passwd")
+
+
+def test_settings_choose_the_back_end(tmp_path):
+    from config import Settings
+    from storage import blob_store
+
+    assert isinstance(blob_store(Settings(blob_dir=tmp_path)), LocalBlobStore)
+    with mock_aws():
+        chosen = blob_store(
+            Settings(blob_dir=tmp_path, blob_backend="s3", s3_bucket="deeds", s3_prefix="hyd/", s3_region="ap-south-1")
+        )
+        assert isinstance(chosen, S3BlobStore) and (chosen.bucket, chosen.prefix) == ("deeds", "hyd/")
+        assert chosen.key("ab" * 32) == f"hyd/sha256/ab/{'ab' * 32}"
