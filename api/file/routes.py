@@ -460,9 +460,9 @@ async def property_files(
     return ok(page(chosen, cursor), "Property files", queries.freshness_headers(fresh))
 
 
-@router.api_route(
+@router.head("/{file_id}", include_in_schema=False)
+@router.get(
     "/{file_id}",
-    methods=["GET", "HEAD"],
     summary="Download a file or one of its variants (streamed; Range, ETag, If-None-Match)",
     response_class=Response,
     responses={
