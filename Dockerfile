@@ -6,6 +6,7 @@ COPY schemas schemas
 COPY api api
 COPY streams streams
 COPY config config
+COPY storage storage
 COPY ops ops
 COPY migrations migrations
 RUN pip install --no-cache-dir .
