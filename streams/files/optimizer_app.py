@@ -64,7 +64,10 @@ FROM file_variants WHERE source_sha256 = %s
 _RECORD = """
 INSERT INTO file_variants (source_sha256, width, format, pixel_width, height, content_type, sha256, size_bytes)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (source_sha256, width, format) DO NOTHING
+ON CONFLICT (source_sha256, width, format) DO UPDATE SET
+    pixel_width = EXCLUDED.pixel_width, height = EXCLUDED.height, content_type = EXCLUDED.content_type,
+    sha256 = EXCLUDED.sha256, size_bytes = EXCLUDED.size_bytes
+WHERE file_variants.sha256 <> EXCLUDED.sha256
 """
 
 Made = dict[tuple[int, str], tuple[Variant, datetime]]
@@ -106,7 +109,10 @@ class Optimizer:
     async def optimize(self, record: RawRecord, envelope: Envelope, request: FileOptimizeRequested) -> None:
         wanted = [(width, fmt) for width in request.widths for fmt in variant_formats(request.content_type)]
         made = await until_done("postgres", lambda: self._made(request.sha256))
-        missing = [key for key in wanted if (key[0], key[1].value) not in made]
+        # A variant counts as made when it is recorded and its bytes are still in the store (a store that
+        # lost them, restored from an older backup say, gets them made again).
+        stored = await until_done("blob store", lambda: asyncio.to_thread(self._stored, made))
+        missing = [key for key in wanted if (key[0], key[1].value) not in stored]
         if missing:
             try:
                 source = await asyncio.to_thread(self._load, request.sha256, max(request.widths))
@@ -147,6 +153,9 @@ class Optimizer:
                 return load(path, self._max_pixels, largest_width)
         except FileNotFoundError:
             raise ImageRejected("the file's bytes are gone (deleted before it was optimised)") from None
+
+    def _stored(self, made: Made) -> set[tuple[int, str]]:
+        return {key for key, (variant, _) in made.items() if self._store.size(variant.sha256) is not None}
 
     def _put(self, data: bytes) -> Blob:
         writer = self._store.writer()
