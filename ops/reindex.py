@@ -209,7 +209,9 @@ def reindex(kind: str, alias: str, settings: Settings | None = None) -> ReindexR
             client.delete(f"/{index}")
             raise
         actions: list[dict[str, Any]] = [{"remove": {"index": name, "alias": alias}} for name in old]
-        actions.append({"add": {"index": index, "alias": alias, "is_write_index": True}})
+        actions.append(
+            {"add": {**_alias_options(client, alias), "index": index, "alias": alias, "is_write_index": True}}
+        )
         client.post("/_aliases", json={"actions": actions}).raise_for_status()
         report.caught_up += _catch_up(conn, source, bulk, have)
         client.post(f"/{index}/_refresh").raise_for_status()
@@ -217,6 +219,18 @@ def reindex(kind: str, alias: str, settings: Settings | None = None) -> ReindexR
     report.seconds = time.monotonic() - started
     log.info("reindexed %s", report.summary())
     return report
+
+
+def _alias_options(client: httpx.Client, alias: str) -> dict[str, Any]:
+    """What the alias carries besides its indices (a filter, routing), so the swap keeps it."""
+    answer = client.get(f"/_alias/{alias}")
+    if answer.status_code == 404:
+        return {}
+    answer.raise_for_status()
+    for definition in answer.json().values():
+        options = definition.get("aliases", {}).get(alias, {})
+        return {k: v for k, v in options.items() if k in ("filter", "index_routing", "search_routing")}
+    return {}
 
 
 def _remove_older(client: httpx.Client, alias: str, current: str) -> list[str]:

@@ -275,13 +275,32 @@ def _localities_starting(prefix: str) -> list[str]:
     return list(found)
 
 
+def _prefix_rank(name: str, typed: str) -> int:
+    """Names that start as typed first, then names with a word that does, then those found by a synonym."""
+    name, typed = name.lower(), typed.lower()
+    if name.startswith(typed):
+        return 0
+    return 1 if any(word.startswith(typed) for word in name.split()) else 2
+
+
 async def suggestions(request: Request, q: str, limit: int) -> list[dict[str, Any]]:
     """Localities (with listing counts) whose name, or a word of it, starts as typed; then listing titles.
-    One round trip: the localities are an aggregation beside the title hits."""
+    Both in one round trip (`_msearch`): localities as an aggregation, titles as collapsed hits."""
+    settings = request.app.state.settings
     known = _localities_starting(q)
     typed = {"match": {"location.suggest": {"query": q, "operator": "and"}}}
-    locality_match: dict[str, Any] = {"bool": {"should": [typed, *([{"terms": {"location": known}}] if known else [])]}}
-    body = {
+    localities = {
+        "size": 0,
+        "track_total_hits": False,
+        "query": {"bool": {"should": [typed, *([{"terms": {"location": known}}] if known else [])]}},
+        "aggs": {
+            "names": {
+                "terms": {"field": "location", "size": limit + len(known)},
+                "aggs": {"spelling": {"terms": {"field": "location.raw", "size": 1}}},
+            }
+        },
+    }
+    titles = {
         "size": limit,
         "track_total_hits": False,
         "query": {"match": {"title.suggest": {"query": q, "operator": "and"}}},
@@ -289,24 +308,23 @@ async def suggestions(request: Request, q: str, limit: int) -> list[dict[str, An
         "collapse": {"field": "title.raw"},
         "_source": ["id", "title"],
         "sort": ["_score", {"createdAt": "desc"}],
-        "aggs": {
-            "localities": {
-                "filter": locality_match,
-                "aggs": {
-                    "names": {
-                        "terms": {"field": "location", "size": limit},
-                        "aggs": {"spelling": {"terms": {"field": "location.raw", "size": 1}}},
-                    }
-                },
-            }
-        },
     }
-    found = await _search(request, body, filter_path="hits.hits._source,aggregations")
-    buckets = found.get("aggregations", {}).get("localities", {}).get("names", {}).get("buckets", [])
-    items: list[dict[str, Any]] = [
-        {"kind": "locality", "text": locality_name(b), "count": b["doc_count"]} for b in buckets
-    ]
-    for hit in found.get("hits", {}).get("hits", []):
+    header = {"index": settings.opensearch_properties_alias}
+    try:
+        # No filter_path here: it drops a response left empty (no hits), and the two would not pair up.
+        found = await request.app.state.opensearch.msearch(body=[header, localities, header, titles])
+    except NotFoundError:
+        raise DependencyUnavailable("opensearch", "the listings index is missing; run `make prepare`") from None
+    by_locality, by_title = found["responses"]
+    for answer in (by_locality, by_title):
+        if "error" in answer:
+            log.warning("suggestions for %r failed: %s", q, answer["error"])
+            raise DependencyUnavailable("opensearch", "could not suggest")
+    buckets = by_locality.get("aggregations", {}).get("names", {}).get("buckets", [])
+    named = [(locality_name(b), b["doc_count"]) for b in buckets]
+    named.sort(key=lambda found: (_prefix_rank(found[0], q), -found[1]))
+    items: list[dict[str, Any]] = [{"kind": "locality", "text": name, "count": count} for name, count in named]
+    for hit in by_title.get("hits", {}).get("hits", []):
         items.append({"kind": "title", "text": hit["_source"]["title"], "propertyId": hit["_source"]["id"]})
     return items[:limit]
 

@@ -6,7 +6,8 @@ each property (pure) -> percolate them against the saved searches (alias `saved-
 (saved search, listing) pair not alerted on before: remember it in `saved_search_matches` and produce
 `search.saved_match.v1` to `searches` (keyed by the saved search id, event id derived from the pair),
 in one Postgres transaction that commits only once Kafka has the events -> checkpoint
-`saved-search-matches`. At most one alert per pair, also across updates, redeliveries and replays.
+`saved-search-matches` (`…@<group>` for another group). At most one alert per pair, also across
+updates, redeliveries and replays.
 """
 
 import logging
@@ -31,6 +32,7 @@ from streams.searches.matching import (
     ListedProperty,
     SavedSearchHit,
     match_event,
+    matches_checkpoint,
     percolation_document,
     plan_matches,
 )
@@ -49,8 +51,10 @@ class SavedSearchMatcher:
         checkpoints: PostgresCheckpoints,
         produce: Produce,
         dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+        checkpoint: str = MATCHES_CHECKPOINT,
     ) -> None:
         self._percolator = percolator
+        self._checkpoint = checkpoint
         self._ledger = ledger
         self._checkpoints = checkpoints
         self._produce = produce
@@ -65,7 +69,7 @@ class SavedSearchMatcher:
         alerted = await until_done("postgres", lambda: self._ledger.record_then(matches, self._produce))
         if alerted:
             log.info("%d saved-search matches from %d listings", alerted, len(plan.listings))
-        await until_done("checkpoint", lambda: self._checkpoints.record(MATCHES_CHECKPOINT, plan.positions))
+        await until_done("checkpoint", lambda: self._checkpoints.record(self._checkpoint, plan.positions))
 
 
 settings = get_settings()
@@ -106,6 +110,7 @@ async def match_saved_searches(stream: faust.StreamT[bytes]) -> None:
         PostgresCheckpoints(pool),
         produce_matches,
         dead_letters,
+        checkpoint=matches_checkpoint(settings.saved_search_matcher_group),
     )
     try:
         async for events in stream.take_events(500, within=settings.saved_search_matcher_batch_seconds):

@@ -34,6 +34,11 @@ MATCHES_CHECKPOINT = "saved-search-matches"
 MATCHER_SOURCE = "/hyderabad-infra/saved-search-matcher"
 
 
+def matches_checkpoint(group: str) -> str:
+    """How far a matcher group has alerted: one checkpoint per group (a test's matcher vouches only for itself)."""
+    return MATCHES_CHECKPOINT if group == MATCHER_CONSUMER else f"{MATCHES_CHECKPOINT}@{group}"
+
+
 @dataclass(frozen=True)
 class ListedProperty:
     """A listing as one event left it."""
