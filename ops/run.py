@@ -39,6 +39,8 @@ def parts(host: str) -> list[Part]:
             "property-search-projection",
             [sys.executable, "-m", "streams.properties.search_worker", "worker", "-l", "info"],
         ),
+        Part("search-projection", [sys.executable, "-m", "streams.searches.projection_worker", "worker", "-l", "info"]),
+        Part("saved-search-matcher", [sys.executable, "-m", "streams.searches.matcher_worker", "worker", "-l", "info"]),
         Part("user-registry", [sys.executable, "-m", "streams.users.registry_app", "worker", "-l", "info"]),
         Part("user-account", [sys.executable, "-m", "streams.users.account_app", "worker", "-l", "info"]),
         Part("user-projection", [sys.executable, "-m", "streams.users.projection_worker", "worker", "-l", "info"]),
