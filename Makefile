@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Reinstall Python dependencies only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install install-infra up down status prepare lint bench bench-properties demo-data replay-archive
+.PHONY: run test install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex
 
 run: install up prepare
 	$(PY) -m ops.run
@@ -56,6 +56,15 @@ bench: install up prepare
 # Create/GET throughput and read-model freshness of the property slice (starts its own service and workers).
 bench-properties: install up prepare
 	$(PY) bench/properties.py
+
+# Search latency at fixed rates over 100,000 listings in a bench alias of its own (not part of `make test`).
+bench-search: install up prepare
+	$(PY) bench/search.py
+
+# Zero-downtime rebuild of a search index from Postgres, then an alias swap (TARGET=saved-searches for the other).
+TARGET ?= properties
+reindex: install up
+	$(PY) -m ops.reindex --target $(TARGET)
 
 # Realistic listings through the running property service (`make run`); same COUNT and SEED, nothing new.
 COUNT ?= 200
