@@ -168,9 +168,13 @@ def _load(conn: psycopg.Connection[Any], source: Source, bulk: _Bulk) -> dict[st
 def _catch_up(conn: psycopg.Connection[Any], source: Source, bulk: _Bulk, have: dict[str, tuple[int, bool]]) -> int:
     """Rewrite every document whose row moved since `have` was taken; updates `have`."""
     now = _versions(conn, source)
-    moved = [doc_id for doc_id, (version, live) in now.items() if have.get(doc_id, (None, False)) != (version, live)]
-    # Rows that were live in `have` but are gone from Postgres entirely cannot happen (rows are never
-    # deleted, they become tombstones), so `moved` covers deletions too.
+    # A row never written and not live (a tombstone, a row not yet created) has nothing to rewrite. Rows
+    # are never removed from Postgres (they become tombstones), so `moved` covers deletions too.
+    moved = [
+        doc_id
+        for doc_id, (version, live) in now.items()
+        if (doc_id in have and have[doc_id] != (version, live)) or (doc_id not in have and live)
+    ]
     for start in range(0, len(moved), _CHUNK):
         chunk = moved[start : start + _CHUNK]
         with conn.cursor(row_factory=class_row(source.row_type)) as cursor:

@@ -68,9 +68,8 @@ def test_the_percolator_query_is_the_search_without_ranking():
 
 
 def test_amenities_all_and_any_and_distance():
-    criteria = SearchCriteria.model_validate(
-        {"amenities": {"all": ["Gym", "gym", "Pool"], "any": ["clubhouse"]}, "near": {"lat": 17.4, "lon": 78.3, "km": 2}}
-    )
+    amenities = {"all": ["Gym", "gym", "Pool"], "any": ["clubhouse"]}
+    criteria = SearchCriteria.model_validate({"amenities": amenities, "near": {"lat": 17.4, "lon": 78.3, "km": 2}})
     clauses = search_query(criteria)["bool"]["filter"]
     assert {"term": {"amenities": "Gym"}} in clauses and {"term": {"amenities": "Pool"}} in clauses
     assert {"terms": {"amenities": ["clubhouse"]}} in clauses
