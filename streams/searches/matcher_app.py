@@ -3,7 +3,8 @@
 Its own Faust app and consumer group (`settings.saved_search_matcher_group`, default
 `saved-search-matcher`), reading `properties`. For each batch: the newest created/changed listing of
 each property (pure) -> percolate them against the saved searches (alias `saved-searches`) -> for each
-(saved search, listing) pair not alerted on before: remember it in `saved_search_matches` and produce
+(saved search, listing) pair where the listing event is newer than the saved search and that was not
+alerted on before: remember it in `saved_search_matches` and produce
 `search.saved_match.v1` to `searches` (keyed by the saved search id, event id derived from the pair),
 in one Postgres transaction that commits only once Kafka has the events -> checkpoint
 `saved-search-matches` (`…@<group>` for another group). At most one alert per pair, also across
@@ -31,6 +32,7 @@ from streams.searches.matching import (
     MATCHES_CHECKPOINT,
     ListedProperty,
     SavedSearchHit,
+    alerts_due,
     match_event,
     matches_checkpoint,
     percolation_document,
@@ -65,7 +67,7 @@ class SavedSearchMatcher:
         await self._dead_letters(plan.dead_letters)
         documents = [percolation_document(listed) for listed in plan.listings]
         hits = await until_done("opensearch", lambda: self._percolator.hits(documents))
-        matches = [(hit, plan.listings[hit.slot]) for hit in hits]
+        matches = alerts_due(hits, plan.listings)
         alerted = await until_done("postgres", lambda: self._ledger.record_then(matches, self._produce))
         if alerted:
             log.info("%d saved-search matches from %d listings", alerted, len(plan.listings))

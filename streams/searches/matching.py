@@ -68,6 +68,21 @@ class SavedSearchHit:
     saved_search_id: str
     owner_id: str
     name: str
+    saved_at: datetime | None = None
+
+
+def alerts_due(
+    hits: Sequence[SavedSearchHit], listings: Sequence[ListedProperty]
+) -> list[tuple[SavedSearchHit, ListedProperty]]:
+    """The matches to alert on: listings created or changed after the search was saved. A saved search
+    tells of homes listed from then on, not of the catalogue it already had; and a matcher replayed from
+    the start of `properties` re-percolates years of listings, which must not alert anyone."""
+    due = []
+    for hit in hits:
+        listed = listings[hit.slot]
+        if hit.saved_at is None or listed.at >= hit.saved_at:
+            due.append((hit, listed))
+    return due
 
 
 def listed_property(raw: bytes | None) -> ListedProperty | None:

@@ -9,6 +9,7 @@
 """
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -229,7 +230,7 @@ class OpenSearchPercolator:
             body: dict[str, Any] = {
                 "query": {"percolate": {"field": "query", "documents": list(documents)}},
                 "size": _PERCOLATE_PAGE,
-                "_source": ["savedSearchId", "ownerId", "name"],
+                "_source": ["savedSearchId", "ownerId", "name", "savedAt"],
                 "sort": [{"savedSearchId": "asc"}],
                 "track_total_hits": False,
             }
@@ -241,8 +242,11 @@ class OpenSearchPercolator:
             page = response.json()["hits"]["hits"]
             for hit in page:
                 source = hit["_source"]
+                saved_at = datetime.fromisoformat(source["savedAt"]) if source.get("savedAt") else None
                 for slot in hit.get("fields", {}).get("_percolator_document_slot", [0]):
-                    found.append(SavedSearchHit(slot, source["savedSearchId"], source["ownerId"], source["name"]))
+                    found.append(
+                        SavedSearchHit(slot, source["savedSearchId"], source["ownerId"], source["name"], saved_at)
+                    )
             if len(page) < _PERCOLATE_PAGE:
                 return found
             after = page[-1]["sort"]

@@ -1,6 +1,6 @@
 """The search projection's and the saved-search matcher's pure parts: records in, changes and events out."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from schemas.codec import decode, encode
 from schemas.envelope import new_event
@@ -14,7 +14,7 @@ from schemas.searches import (
 )
 from schemas.users import USER_DELETED, USER_LOGGED_IN
 from streams.positions import RawRecord, SourcePosition
-from streams.searches.matching import SavedSearchHit, match_event, percolation_document, plan_matches
+from streams.searches.matching import SavedSearchHit, alerts_due, match_event, percolation_document, plan_matches
 from streams.searches.projection import (
     SavedSearchRemoved,
     SavedSearchRow,
@@ -132,3 +132,14 @@ def test_a_match_event_is_the_same_bytes_however_often_it_is_made():
         "price": LISTING["price"],
         "bedrooms": LISTING["bedrooms"],
     }
+
+
+def test_only_listings_created_or_changed_after_the_save_alert():
+    created = property_record(PROPERTY_CREATED, {"ownerId": "user-9", "listing": LISTING, "featured": False}, 1)
+    [listed] = plan_matches([created]).listings
+    before, after = listed.at - timedelta(seconds=1), listed.at + timedelta(seconds=1)
+    hits = [
+        SavedSearchHit(0, "search-old", "user-1", "saved before", before),
+        SavedSearchHit(0, "search-new", "user-2", "saved after", after),
+    ]
+    assert [hit.saved_search_id for hit, _ in alerts_due(hits, [listed])] == ["search-old"]
