@@ -39,6 +39,7 @@ router = APIRouter(prefix="/api/search", tags=["search"])
 
 UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
 SavedSearchId = Annotated[str, Path(pattern=r"^search-[A-Za-z0-9._-]{1,64}$", description="`search-…`")]
+# The seed names it `/saved/{userId}`; a saved search id there (the `Location` of a save) shows that one.
 UserOrSavedSearchId = Annotated[
     str,
     Path(
@@ -249,11 +250,11 @@ async def save_search(
 
 
 @router.get(
-    "/saved/{owner_or_id}",
+    "/saved/{user_id}",
     summary="A user's saved searches, newest first (`user-…`), or one saved search (`search-…`); owner or admin",
 )
 async def saved_searches(
-    owner_or_id: UserOrSavedSearchId,
+    user_id: UserOrSavedSearchId,
     request: Request,
     user: CurrentUser,
     paging: PageQuery,
@@ -261,15 +262,15 @@ async def saved_searches(
 ) -> JSONResponse:
     fresh = await queries.saved_caught_up(request, consistency)
     headers = queries.freshness_headers(fresh)
-    if owner_or_id.startswith("search-"):
-        row = await queries.saved_search(request, owner_or_id)
+    if user_id.startswith("search-"):
+        row = await queries.saved_search(request, user_id)
         if row is None:
-            raise ApiError(404, f"Saved search {owner_or_id} not found")
+            raise ApiError(404, f"Saved search {user_id} not found")
         if row["owner_id"] != user.subject and not _is_admin(user):
             raise ApiError(403, "Only the owner or an admin may see this saved search")
         return ok(queries.saved_item(row), "Saved search", headers)
-    await _require_self_or_admin(request, user, owner_or_id)
-    return ok(await queries.saved_searches(request, owner_or_id, paging), "Saved searches", headers)
+    await _require_self_or_admin(request, user, user_id)
+    return ok(await queries.saved_searches(request, user_id, paging), "Saved searches", headers)
 
 
 @router.delete("/saved/{saved_search_id}", summary="Delete a saved search and its alert (owner or admin)")

@@ -362,7 +362,7 @@ async def test_a_saved_search_is_listed_shown_and_deleted_by_its_owner(api, sear
     assert (await api.delete(f"/api/search/saved/{search_id}", headers=bearer(owner))).status_code == 404
 
 
-async def test_saved_searches_need_a_token_and_unknown_ones_are_404(api, search):
+async def test_saved_searches_need_a_token_unknown_ones_are_404_and_bad_ids_422(api, search):
     body = {"name": "x", "criteria": KONDAPUR_UNDER_A_CRORE}
     assert (await api.post("/api/search/save", json=body)).status_code == 401
     assert (await api.get(f"/api/search/saved/{search.owner(7)}")).status_code == 401
@@ -371,6 +371,10 @@ async def test_saved_searches_need_a_token_and_unknown_ones_are_404(api, search)
     assert (await api.delete("/api/search/saved/search-nosuch", headers=bearer(search.owner(7)))).status_code == 404
     admin = bearer(f"user-admin-{search.run}", "ADMIN")
     assert (await api.get("/api/search/saved/user-nobody-here", headers=admin)).status_code == 404
+    bad_id = await api.delete("/api/search/saved/bob", headers=bearer(search.owner(7)))
+    assert bad_id.status_code == 422 and bad_id.json()["errors"][0]["field"] == "savedSearchId"
+    bad_owner = await api.get("/api/search/saved/bob", headers=bearer(search.owner(7)))
+    assert bad_owner.status_code == 422 and bad_owner.json()["errors"][0]["field"] == "userId"
 
 
 @pytest.mark.parametrize(
