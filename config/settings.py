@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     # Queries and the projection use the alias; a rebuild (`ops.reindex`) fills a new index, then swaps the alias.
     # The users read-model projection (streams/users/projection_app.py).
     user_projection_group: str = "user-projection"
+    # User history (streams/history): the live projection's group, the replay worker's group, and the
+    # namespace whose generations they keep (tests run their own namespace beside the real one).
+    history_group: str = "user-history"
+    history_replay_group: str = "user-history-replayer"
+    history_namespace: str = Field(default="main", pattern=r"^[a-z][a-z0-9_]{0,23}$")
+    # Comma-separated topics for history to read instead of its five (benchmarks only).
+    history_topics: str = ""
+    history_batch_size: int = Field(default=1000, ge=1)
+    history_batch_seconds: float = Field(default=0.02, gt=0)
+    # Records per batch when a rebuild loads a fresh generation (aiokafka getmany + COPY).
+    history_rebuild_batch_size: int = Field(default=5000, ge=1)
     opensearch_properties_alias: str = "properties"
     # Search (api/search, streams/searches): saved searches as percolator queries behind their own alias;
     # indices are `<alias>-v<mapping version>-<stamp>`, made by `ops.search_index`, rebuilt by `ops.reindex`.

@@ -67,6 +67,13 @@ USER_REGISTRATIONS = Topic(
 # Account commands for the `user-account` decider, keyed like `users` (co-partitioned with its table).
 USER_COMMANDS = Topic("user-commands", TopicKind.COMMANDS, key="user id (user-…)", retention_ms=SEVEN_DAYS_MS)
 
+# Rebuild requests for user history (`POST /api/user-history/replay`, `python -m ops.history_replay start`),
+# run one at a time by the history replay worker. One partition: jobs are rare and run in request order.
+USER_HISTORY_REPLAYS = Topic(
+    "user-history-replays", TopicKind.COMMANDS, key="job id (job-…)", partitions=1, retention_ms=SEVEN_DAYS_MS
+)
+
+
 # Deciders' answers, read by the endpoints waiting on them; useless after the wait, kept a day.
 COMMAND_OUTCOMES = Topic(
     "command-outcomes", TopicKind.OUTCOMES, key="command id", partitions=6, retention_ms=24 * 60 * 60 * 1000
@@ -110,6 +117,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     PROPERTY_COMMANDS,
     USER_REGISTRATIONS,
     USER_COMMANDS,
+    USER_HISTORY_REPLAYS,
     COMMAND_OUTCOMES,
     *CHANGELOG_TOPICS,
     DEAD_LETTERS,

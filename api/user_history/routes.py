@@ -1,0 +1,383 @@
+"""User-history endpoints (8084). Queries read the history workers' stores; the one command (replay)
+goes to the history replay worker through Kafka and answers 202 with the job's id."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from api.common.auth import AccessClaims
+from api.common.consistency import wait_for_positions
+from api.common.deps import Context, CurrentUser
+from api.common.errors import ApiError, field_error
+from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
+from api.common.kafka import CONSISTENCY_HEADER, consistency_token
+from api.common.pagination import PageQuery, encode_cursor, page
+from api.common.responses import OrjsonResponse, ok
+from api.user_history import queries
+from api.user_history.models import USER_ID_PATTERN, ReplayIn
+from api.user_history.queries import ActivityFilter
+from api.user_history.timeline import DEFAULT_TIME_ZONE, UnknownTimeZone
+from schemas.envelope import format_time, new_event
+from schemas.history import (
+    ACTIVITY_CATEGORIES,
+    ACTIVITY_TYPES,
+    REBUILD_HISTORY,
+    Category,
+    RebuildHistory,
+    activity_type_of,
+)
+from schemas.ids import new_id
+from schemas.topics import USER_HISTORY_REPLAYS
+from schemas.users import Role
+
+router = APIRouter(prefix="/api/user-history", tags=["user history"])
+
+UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id, `user-…`")]
+JobId = Annotated[str, Path(pattern=r"^job-[A-Za-z0-9]{1,64}$", description="A replay job id, `job-…`")]
+ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
+IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
+TypeFilter = Annotated[
+    str | None,
+    Query(
+        alias="type",
+        max_length=500,
+        description="Activity types, comma-separated (`property.created,property.viewed`; a `.v1` suffix is ignored)",
+    ),
+]
+FromFilter = Annotated[datetime | None, Query(alias="from", description="Activities at or after this time")]
+ToFilter = Annotated[datetime | None, Query(alias="to", description="Activities before this time (exclusive)")]
+TimeZone = Annotated[
+    str, Query(alias="tz", min_length=1, max_length=64, description="IANA time zone of the days and 'last 30 days'")
+]
+Snapshot = Annotated[
+    str | None,
+    Query(
+        pattern=r"^job-[A-Za-z0-9]{1,64}$",
+        description="Read a point-in-time copy (the id of a finished replay job run with `until`) instead of now",
+    ),
+]
+
+
+def _may_read(user: AccessClaims, user_id: str) -> None:
+    if user.subject != user_id and user.role != Role.ADMIN:
+        raise ApiError(403, "You can only read your own history", [field_error("userId", "not yours")])
+
+
+def _require_admin(user: AccessClaims) -> None:
+    if user.role != Role.ADMIN:
+        raise ApiError(403, "Only an admin can rebuild history", [field_error("role", "ADMIN required")])
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ApiError(422, f"Invalid {name}", [field_error(name, "must carry a time zone, e.g. 2024-01-15T10:30:00Z")])
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _filter(
+    types: str | None, since: datetime | None, before: datetime | None, category: Category | None = None
+) -> ActivityFilter:
+    wanted: list[str] = []
+    for part in (types or "").split(","):
+        name = activity_type_of(part.strip())
+        if not name:
+            continue
+        if name not in ACTIVITY_TYPES or (category is not None and ACTIVITY_CATEGORIES[name] != category):
+            allowed = sorted(t for t in ACTIVITY_TYPES if category is None or ACTIVITY_CATEGORIES[t] == category)
+            raise ApiError(422, "Invalid type", [field_error("type", f"{part.strip()!r} is not one of {allowed}")])
+        wanted.append(name)
+    since, before = _aware(since, "from"), _aware(before, "to")
+    if since and before and before <= since:
+        raise ApiError(422, "Invalid time range", [field_error("to", "must be after from")])
+    return ActivityFilter(category.value if category else None, tuple(sorted(set(wanted))), since, before)
+
+
+def _zone(tz: str) -> str:
+    try:
+        queries.zone(tz)
+    except UnknownTimeZone as exc:
+        raise ApiError(422, "Invalid tz", [field_error("tz", str(exc))]) from None
+    return tz
+
+
+# ---- replay (before `/{user_id}`: `replay` is not a user id) ----
+
+
+@router.post("/replay", status_code=202, summary="Admin: rebuild history (all users or one; from earliest or a time)")
+async def start_replay(
+    body: ReplayIn, user: CurrentUser, ctx: Context, request: Request, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """A blue/green rebuild run by the history replay worker: a fresh generation is filled from Kafka while
+    the current one keeps answering, then swapped in. With `until`, a separate read-only copy of history
+    as it was then (read it with `?snapshot=<jobId>`). Answers 202 with the job's id; follow it at the
+    `Location` (send the `X-Consistency-Token` along to see the job at once)."""
+    _require_admin(user)
+    if body.until is not None and body.from_time is not None and body.until <= body.from_time:
+        raise ApiError(422, "Invalid time range", [field_error("until", "must be after from")])
+    settings = request.app.state.settings
+    job_id = derived_id("job", "history.replay", user.subject, idempotency_key) if idempotency_key else new_id("job")
+
+    async def answer() -> JSONResponse:
+        command = RebuildHistory(
+            job_id=job_id,
+            namespace=settings.history_namespace,
+            user_id=body.user_id,
+            from_time=body.from_time,
+            until=body.until,
+            requested_by=user.subject,
+        )
+        envelope = new_event(
+            type=REBUILD_HISTORY,
+            subject=job_id,
+            data=command.to_wire(),
+            service="user-history",
+            userid=user.subject,
+            sessionid=ctx.session_id,
+            correlationid=ctx.correlation_id,
+        )
+        position = await request.app.state.producer.publish(USER_HISTORY_REPLAYS.name, envelope)
+        location = f"/api/user-history/replay/{job_id}"
+        data = {
+            "jobId": job_id,
+            "state": "queued",
+            "userId": body.user_id,
+            "from": format_time(body.from_time) if body.from_time else "earliest",
+            "until": format_time(body.until) if body.until else None,
+        }
+        return OrjsonResponse(
+            {"success": True, "message": "Rebuild requested", "data": data},
+            status_code=202,
+            headers={"Location": location, CONSISTENCY_HEADER: consistency_token([position])},
+        )
+
+    return await idempotent(
+        request.app.state.redis,
+        scope="history.replay",
+        user_id=user.subject,
+        key=idempotency_key,
+        request_fingerprint=fingerprint(request.method, request.url.path, body.model_dump(mode="json", by_alias=True)),
+        answer=answer,
+    )
+
+
+def _job(row: dict[str, Any]) -> dict[str, Any]:
+    total, processed = row["events_total"], row["events_processed"]
+    snapshot = row["job_id"] if row["until_time"] is not None and row["state"] == "completed" else None
+    return {
+        "jobId": row["job_id"],
+        "state": row["state"],
+        "phase": row["phase"],
+        "userId": row["scope_user_id"],
+        "from": format_time(row["from_time"]) if row["from_time"] else "earliest",
+        "until": format_time(row["until_time"]) if row["until_time"] else None,
+        "requestedBy": row["requested_by"],
+        "requestedAt": format_time(row["requested_at"]),
+        "generation": row["generation"],
+        "consumerGroup": row["consumer_group"],
+        "eventsProcessed": processed,
+        "eventsTotal": total,
+        "percent": round(100 * processed / total, 1) if total else (100.0 if row["state"] == "completed" else 0.0),
+        "eventsPerSecond": row["events_per_second"],
+        "etaSeconds": row["eta_seconds"],
+        "startedAt": format_time(row["started_at"]) if row["started_at"] else None,
+        "finishedAt": format_time(row["finished_at"]) if row["finished_at"] else None,
+        "error": row["error"],
+        "snapshot": snapshot,
+    }
+
+
+async def _replayer_caught_up(request: Request, token: str | None) -> bool:
+    settings = request.app.state.settings
+    return await wait_for_positions(
+        request.app.state.pg_pool,
+        f"user-history-replayer:{settings.history_namespace}",
+        frozenset({USER_HISTORY_REPLAYS.name}),
+        token,
+        settings.consistency_wait_seconds,
+    )
+
+
+@router.get("/replay", summary="Admin: rebuild jobs, newest first")
+async def list_replays(user: CurrentUser, request: Request, paging: PageQuery) -> JSONResponse:
+    _require_admin(user)
+    after = None
+    if paging.cursor is not None:
+        try:
+            after = (datetime.fromisoformat(paging.cursor["t"]), str(paging.cursor["id"]))
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this list")]) from None
+    keyset = " AND (requested_at, job_id) < (%s, %s)" if after else ""
+    async with request.app.state.pg_pool.connection() as conn:
+        cursor = await conn.cursor(row_factory=dict_row).execute(
+            sql.SQL(
+                "SELECT * FROM user_history_replay_jobs WHERE namespace = %s{keyset}"
+                " ORDER BY requested_at DESC, job_id DESC LIMIT %s"
+            ).format(keyset=sql.SQL(keyset)),
+            (request.app.state.settings.history_namespace, *(after or ()), paging.limit + 1),
+        )
+        rows = await cursor.fetchall()
+    more = len(rows) > paging.limit
+    rows = rows[: paging.limit]
+    last = rows[-1] if more else None
+    next_cursor = encode_cursor({"t": last["requested_at"].isoformat(), "id": last["job_id"]}) if last else None
+    return ok(page([_job(row) for row in rows], next_cursor), "Rebuild jobs")
+
+
+@router.get("/replay/{job_id}", summary="Admin: a rebuild job's state, events processed and total, rate, ETA")
+async def replay_job(
+    job_id: JobId, user: CurrentUser, request: Request, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    _require_admin(user)
+    fresh = await _replayer_caught_up(request, consistency)
+    async with request.app.state.pg_pool.connection() as conn:
+        cursor = await conn.cursor(row_factory=dict_row).execute(
+            "SELECT * FROM user_history_replay_jobs WHERE job_id = %s AND namespace = %s",
+            (job_id, request.app.state.settings.history_namespace),
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        raise ApiError(404, f"Replay job {job_id} not found", headers=queries.freshness_headers(fresh))
+    return ok(_job(row), "Rebuild job", queries.freshness_headers(fresh))
+
+
+# ---- a user's history ----
+
+
+@router.get("/{user_id}", summary="All activities, newest first; filter by type and time; cursor paging")
+async def history(
+    user_id: UserId,
+    user: CurrentUser,
+    request: Request,
+    paging: PageQuery,
+    types: TypeFilter = None,
+    since: FromFilter = None,
+    before: ToFilter = None,
+    snapshot: Snapshot = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    _may_read(user, user_id)
+    where = _filter(types, since, before)
+    fresh = await queries.caught_up(request, "postgres", consistency)
+    data = await queries.activities(request, user_id, where, paging, snapshot)
+    return ok(data, "User history", queries.freshness_headers(fresh))
+
+
+@router.get("/{user_id}/recent", summary="The last N (≤ 50) activities, from Redis")
+async def recent(
+    user_id: UserId,
+    user: CurrentUser,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    _may_read(user, user_id)
+    fresh = await queries.caught_up(request, "redis", consistency)
+    items = await queries.recent(request, user_id, limit)
+    return ok(page(items, None), "Recent activity", queries.freshness_headers(fresh))
+
+
+@router.get("/{user_id}/properties", summary="Property activity: created, updated, viewed, delisted, images added")
+async def property_history(
+    user_id: UserId,
+    user: CurrentUser,
+    request: Request,
+    paging: PageQuery,
+    types: TypeFilter = None,
+    since: FromFilter = None,
+    before: ToFilter = None,
+    snapshot: Snapshot = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    _may_read(user, user_id)
+    where = _filter(types, since, before, Category.PROPERTY)
+    fresh = await queries.caught_up(request, "postgres", consistency)
+    data = await queries.activities(request, user_id, where, paging, snapshot)
+    return ok(data, "Property activity", queries.freshness_headers(fresh))
+
+
+@router.get("/{user_id}/searches", summary="Searches performed and saved")
+async def search_history(
+    user_id: UserId,
+    user: CurrentUser,
+    request: Request,
+    paging: PageQuery,
+    types: TypeFilter = None,
+    since: FromFilter = None,
+    before: ToFilter = None,
+    snapshot: Snapshot = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    _may_read(user, user_id)
+    where = _filter(types, since, before, Category.SEARCH)
+    fresh = await queries.caught_up(request, "postgres", consistency)
+    data = await queries.activities(request, user_id, where, paging, snapshot)
+    return ok(data, "Search activity", queries.freshness_headers(fresh))
+
+
+@router.get("/{user_id}/events", summary="The raw CloudEvents of the user, from the event store")
+async def raw_events(
+    user_id: UserId,
+    user: CurrentUser,
+    request: Request,
+    paging: PageQuery,
+    event_type: Annotated[
+        str | None,
+        Query(
+            alias="type",
+            pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$",
+            max_length=200,
+            description="An event type, with (`property.created.v1`) or without its version",
+        ),
+    ] = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    """Events the user did (`userid`) or that are about their account (`subject`), newest first, exactly
+    as archived. Personal fields of `users` events are sealed with the user's key (crypto-shredding)."""
+    _may_read(user, user_id)
+    fresh = await queries.archive_caught_up(request, consistency)
+    data = await queries.raw_events(request, user_id, event_type, paging)
+    return ok(data, "Raw events", queries.freshness_headers(fresh))
+
+
+@router.get("/{user_id}/timeline", summary="Activities grouped by day in the user's time zone, with counts")
+async def timeline(
+    user_id: UserId,
+    user: CurrentUser,
+    request: Request,
+    paging: PageQuery,
+    tz: TimeZone = DEFAULT_TIME_ZONE,
+    per_day: Annotated[int, Query(alias="perDay", ge=1, le=100, description="Activities listed per day")] = 20,
+    types: TypeFilter = None,
+    since: FromFilter = None,
+    before: ToFilter = None,
+    snapshot: Snapshot = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    """`limit` days a page, newest first. Each day: its local `date`, `count` (all its activities),
+    `byType`, and its newest `perDay` activities."""
+    _may_read(user, user_id)
+    where = _filter(types, since, before)
+    tz = _zone(tz)
+    fresh = await queries.caught_up(request, "postgres", consistency)
+    data = await queries.timeline(request, user_id, tz, where, per_day, paging, snapshot)
+    return ok(data, "Timeline", queries.freshness_headers(fresh))
+
+
+@router.get("/{user_id}/stats", summary="Totals per activity type, listings, views received, searches, activity")
+async def user_stats(
+    user_id: UserId,
+    user: CurrentUser,
+    request: Request,
+    tz: TimeZone = DEFAULT_TIME_ZONE,
+    snapshot: Snapshot = None,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    _may_read(user, user_id)
+    tz = _zone(tz)
+    fresh = await queries.caught_up(request, "postgres", consistency)
+    data = await queries.stats(request, user_id, tz, datetime.now(UTC), snapshot)
+    return ok(data, "User statistics", queries.freshness_headers(fresh))

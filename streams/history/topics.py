@@ -1,0 +1,11 @@
+"""The topics history reads: every event topic with a user in it."""
+
+from config import Settings
+from schemas.topics import FILES, PROPERTIES, PROPERTY_VIEWS, SEARCHES, USERS
+
+HISTORY_TOPICS = (USERS, PROPERTIES, PROPERTY_VIEWS, SEARCHES, FILES)
+
+
+def history_topic_names(settings: Settings) -> list[str]:
+    override = [name.strip() for name in settings.history_topics.split(",") if name.strip()]
+    return override or [topic.name for topic in HISTORY_TOPICS]
