@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Reinstall Python dependencies only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex
+.PHONY: run test install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay
 
 run: install up prepare
 	$(PY) -m ops.run
@@ -72,3 +72,14 @@ SEED ?= 1
 DEMO_URL ?= http://127.0.0.1:8082
 demo-data: install
 	$(PY) -m ops.demo_data --count $(COUNT) --seed $(SEED) --url $(DEMO_URL)
+
+# User history replayed in place with Kafka's own tool: stop the history worker (stop `make run`) first.
+# It resets group `user-history` to the earliest offsets, runs the worker until it has re-read every event
+# (progress bar with rate and ETA), then stops it; start `make run` again. Blue/green rebuilds instead:
+# `$(PY) -m ops.history_replay start` (or POST /api/user-history/replay); see README.
+replay-history: install up prepare
+	$(PY) -m ops.history_replay kafka-reset
+
+# A blue/green rebuild of user history over 200,000 events: events/s and total time.
+bench-replay: install up prepare
+	$(PY) bench/replay.py

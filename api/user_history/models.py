@@ -1,7 +1,7 @@
 """Request bodies of the user-history service."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
@@ -20,10 +20,11 @@ class ReplayIn(ApiModel):
         str | None, Field(default=None, pattern=USER_ID_PATTERN, description="Rebuild only this user's history")
     ] = None
     from_: Annotated[
-        Literal["earliest"] | Timestamp,
+        str,
         Field(
             default="earliest",
             alias="from",
+            max_length=40,
             description="`earliest`, or a time: history before it is kept as it is, events from it replayed",
         ),
     ] = "earliest"
@@ -35,13 +36,30 @@ class ReplayIn(ApiModel):
         ),
     ] = None
 
-    @field_validator("from_", "until")
+    @field_validator("from_")
     @classmethod
-    def _not_in_the_future(cls, value: datetime | str | None) -> datetime | str | None:
-        if isinstance(value, datetime) and value > datetime.now(UTC) + _SKEW:
+    def _earliest_or_a_time(cls, value: str) -> str:
+        if value == "earliest":
+            return value
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be 'earliest' or an ISO-8601 time, e.g. 2024-01-15T10:30:00Z") from None
+        if moment.tzinfo is None:
+            raise ValueError("must carry a time zone, e.g. 2024-01-15T10:30:00Z")
+        if moment > datetime.now(UTC) + _SKEW:
+            raise ValueError("must not be in the future")
+        return value
+
+    @field_validator("until")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > datetime.now(UTC) + _SKEW:
             raise ValueError("must not be in the future")
         return value
 
     @property
     def from_time(self) -> datetime | None:
-        return self.from_ if isinstance(self.from_, datetime) else None
+        if self.from_ == "earliest":
+            return None
+        return datetime.fromisoformat(self.from_.replace("Z", "+00:00")).astimezone(UTC)
