@@ -31,6 +31,7 @@ from pathlib import Path
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.admin import DeleteGroupsRequest
 from redis.asyncio import Redis
 
 from config import get_settings
@@ -269,7 +270,7 @@ async def rebuild(namespace: str, topics: dict[str, str], count: int, dsn: str, 
             while conn.execute("SELECT 1 FROM user_history_live WHERE namespace = %s", (namespace,)).fetchone() is None:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the replay worker did not start; see .state/logs/bench-replay.log")
-                time.sleep(0.2)
+                await asyncio.sleep(0.2)
         command = RebuildHistory(job_id=job_id, namespace=namespace, requested_by="bench")
         envelope = new_event(type=REBUILD_HISTORY, subject=job_id, data=command.to_wire(), service="bench")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -293,7 +294,7 @@ async def rebuild(namespace: str, topics: dict[str, str], count: int, dsn: str, 
                     raise RuntimeError("the replay worker stopped or stalled; see .state/logs/bench-replay.log")
                 if row and row[3] == "loading":
                     load_rate = row[2]
-                time.sleep(0.1)
+                await asyncio.sleep(0.1)
             if row[0] == "failed":
                 raise RuntimeError(f"rebuild failed: {row[6]}")
             rows = conn.execute(
@@ -326,7 +327,7 @@ def faust_rate(namespace: str, topics: dict[str, str], count: int, dsn: str) -> 
                     " AND projection LIKE '%%:redis' AND topic = ANY(%s)",
                     (f"user-history:{namespace}:%", list(topics.values())),
                 ).fetchone()
-                done = row[0] if row else 0
+                done = int(row[0]) if row else 0
                 if done and first is None:
                     first, first_done = time.monotonic(), done
                 if done >= count:
@@ -360,6 +361,17 @@ async def cleanup(namespace: str, topics: dict[str, str], bootstrap: str, dsn: s
         conn.execute(
             "DELETE FROM projection_checkpoints WHERE projection = %s", (f"user-history-replayer:{namespace}",)
         )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for group in (f"bench-replayer-{namespace}", f"bench-history-live-{namespace}"):
+            try:
+                coordinator = await admin.find_coordinator(group)
+                await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))
+            except Exception as exc:
+                print(f"(could not delete consumer group {group}: {exc})")
+    finally:
+        await admin.close()
     redis = Redis.from_url(redis_url)
     try:
         keys = [key async for key in redis.scan_iter(match=f"history:{namespace}:*", count=1000)]

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 import psycopg
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.admin import DeleteGroupsRequest
 from psycopg import sql
 from redis.asyncio import Redis
 
@@ -79,6 +81,7 @@ async def running_history_slice(log_dir: Path, env: dict[str, str], settings: Se
         for worker in (slice_.projection, replayer, archive):
             worker.stop()
         await drop_namespace(settings, namespace)
+        await delete_groups(settings.kafka_bootstrap, [group, mine["HI_HISTORY_REPLAY_GROUP"], archive_group])
 
 
 async def drop_namespace(settings: Settings, namespace: str) -> None:
@@ -137,3 +140,16 @@ async def wait_for_job(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} not finished within {within}s: {answer.status_code} {answer.text}")
         await asyncio.sleep(0.5)
+
+
+async def delete_groups(bootstrap: str, groups: list[str]) -> None:
+    """Consumer groups a test made; aiokafka's admin client has no DeleteGroups call, so the request goes
+    to each group's coordinator (as the replay worker does for its rebuilds' groups)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for group in groups:
+            coordinator = await admin.find_coordinator(group)
+            await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))
+    finally:
+        await admin.close()
