@@ -73,7 +73,6 @@ USER_HISTORY_REPLAYS = Topic(
     "user-history-replays", TopicKind.COMMANDS, key="job id (job-…)", partitions=1, retention_ms=SEVEN_DAYS_MS
 )
 
-
 # Deciders' answers, read by the endpoints waiting on them; useless after the wait, kept a day.
 COMMAND_OUTCOMES = Topic(
     "command-outcomes", TopicKind.OUTCOMES, key="command id", partitions=6, retention_ms=24 * 60 * 60 * 1000
