@@ -49,6 +49,7 @@ from streams.history.generations import (
     by_job,
     checkpoints,
     create_generation,
+    delete_redis_keys,
     drop_generation,
     live_generation,
     point_to,
@@ -178,6 +179,7 @@ class Rebuild:
         self.offsets: dict[str, Offsets] = {}
         self._last_report = 0.0
         self._phase_started = time.monotonic()
+        self._resumed = False
 
     # ---- the job ----
 
@@ -305,6 +307,7 @@ class Rebuild:
             existing = await by_job(conn, self.spec.job_id)
         if existing is not None and existing.state == "building":
             log.info("job %s: resuming into %s", self.spec.job_id, existing.schema)
+            self._resumed = True
             return existing
         return await create_generation(
             self._pool, self.spec.namespace, self.spec.kind, job_id=self.spec.job_id, scope_user_id=self.spec.user_id
@@ -466,6 +469,9 @@ class Rebuild:
             erased = await conn.execute(sql.SQL("SELECT user_id FROM {t}").format(t=generation.table("erased_users")))
             erased_users = [row[0] for row in await erased.fetchall()]
             applied = await checkpoints(conn, generation.postgres_checkpoint)
+        if self._resumed:
+            # A previous run may have filled some lists already; these are built whole, from the rows.
+            await delete_redis_keys(self._redis, generation.redis_prefix)
         async with self._redis.pipeline(transaction=False) as pipe:
             for user_id in erased_users:
                 pipe.set(tombstone_key(generation, user_id), b"1")

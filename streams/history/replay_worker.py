@@ -33,7 +33,7 @@ from schemas.history import REBUILD_HISTORY, JobPhase, JobState, RebuildHistory
 from schemas.topics import DEAD_LETTERS, USER_HISTORY_REPLAYS
 from streams.batches import until_done
 from streams.dead_letters import DeadLetter
-from streams.history.generations import Generation, drop_generation, ensure_live
+from streams.history.generations import Generation, by_job, drop_generation, ensure_live
 from streams.history.rebuild import JobSpec, Progress, Rebuild, offsets_json, rebuild_group
 from streams.history.sinks import raise_checkpoint
 from streams.history.topics import history_topic_names
@@ -180,6 +180,12 @@ class ReplayWorker:
     async def run_job(self, job: dict[str, Any]) -> None:
         spec = JobSpec(job["job_id"], job["namespace"], job["scope_user_id"], job["from_time"], job["until_time"])
         group = rebuild_group(spec.job_id)
+        async with self.pool.connection() as conn:
+            done = await by_job(conn, spec.job_id)
+        if done is not None and done.state in ("live", "ready", "retired"):
+            # A previous run swapped it in (or published the snapshot) and stopped before saying so.
+            await self._finish(spec.job_id, JobState.COMPLETED, None)
+            return
 
         async def report(progress: Progress, generation: Generation | None) -> None:
             await until_done("postgres", lambda: self._report(spec, group, progress, generation, rebuild))

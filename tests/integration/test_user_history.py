@@ -29,6 +29,7 @@ from schemas.envelope import format_time, new_event
 from tests.support.history import live_schema, running_history_slice, user_rows, wait_for_job
 from tests.support.properties import SEED_BODY
 from tests.support.users import PASSWORD, registration, running_user_slice
+from tests.support.waiting import eventually
 
 CONSISTENCY = "X-Consistency-Token"
 STORY = [
@@ -449,11 +450,47 @@ async def test_a_point_in_time_copy_is_history_as_it_was_then(api, story):
     assert [item["type"] for item in now] == STORY, "the live history is untouched"
 
 
+async def test_a_rebuild_killed_while_loading_resumes_and_converges(api, story, history, pg):
+    """SIGKILL the replay worker in the middle of the bulk load; a new one resumes the job from the
+    positions written with its rows, and the result is the same as before, to the row."""
+    before = await everything_about(api, story)
+    rows_before = await user_rows(pg, await live_schema(pg, history.namespace), [story.user_id])
+    started = await api.post("/api/user-history/replay", json={}, headers=ADMIN)
+    assert started.status_code == 202, started.text
+    location = started.headers["Location"]
+
+    async def job() -> dict[str, Any]:
+        answer = await api.get(location, headers=ADMIN)
+        return answer.json().get("data") or {}
+
+    loading = await eventually(
+        job, until=lambda j: j.get("phase") == "loading" and j["eventsProcessed"] > 0, within=120, every=0.05
+    )
+    history.replayer.kill()
+    history.replayer = history.new_replayer()
+    history.replayer.start()
+    finished = await wait_for_job(api, ADMIN, loading["jobId"], within=240)
+    assert finished["state"] == "completed", finished
+    assert finished["generation"] == loading["generation"], "the job resumed into its own generation"
+    assert await everything_about(api, story) == before
+    assert await user_rows(pg, await live_schema(pg, history.namespace), [story.user_id]) == rows_before
+
+
 async def test_kafka_consumer_groups_reset_converges_to_the_same_tables(history, pg, settings):
     """The operator's procedure, run as an operator runs it: stop the worker, `make replay-history`
     (Kafka's consumer-groups tool resets the group to the earliest offsets, the worker re-reads every
     event), and compare. Other tests on this machine keep producing meanwhile: what arrives later is left
     out of the comparison, and accounts closed meanwhile are erased on both sides."""
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ops.history_replay", "kafka-reset", "--no-run"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **history.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "stop the history worker first" in refused.stderr, refused.stdout
     history.projection.stop()
     schema = await live_schema(pg, history.namespace)
     copy = f"history_reset_{uuid.uuid4().hex[:8]}"

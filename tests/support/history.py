@@ -46,6 +46,9 @@ class HistorySlice:
     def new_projection(self) -> WorkerProcess:
         return WorkerProcess("streams.history.projection_worker", self.env, self.log_dir / f"{self.group}.log")
 
+    def new_replayer(self) -> WorkerProcess:
+        return WorkerProcess("streams.history.replay_worker", self.env, self.log_dir / "history-replayer.log")
+
 
 def history_env(namespace: str) -> dict[str, str]:
     return {
@@ -78,7 +81,7 @@ async def running_history_slice(log_dir: Path, env: dict[str, str], settings: Se
         yield slice_
     finally:
         service.stop()
-        for worker in (slice_.projection, replayer, archive):
+        for worker in (slice_.projection, slice_.replayer, archive):
             worker.stop()
         await drop_namespace(settings, namespace)
         await delete_groups(settings.kafka_bootstrap, [group, mine["HI_HISTORY_REPLAY_GROUP"], archive_group])
