@@ -304,13 +304,15 @@ HANDLERS: dict[str, Handler] = {
 def facts_of(record: RawRecord) -> list[Fact]:
     """Raises `EventDecodeError` for poison; an empty list for events history has nothing to do with."""
     envelope = decode_storable(record.value)
-    if EVENTS.knows(envelope.type):
-        # Upcast to the newest version and validate against the registered model; the handlers read the
-        # upcast payload as it travels (camelCase).
-        envelope = EVENTS.read(envelope).envelope
+    known = EVENTS.knows(envelope.type)
+    if known:
+        envelope = EVENTS.upcast(envelope)  # to the newest version; the id, time and subject stay
     handler = HANDLERS.get(envelope.type)
     if handler is None:
-        return []
+        return []  # not history's business, valid or not: the topic's own projection judges it
+    if known:
+        # Validated against the registered model; the handlers read the payload as it travels (camelCase).
+        envelope = EVENTS.read(envelope).envelope
     return handler(envelope, envelope.data, record.position)
 
 
