@@ -411,10 +411,10 @@ def empty_stats(user_id: str, tz_name: str) -> dict[str, Any]:
 
 
 async def stats(request: Request, user_id: str, tz_name: str, now: datetime, snapshot: str | None) -> dict[str, Any]:
-    """Totals per activity type and category, listings created, views received on the user's listings
-    (by anyone, signed in or not, as the listing's view count does), searches performed and saved,
-    first and last activity, and the local days with any activity among the last 30 (today included;
-    for a snapshot, the 30 days before the snapshot's time is not what is meant: `now` is always now)."""
+    """Totals per activity type and category; listings created (properties the user listed, from the
+    owners table); views received on those listings (by anyone, signed in or not, as the listing's view
+    count does); searches performed and saved; first and last activity; the local days with any activity
+    among the last 30 (today included, counted back from now, also when reading a snapshot)."""
     tz = zone(tz_name)
     month_start = last_days_start(now, tz, 30)
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from psycopg import sql
+from redis.asyncio import Redis
 
 from api.common.auth import issue_access_token
 from config.settings import PROJECT_ROOT
@@ -334,6 +335,82 @@ async def test_days_split_at_midnight_in_kolkata(api, history, producer):
     )
     assert [d["date"] for d in second.json()["data"]["items"]] == ["2024-03-14"]
     assert second.json()["data"]["nextCursor"] is None
+
+
+async def test_a_closed_account_leaves_no_history_but_its_views_still_count(
+    api, users, history, producer, pg, settings
+):
+    """Decided and documented (streams/history/sinks.py): a closed account's activities are deleted, its
+    views of listings stay as anonymous views (part of the owners' views received), and its events read
+    after the closing (here a search on another topic, produced later) are not written back."""
+    owner = f"user-owner{uuid.uuid4().hex[:12]}"
+    async with users.client() as user_api, users.properties.client() as property_api:
+        listed = await property_api.post("/api/properties", json=SEED_BODY, headers=bearer(owner))
+        assert listed.status_code == 201, listed.text
+        body = registration()
+        made = await user_api.post("/api/auth/register", json=body)
+        logged = await user_api.post(
+            "/api/auth/login",
+            json={"email": body["email"], "password": PASSWORD},
+            headers={"X-Forwarded-For": f"10.8.{uuid.uuid4().int % 250}.1", CONSISTENCY: made.headers[CONSISTENCY]},
+        )
+        user_id = logged.json()["data"]["userId"]
+        auth = {"Authorization": f"Bearer {logged.json()['data']['accessToken']}"}
+        viewed = await property_api.post(
+            f"/api/properties/{listed.json()['data']['id']}/view",
+            headers={**auth, CONSISTENCY: listed.headers[CONSISTENCY]},
+        )
+        assert viewed.status_code == 202, viewed.text
+        # Its history exists before the closing (the login fact has no token of its own: awaited).
+        await eventually(
+            lambda: api.get(
+                f"/api/user-history/{user_id}", headers={**ADMIN, CONSISTENCY: viewed.headers[CONSISTENCY]}
+            ),
+            until=lambda r: (
+                [i["type"] for i in r.json()["data"]["items"]]
+                == ["property.viewed", "user.logged_in", "user.registered"]
+            ),
+            within=30,
+        )
+        closed = await user_api.delete(f"/api/users/{user_id}", headers=auth)
+        assert closed.status_code == 200, closed.text
+    late = new_event(
+        type="search.performed.v1",
+        subject=user_id,
+        data={"userId": user_id, "query": "after closing", "filters": {}, "resultCount": 0},
+        service="search",
+        userid=user_id,
+    )
+    sent = await (await producer.send("searches", encode(late), key=user_id.encode()))
+    token = merge(
+        viewed.headers[CONSISTENCY], closed.headers[CONSISTENCY], f"{sent.topic}:{sent.partition}:{sent.offset}"
+    )
+    headers = {**ADMIN, CONSISTENCY: token}
+    for path in ("", "/recent", "/properties", "/searches"):
+        answer = await api.get(f"/api/user-history/{user_id}{path}", headers=headers)
+        assert answer.status_code == 200 and "X-Consistency" not in answer.headers, answer.text
+        assert answer.json()["data"]["items"] == [], path
+    stats = (await api.get(f"/api/user-history/{user_id}/stats", headers=headers)).json()["data"]
+    assert (stats["accountClosed"], stats["totalActivities"]) == (True, 0)
+    owner_stats = (await api.get(f"/api/user-history/{owner}/stats", headers=headers)).json()["data"]
+    assert owner_stats["viewsReceived"] == 1
+    schema = await live_schema(pg, history.namespace)
+    rows = await pg.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE user_id = %s), count(*) FILTER (WHERE user_id IS NULL) FROM {}"
+            " WHERE property_id = %s OR user_id = %s"
+        ).format(sql.Identifier(schema, "activities")),
+        (user_id, listed.json()["data"]["id"], user_id),
+    )
+    assert await rows.fetchone() == (0, 1), "no row of theirs; their view kept, anonymous"
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        generation = schema.rsplit("_g", 1)[1]
+        prefix = f"history:{history.namespace}:g{generation}:"
+        assert await redis.exists(f"{prefix}recent:{user_id}", f"{prefix}recent:{user_id}:docs") == 0
+        assert await redis.exists(f"{prefix}erased:{user_id}") == 1
+    finally:
+        await redis.aclose()
 
 
 # ---- rebuilds ----
