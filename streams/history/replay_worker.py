@@ -18,6 +18,7 @@ import logging
 import signal
 from typing import Any
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import DeleteGroupsRequest
@@ -159,6 +160,24 @@ class ReplayWorker:
     # ---- jobs ----
 
     async def run_jobs(self) -> None:
+        """Only the holder of the namespace's session lock runs jobs: a second replay worker waits as a
+        standby, and takes over (resuming the job) when the first one's connection goes, crash or not."""
+        leader = await until_done("postgres", self._lead)
+        try:
+            await self._run_jobs()
+        finally:
+            await leader.close()
+
+    async def _lead(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self.settings.postgres_dsn, autocommit=True)
+        try:
+            await conn.execute("SELECT pg_advisory_lock(hashtext('user-history-replayer:' || %s))", (self.namespace,))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _run_jobs(self) -> None:
         while True:
             job = await until_done("postgres", self.next_job)
             if job is None:
