@@ -43,7 +43,7 @@ KAFKA_CLI = PROJECT_ROOT / "ops" / "kafka-cli"
 
 
 def bar(processed: int, total: int, rate: float | None, eta: float | None, note: str = "", width: int = 30) -> str:
-    share = processed / total if total else 1.0
+    share = processed / total if total else 0.0
     filled = min(width, int(share * width))
     speed = f"{rate:>9,.0f} ev/s" if rate else "        - ev/s"
     remaining = f"ETA {eta:>5.0f}s" if eta is not None else "ETA     -"
@@ -214,10 +214,9 @@ async def watch(settings: Settings, job_id: str, within: float) -> dict[str, Any
             else:
                 final = job["state"] in ("completed", "failed")
                 note = f"{job['state']}/{job['phase']}"
+                total = job["events_total"] or (job["events_processed"] if final else 0)
                 line.show(
-                    bar(
-                        job["events_processed"], job["events_total"], job["events_per_second"], job["eta_seconds"], note
-                    ),
+                    bar(job["events_processed"], total, job["events_per_second"], job["eta_seconds"], note),
                     final=final,
                 )
                 if final:
