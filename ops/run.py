@@ -44,10 +44,10 @@ def parts(host: str) -> list[Part]:
         Part("user-registry", [sys.executable, "-m", "streams.users.registry_app", "worker", "-l", "info"]),
         Part("user-account", [sys.executable, "-m", "streams.users.account_app", "worker", "-l", "info"]),
         Part("user-projection", [sys.executable, "-m", "streams.users.projection_worker", "worker", "-l", "info"]),
-        Part("user-history", [sys.executable, "-m", "streams.history.projection_worker", "worker", "-l", "info"]),
-        Part("user-history-replayer", [sys.executable, "-m", "streams.history.replay_worker", "worker", "-l", "info"]),
         Part("file-projection", [sys.executable, "-m", "streams.files.projection_worker", "worker", "-l", "info"]),
         Part("file-optimizer", [sys.executable, "-m", "streams.files.optimizer_worker", "worker", "-l", "info"]),
+        Part("user-history", [sys.executable, "-m", "streams.history.projection_worker", "worker", "-l", "info"]),
+        Part("user-history-replayer", [sys.executable, "-m", "streams.history.replay_worker", "worker", "-l", "info"]),
         Part(
             "notification-delivery",
             [sys.executable, "-m", "streams.notifications.delivery_worker", "worker", "-l", "info"],

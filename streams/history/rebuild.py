@@ -157,6 +157,7 @@ class Rebuild:
         topics: Sequence[str],
         report: Report,
         batch_size: int = 5000,
+        max_events_per_second: float = 0.0,
         stored_offsets: dict[str, dict[str, int] | None] | None = None,
         promote: bool = True,
     ) -> None:
@@ -168,6 +169,7 @@ class Rebuild:
         self._topics = list(topics)
         self._report_to = report
         self._batch_size = batch_size
+        self._max_rate = max_events_per_second
         self._stored = stored_offsets or {}
         # False only for the benchmark: everything up to the swap, then the candidate is dropped.
         self._promote = promote
@@ -357,6 +359,7 @@ class Rebuild:
         consumer.pause(*(set(consumer.assignment()) - todo))
         consumer.resume(*todo)
         writing: asyncio.Task[None] | None = None
+        read, reading_since = 0, time.monotonic()
         try:
             while todo:
                 batches = await consumer.getmany(*todo, timeout_ms=500, max_records=self._batch_size)
@@ -392,6 +395,9 @@ class Rebuild:
                     self._write_bulk(generation, plan) if bulk else self._write(generation, plan)
                 )
                 await self._maybe_report()
+                read += len(records)
+                if self._max_rate > 0:
+                    await asyncio.sleep(read / self._max_rate - (time.monotonic() - reading_since))
             if writing is not None:
                 await writing
                 writing = None

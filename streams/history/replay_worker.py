@@ -218,6 +218,7 @@ class ReplayWorker:
             topics=history_topic_names(self.settings),
             report=report,
             batch_size=self.settings.history_rebuild_batch_size,
+            max_events_per_second=self.settings.history_rebuild_max_events_per_second,
             stored_offsets={
                 "start": job["start_offsets"],
                 "load": job["load_offsets"],

@@ -46,8 +46,10 @@ class HistorySlice:
     def new_projection(self) -> WorkerProcess:
         return WorkerProcess("streams.history.projection_worker", self.env, self.log_dir / f"{self.group}.log")
 
-    def new_replayer(self) -> WorkerProcess:
-        return WorkerProcess("streams.history.replay_worker", self.env, self.log_dir / "history-replayer.log")
+    def new_replayer(self, **settings: str) -> WorkerProcess:
+        """A replay worker of this slice; `settings` are extra HI_* variables for this one only."""
+        env = {**self.env, **settings}
+        return WorkerProcess("streams.history.replay_worker", env, self.log_dir / "history-replayer.log")
 
 
 def history_env(namespace: str) -> dict[str, str]:
