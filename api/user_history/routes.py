@@ -1,10 +1,11 @@
 """User-history endpoints (8084). Queries read the history workers' stores; the one command (replay)
 goes to the history replay worker through Kafka and answers 202 with the job's id."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -15,7 +16,7 @@ from api.common.deps import Context, CurrentUser
 from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
-from api.common.pagination import PageQuery, encode_cursor, page
+from api.common.pagination import PageParams, PageQuery, encode_cursor, page
 from api.common.responses import OrjsonResponse, ok
 from api.user_history import queries
 from api.user_history.models import USER_ID_PATTERN, ReplayIn
@@ -62,6 +63,25 @@ Snapshot = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class Window:
+    """What every list of activities can be narrowed to: types, a time range, a point-in-time copy."""
+
+    types: str | None
+    since: datetime | None
+    before: datetime | None
+    snapshot: str | None
+
+
+def _window(
+    types: TypeFilter = None, since: FromFilter = None, before: ToFilter = None, snapshot: Snapshot = None
+) -> Window:
+    return Window(types, since, before, snapshot)
+
+
+ActivityWindow = Annotated[Window, Depends(_window)]
+
+
 def _may_read(user: AccessClaims, user_id: str) -> None:
     if user.subject != user_id and user.role != Role.ADMIN:
         raise ApiError(403, "You can only read your own history", [field_error("userId", "not yours")])
@@ -78,11 +98,9 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-def _filter(
-    types: str | None, since: datetime | None, before: datetime | None, category: Category | None = None
-) -> ActivityFilter:
+def _filter(window: Window, category: Category | None = None) -> ActivityFilter:
     wanted: list[str] = []
-    for part in (types or "").split(","):
+    for part in (window.types or "").split(","):
         name = activity_type_of(part.strip())
         if not name:
             continue
@@ -90,7 +108,7 @@ def _filter(
             allowed = sorted(t for t in ACTIVITY_TYPES if category is None or ACTIVITY_CATEGORIES[t] == category)
             raise ApiError(422, "Invalid type", [field_error("type", f"{part.strip()!r} is not one of {allowed}")])
         wanted.append(name)
-    since, before = _aware(since, "from"), _aware(before, "to")
+    since, before = _aware(window.since, "from"), _aware(window.before, "to")
     if since and before and before <= since:
         raise ApiError(422, "Invalid time range", [field_error("to", "must be after from")])
     return ActivityFilter(category.value if category else None, tuple(sorted(set(wanted))), since, before)
@@ -247,23 +265,33 @@ async def replay_job(
 # ---- a user's history ----
 
 
+async def _activities(
+    request: Request,
+    user: AccessClaims,
+    user_id: str,
+    paging: PageParams,
+    window: Window,
+    consistency: str | None,
+    category: Category | None,
+    message: str,
+) -> JSONResponse:
+    _may_read(user, user_id)
+    where = _filter(window, category)
+    fresh = await queries.caught_up(request, "postgres", consistency)
+    data = await queries.activities(request, user_id, where, paging, window.snapshot)
+    return ok(data, message, queries.freshness_headers(fresh))
+
+
 @router.get("/{user_id}", summary="All activities, newest first; filter by type and time; cursor paging")
 async def history(
     user_id: UserId,
     user: CurrentUser,
     request: Request,
     paging: PageQuery,
-    types: TypeFilter = None,
-    since: FromFilter = None,
-    before: ToFilter = None,
-    snapshot: Snapshot = None,
+    window: ActivityWindow,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    _may_read(user, user_id)
-    where = _filter(types, since, before)
-    fresh = await queries.caught_up(request, "postgres", consistency)
-    data = await queries.activities(request, user_id, where, paging, snapshot)
-    return ok(data, "User history", queries.freshness_headers(fresh))
+    return await _activities(request, user, user_id, paging, window, consistency, None, "User history")
 
 
 @router.get("/{user_id}/recent", summary="The last N (≤ 50) activities, from Redis")
@@ -286,17 +314,12 @@ async def property_history(
     user: CurrentUser,
     request: Request,
     paging: PageQuery,
-    types: TypeFilter = None,
-    since: FromFilter = None,
-    before: ToFilter = None,
-    snapshot: Snapshot = None,
+    window: ActivityWindow,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    _may_read(user, user_id)
-    where = _filter(types, since, before, Category.PROPERTY)
-    fresh = await queries.caught_up(request, "postgres", consistency)
-    data = await queries.activities(request, user_id, where, paging, snapshot)
-    return ok(data, "Property activity", queries.freshness_headers(fresh))
+    return await _activities(
+        request, user, user_id, paging, window, consistency, Category.PROPERTY, "Property activity"
+    )
 
 
 @router.get("/{user_id}/searches", summary="Searches performed and saved")
@@ -305,17 +328,10 @@ async def search_history(
     user: CurrentUser,
     request: Request,
     paging: PageQuery,
-    types: TypeFilter = None,
-    since: FromFilter = None,
-    before: ToFilter = None,
-    snapshot: Snapshot = None,
+    window: ActivityWindow,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    _may_read(user, user_id)
-    where = _filter(types, since, before, Category.SEARCH)
-    fresh = await queries.caught_up(request, "postgres", consistency)
-    data = await queries.activities(request, user_id, where, paging, snapshot)
-    return ok(data, "Search activity", queries.freshness_headers(fresh))
+    return await _activities(request, user, user_id, paging, window, consistency, Category.SEARCH, "Search activity")
 
 
 @router.get("/{user_id}/events", summary="The raw CloudEvents of the user, from the event store")
@@ -349,21 +365,18 @@ async def timeline(
     user: CurrentUser,
     request: Request,
     paging: PageQuery,
+    window: ActivityWindow,
     tz: TimeZone = DEFAULT_TIME_ZONE,
     per_day: Annotated[int, Query(alias="perDay", ge=1, le=100, description="Activities listed per day")] = 20,
-    types: TypeFilter = None,
-    since: FromFilter = None,
-    before: ToFilter = None,
-    snapshot: Snapshot = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """`limit` days a page, newest first. Each day: its local `date`, `count` (all its activities),
     `byType`, and its newest `perDay` activities."""
     _may_read(user, user_id)
-    where = _filter(types, since, before)
+    where = _filter(window)
     tz = _zone(tz)
     fresh = await queries.caught_up(request, "postgres", consistency)
-    data = await queries.timeline(request, user_id, tz, where, per_day, paging, snapshot)
+    data = await queries.timeline(request, user_id, tz, where, per_day, paging, window.snapshot)
     return ok(data, "Timeline", queries.freshness_headers(fresh))
 
 

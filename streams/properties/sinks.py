@@ -438,36 +438,44 @@ class OpenSearchPropertySink:
 
     async def write(self, rows: Sequence[PropertyRow]) -> dict[str, str]:
         """Bulk-index (or delete) the rows, visible to search when this returns; {id: error} for refusals."""
-        if not rows:
-            return {}
-        lines: list[bytes] = []
-        for row in rows:
-            meta = {"_index": self._alias, "_id": row.id, "version": row.version, "version_type": "external"}
-            document = search_document(row)
-            if document is None:
-                lines.append(orjson.dumps({"delete": meta}))
-            else:
-                lines.append(orjson.dumps({"index": meta}))
-                lines.append(orjson.dumps(document))
-        response = await self._client.post(
-            "/_bulk", content=b"\n".join(lines) + b"\n", headers={"Content-Type": "application/x-ndjson"}
-        )
-        # Refused as a whole (overloaded, down, or the alias missing until `ops.search_index` runs): no
-        # single event is to blame, so wait and retry rather than dead-letter the batch.
-        if response.status_code != 200:
-            raise SearchUnavailable(f"bulk answered {response.status_code}: {response.text[:500]}")
-        refused: dict[str, str] = {}
-        for row, item in zip(rows, response.json()["items"], strict=True):
-            [(action, outcome)] = item.items()
-            status = outcome.get("status", 0)
-            if status in _FINE or (action == "delete" and status == 404):
-                continue
-            if status == 429 or status >= 500:
-                raise SearchUnavailable(f"{row.id}: {status} {outcome.get('error')}")
-            refused[row.id] = f"opensearch refused {row.id}: {status} {orjson.dumps(outcome.get('error')).decode()}"
-        # An explicit refresh rather than `refresh=wait_for`, which waits for the next periodic refresh (up
-        # to 1 s): the checkpoint recorded after this returns promises the batch is searchable.
-        refreshed = await self._client.post(f"/{self._alias}/_refresh")
-        if refreshed.status_code != 200:
-            raise SearchUnavailable(f"refresh answered {refreshed.status_code}: {refreshed.text[:500]}")
-        return refused
+        return await write_versioned(self._client, self._alias, [(r.id, r.version, search_document(r)) for r in rows])
+
+
+async def write_versioned(
+    client: httpx.AsyncClient, alias: str, documents: Sequence[tuple[str, int, dict[str, Any] | None]]
+) -> dict[str, str]:
+    """Index each (id, version, document) with external versioning, or delete it when the document is
+    None; searchable when this returns. Answers {id: error} for documents OpenSearch refuses for good;
+    raises SearchUnavailable when it refuses the request as a whole."""
+    if not documents:
+        return {}
+    lines: list[bytes] = []
+    for id_, version, document in documents:
+        meta = {"_index": alias, "_id": id_, "version": version, "version_type": "external"}
+        if document is None:
+            lines.append(orjson.dumps({"delete": meta}))
+        else:
+            lines.append(orjson.dumps({"index": meta}))
+            lines.append(orjson.dumps(document))
+    response = await client.post(
+        "/_bulk", content=b"\n".join(lines) + b"\n", headers={"Content-Type": "application/x-ndjson"}
+    )
+    # Refused as a whole (overloaded, down, or the alias missing until `ops.search_index` runs): no
+    # single event is to blame, so wait and retry rather than dead-letter the batch.
+    if response.status_code != 200:
+        raise SearchUnavailable(f"bulk answered {response.status_code}: {response.text[:500]}")
+    refused: dict[str, str] = {}
+    for (id_, _, _), item in zip(documents, response.json()["items"], strict=True):
+        [(action, outcome)] = item.items()
+        status = outcome.get("status", 0)
+        if status in _FINE or (action == "delete" and status == 404):
+            continue
+        if status == 429 or status >= 500:
+            raise SearchUnavailable(f"{id_}: {status} {outcome.get('error')}")
+        refused[id_] = f"opensearch refused {id_}: {status} {orjson.dumps(outcome.get('error')).decode()}"
+    # An explicit refresh rather than `refresh=wait_for`, which waits for the next periodic refresh (up
+    # to 1 s): the checkpoint recorded after this returns promises the batch is searchable.
+    refreshed = await client.post(f"/{alias}/_refresh")
+    if refreshed.status_code != 200:
+        raise SearchUnavailable(f"refresh answered {refreshed.status_code}: {refreshed.text[:500]}")
+    return refused

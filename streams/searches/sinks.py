@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -21,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas.searches import saved_match_event_id
 from streams.positions import SourcePosition
-from streams.properties.sinks import SearchUnavailable, raise_checkpoints
+from streams.properties.sinks import SearchUnavailable, raise_checkpoints, write_versioned
 from streams.searches.matching import ListedProperty, SavedSearchHit
 from streams.searches.projection import (
     POSTGRES_CHECKPOINT,
@@ -167,9 +166,6 @@ class PostgresSearchSink:
             return await cursor.fetchall()
 
 
-_FINE = {200, 201, 409}  # 409: the index already holds this version or a newer one
-
-
 class OpenSearchSavedSearchSink:
     def __init__(self, client: httpx.AsyncClient, alias: str) -> None:
         self._client = client
@@ -178,35 +174,9 @@ class OpenSearchSavedSearchSink:
     async def write(self, rows: Sequence[SavedSearchRow]) -> dict[str, str]:
         """Register (or remove) the percolator queries, visible to percolation when this returns; {id: error}
         for documents OpenSearch refuses for good."""
-        if not rows:
-            return {}
-        lines: list[bytes] = []
-        for row in rows:
-            meta = {"_index": self._alias, "_id": row.id, "version": row.version, "version_type": "external"}
-            document = saved_search_document(row)
-            if document is None:
-                lines.append(orjson.dumps({"delete": meta}))
-            else:
-                lines.append(orjson.dumps({"index": meta}))
-                lines.append(orjson.dumps(document))
-        response = await self._client.post(
-            "/_bulk", content=b"\n".join(lines) + b"\n", headers={"Content-Type": "application/x-ndjson"}
+        return await write_versioned(
+            self._client, self._alias, [(r.id, r.version, saved_search_document(r)) for r in rows]
         )
-        if response.status_code != 200:
-            raise SearchUnavailable(f"bulk answered {response.status_code}: {response.text[:500]}")
-        refused: dict[str, str] = {}
-        for row, item in zip(rows, response.json()["items"], strict=True):
-            [(action, outcome)] = item.items()
-            status = outcome.get("status", 0)
-            if status in _FINE or (action == "delete" and status == 404):
-                continue
-            if status == 429 or status >= 500:
-                raise SearchUnavailable(f"{row.id}: {status} {outcome.get('error')}")
-            refused[row.id] = f"opensearch refused {row.id}: {status} {orjson.dumps(outcome.get('error')).decode()}"
-        refreshed = await self._client.post(f"/{self._alias}/_refresh")
-        if refreshed.status_code != 200:
-            raise SearchUnavailable(f"refresh answered {refreshed.status_code}: {refreshed.text[:500]}")
-        return refused
 
 
 # ---- the saved-search matcher ----
