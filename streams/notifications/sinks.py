@@ -31,6 +31,7 @@ from streams.notifications.projection import (
 )
 from streams.positions import SourcePosition
 from streams.properties.sinks import raise_checkpoints
+from streams.redis_documents import WRITE_IF_NEWER
 
 _NOT_ERASED = "NOT EXISTS (SELECT 1 FROM notification_erased_users e WHERE e.user_id = %(user_id)s)"
 
@@ -182,18 +183,7 @@ def unread_key(user_id: str) -> str:
 
 
 # KEYS: notifications:unread:{id}; ARGV: version, document. Writes only when the stored version is older.
-_WRITE_COUNT = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, stored = pcall(cjson.decode, current)
-  if ok and type(stored) == 'table' and tonumber(stored['version']) and
-     tonumber(stored['version']) >= tonumber(ARGV[1]) then
-    return 0
-  end
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
+_WRITE_COUNT = WRITE_IF_NEWER
 
 
 class RedisUnreadSink:

@@ -43,6 +43,7 @@ from streams.properties.projection import (
     redis_document,
     search_document,
 )
+from streams.redis_documents import RETURN_IF_NOT_NEWER
 
 log = logging.getLogger("streams.properties.sinks")
 
@@ -330,15 +331,9 @@ def views_key(property_id: str) -> str:
 # KEYS: property:{id}, property:{id}:views, properties:recent, properties:featured
 # ARGV: version, document, id, createdAt epoch ms, featured 0/1, deleted 0/1, view count from Postgres
 # View counts only grow, so the larger of Redis's and Postgres's is the right one, whichever wrote last.
-_WRITE_PROPERTY = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, stored = pcall(cjson.decode, current)
-  if ok and type(stored) == 'table' and tonumber(stored['version']) and
-     tonumber(stored['version']) >= tonumber(ARGV[1]) then
-    return 0
-  end
-end
+_WRITE_PROPERTY = (
+    RETURN_IF_NOT_NEWER
+    + """
 local document = ARGV[2]
 if ARGV[6] == '0' then
   local views = tonumber(redis.call('HGET', KEYS[2], 'count') or '0')
@@ -357,6 +352,7 @@ end
 redis.call('SET', KEYS[1], document)
 return 1
 """
+)
 
 # KEYS: property:{id}:views, property:{id}
 # ARGV: absolute count, offset of the last view counted

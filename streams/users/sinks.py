@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from streams.positions import SourcePosition
 from streams.properties.sinks import raise_checkpoints
+from streams.redis_documents import WRITE_IF_NEWER
 from streams.users.projection import POSTGRES_CHECKPOINT, UserChange, UserRow, opened, redis_document
 
 _REGISTERED = """
@@ -117,18 +118,7 @@ def user_key(user_id: str) -> str:
 
 
 # KEYS: user:{id}; ARGV: version, document. Writes only when the stored version is older.
-_WRITE_USER = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, stored = pcall(cjson.decode, current)
-  if ok and type(stored) == 'table' and tonumber(stored['version']) and
-     tonumber(stored['version']) >= tonumber(ARGV[1]) then
-    return 0
-  end
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
+_WRITE_USER = WRITE_IF_NEWER
 
 
 class RedisUserSink:
