@@ -63,10 +63,17 @@ UPDATE user_history_replay_jobs SET state = 'running', phase = %s, generation = 
 WHERE job_id = %s
 """
 
+# A completed job's rate is over the whole job, start to swap (a small job can end before a first
+# measurement while loading).
 _FINISH = """
-UPDATE user_history_replay_jobs SET state = %s, phase = %s, error = %s, finished_at = now(), updated_at = now(),
-    eta_seconds = CASE WHEN %s = 'completed' THEN 0 ELSE NULL END
-WHERE job_id = %s
+UPDATE user_history_replay_jobs SET state = %(state)s, phase = %(phase)s, error = %(error)s, finished_at = now(),
+    updated_at = now(),
+    eta_seconds = CASE WHEN %(state)s = 'completed' THEN 0 ELSE NULL END,
+    events_per_second = CASE
+        WHEN %(state)s = 'completed' AND started_at IS NOT NULL AND events_processed > 0
+        THEN round(events_processed / greatest(extract(epoch FROM now() - started_at), 0.001), 1)
+        ELSE events_per_second END
+WHERE job_id = %(job_id)s
 """
 
 
@@ -267,7 +274,7 @@ class ReplayWorker:
 
         async def finish() -> None:
             async with self.pool.connection() as conn:
-                await conn.execute(_FINISH, (state.value, phase, error, state.value, job_id))
+                await conn.execute(_FINISH, {"state": state.value, "phase": phase, "error": error, "job_id": job_id})
 
         await until_done("postgres", finish)
 
