@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from api.common.auth import Unauthorized, issue_access_token
 from api.common.deps import Context, CurrentUser, OptionalUser
 from api.common.errors import ApiError, field_error
-from api.common.kafka import CONSISTENCY_HEADER
+from api.common.kafka import CONSISTENCY_HEADER, consistency_token
 from api.common.pagination import PageQuery
 from api.common.responses import created, ok
 from api.common.revocation import deny, deny_account
@@ -146,8 +146,9 @@ async def login(body: LoginIn, ctx: Context, request: Request, consistency: Cons
         sessionid=family,
         correlationid=ctx.correlation_id,
     )
-    await request.app.state.producer.publish(USERS.name, fact)
-    return ok(session, "Logged in")
+    # The login is part of the user's history: its token lets the client read it there at once.
+    position = await request.app.state.producer.publish(USERS.name, fact)
+    return ok(session, "Logged in", {CONSISTENCY_HEADER: consistency_token([position])})
 
 
 @auth_router.post("/refresh", summary="Rotate the refresh token; reuse of a rotated one revokes the session")

@@ -102,8 +102,7 @@ async def story(users, history, producer, api) -> Story:
         assert logged.status_code == 200, logged.text
         user_id = logged.json()["data"]["userId"]
         auth = {"Authorization": f"Bearer {logged.json()['data']['accessToken']}"}
-        # Login answers no consistency token (its fact is produced straight to `users`); the profile
-        # update after it lands on the same partition, later, so its token covers the login too.
+        assert logged.headers[CONSISTENCY].startswith("users:"), "the login fact's position"
         profile = await user_api.put(f"/api/users/{user_id}", json={"name": "Priya R"}, headers=auth)
         assert profile.status_code == 200, profile.text
         search = new_event(
@@ -130,6 +129,7 @@ async def story(users, history, producer, api) -> Story:
         assert delisted.status_code == 200, delisted.text
     token = merge(
         made.headers[CONSISTENCY],
+        logged.headers[CONSISTENCY],
         profile.headers[CONSISTENCY],
         f"{searched.topic}:{searched.partition}:{searched.offset}",
         token,
@@ -361,17 +361,16 @@ async def test_a_closed_account_leaves_no_history_but_its_views_still_count(
             headers={**auth, CONSISTENCY: listed.headers[CONSISTENCY]},
         )
         assert viewed.status_code == 202, viewed.text
-        # Its history exists before the closing (the login fact has no token of its own: awaited).
-        await eventually(
-            lambda: api.get(
-                f"/api/user-history/{user_id}", headers={**ADMIN, CONSISTENCY: viewed.headers[CONSISTENCY]}
-            ),
-            until=lambda r: (
-                [i["type"] for i in r.json()["data"]["items"]]
-                == ["property.viewed", "user.logged_in", "user.registered"]
-            ),
-            within=30,
+        # Its history exists before the closing, read at once with the login's and the view's tokens.
+        seen = await api.get(
+            f"/api/user-history/{user_id}",
+            headers={**ADMIN, CONSISTENCY: merge(logged.headers[CONSISTENCY], viewed.headers[CONSISTENCY])},
         )
+        assert [i["type"] for i in seen.json()["data"]["items"]] == [
+            "property.viewed",
+            "user.logged_in",
+            "user.registered",
+        ], seen.text
         closed = await user_api.delete(f"/api/users/{user_id}", headers=auth)
         assert closed.status_code == 200, closed.text
     late = new_event(
