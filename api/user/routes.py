@@ -124,7 +124,8 @@ async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResp
 @auth_router.post("/login", summary="Email + password -> access JWT and a rotating refresh token")
 async def login(body: LoginIn, ctx: Context, request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
     """Unknown email and wrong password get the same 401 in about the same time. Five failures in 15
-    minutes for one email or one client IP answer 429 with `Retry-After`; a success resets the email's."""
+    minutes for one email or one client IP answer 429 with `Retry-After`; a success resets the email's.
+    The `X-Consistency-Token` answered finds the login in the user's history at once."""
     settings = _settings(request)
     redis = request.app.state.redis
     email, ip = normalise_email(body.email), _client_ip(request)
