@@ -5,6 +5,7 @@ response: `accepted` with the events' positions (the consistency token), or `rej
 and reason (404, 403, 409, 422).
 """
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from schemas.registry import EVENTS, EventData
@@ -38,3 +39,19 @@ class CommandOutcome(EventData):
 
 
 EVENTS.register(COMMAND_OUTCOME, CommandOutcome)
+
+
+# What a pure decider returns: the events a command yields, or why it is refused.
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    data: EventData
+
+
+@dataclass(frozen=True)
+class Rejection:
+    status: int
+    message: str
+    errors: tuple[FieldProblem, ...] = ()

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.outcomes import FieldProblem
+from schemas.outcomes import FieldProblem, NewEvent, Rejection
 from schemas.properties import (
     ADD_PROPERTY_IMAGES,
     CREATE_PROPERTY,
@@ -49,19 +49,6 @@ class Command:
     user_id: str
     time: datetime
     data: EventData
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    type: str
-    data: EventData
-
-
-@dataclass(frozen=True)
-class Rejection:
-    status: int
-    message: str
-    errors: tuple[FieldProblem, ...] = ()
 
 
 @dataclass(frozen=True)

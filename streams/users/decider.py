@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from schemas.outcomes import FieldProblem
+from schemas.outcomes import FieldProblem, NewEvent, Rejection
 from schemas.personal import is_sealed
 from schemas.registry import EventData
 from schemas.users import (
@@ -47,19 +47,6 @@ class Command:
     actor_id: str  # who asked
     time: datetime
     data: EventData
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    type: str
-    data: EventData
-
-
-@dataclass(frozen=True)
-class Rejection:
-    status: int
-    message: str
-    errors: tuple[FieldProblem, ...] = ()
 
 
 Decision = list[NewEvent] | Rejection

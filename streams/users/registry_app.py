@@ -16,12 +16,12 @@ import faust
 from config import get_settings
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.envelope import Envelope
-from schemas.outcomes import CommandOutcome, Verdict
+from schemas.outcomes import CommandOutcome, Rejection, Verdict
 from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USER_REGISTRATIONS
 from schemas.users import OPEN_ACCOUNT, REGISTER_USER, RELEASE_EMAIL, OpenAccount, RegisterUser, ReleaseEmail
 from streams.app import create_app, run_worker
 from streams.deciding import REGISTRY_SOURCE, dead_letter_command, outcome_envelope
-from streams.users.decider import Rejection, decide_registration, decide_release
+from streams.users.decider import decide_registration, decide_release
 
 log = logging.getLogger("streams.users.registry")
 
