@@ -46,7 +46,10 @@ def parts(host: str) -> list[Part]:
         Part("user-projection", [sys.executable, "-m", "streams.users.projection_worker", "worker", "-l", "info"]),
         Part("file-projection", [sys.executable, "-m", "streams.files.projection_worker", "worker", "-l", "info"]),
         Part("file-optimizer", [sys.executable, "-m", "streams.files.optimizer_worker", "worker", "-l", "info"]),
-        Part("user-history", [sys.executable, "-m", "streams.history.projection_worker", "worker", "-l", "info"]),
+        Part(
+            "user-history-projection",
+            [sys.executable, "-m", "streams.history.projection_worker", "worker", "-l", "info"],
+        ),
         Part("user-history-replayer", [sys.executable, "-m", "streams.history.replay_worker", "worker", "-l", "info"]),
         Part(
             "notification-delivery",
@@ -68,6 +71,7 @@ def parts(host: str) -> list[Part]:
         )
         for spec in SERVICES
     ]
+    # A part's name keys its process and names its log (tests/unit/test_run_parts.py keeps them unique).
     return workers + services
 
 

@@ -1,17 +1,20 @@
 """What `make run` promises, checked on the real thing: the runner starts the archive worker and the six
 services; every `/ready` answers 200; the broker holds exactly the catalogue's topics; Kafka's own
-consumer-groups tool lists the archive's group; SIGTERM stops every part and frees every port."""
+consumer-groups tool lists the archive's group; SIGTERM stops every process it started and frees every
+port."""
 
 import asyncio
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
 from api.services import SERVICES
 from config.settings import PROJECT_ROOT
+from ops.run import parts
 from schemas.topics import ALL_TOPICS
 from tests.support.waiting import eventually
 
@@ -76,10 +79,35 @@ def port_taken(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def children_of(pid: int) -> dict[int, str]:
+    """{pid: command line} of the processes whose parent is `pid` (from /proc)."""
+    found: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name in parentheses may hold spaces: the parent pid is the 2nd field after it.
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 async def test_sigterm_stops_every_part_and_the_runner_printed_where_they_were(system):
-    """Last in this module: it ends the system the fixture started."""
+    """Last in this module: it ends the system the fixture started, every process of it."""
+    started = children_of(system.pid)
+    assert len(started) == len(parts("127.0.0.1")), started
     system.terminate()
     assert await asyncio.to_thread(system.wait, 60) == 0
+    assert {pid: command for pid, command in started.items() if alive(pid)} == {}
     assert [spec.port for spec in SERVICES if port_taken(spec.port)] == []
     printed = system.stdout.read().decode()
     for spec in SERVICES:
