@@ -15,7 +15,6 @@ payload breaks its contract, is poison and goes to `dead-letters`.
 """
 
 import importlib
-import importlib.util
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,14 +27,12 @@ from schemas.registry import EVENTS
 from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
-# The property and user modules register their event types; searches and files are built by other
-# slices and coded here to the contracts by type string. When their schema modules exist they are
-# loaded too, so their registered models (and upcasters) validate those events first.
+# Loaded for their side effect: each registers its event types (and upcasters), so the events history
+# reads are validated against their own models.
+importlib.import_module("schemas.files")
 importlib.import_module("schemas.properties")
+importlib.import_module("schemas.searches")
 importlib.import_module("schemas.users")
-for _optional in ("schemas.searches", "schemas.files"):
-    if importlib.util.find_spec(_optional) is not None:
-        importlib.import_module(_optional)
 
 HISTORY_CONSUMER = "user-history"
 
