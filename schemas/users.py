@@ -6,7 +6,8 @@ Two deciders own user state (see topology.md):
   first wins, the others are refused with 409. The winner is forwarded as `user.open_account.v1` to
   `user-commands` under the same command id.
 - `user-account` decides `user-commands` (keyed by user id): opening the account, profile updates,
-  deletion and recorded property counts. It is the only writer of sequenced events on `users`.
+  deletion and recorded property counts. It is the only writer of sequenced events on `users`. A
+  deletion also sends `property.delete.v1` for each listing the account had (to `property-commands`).
 Logins are facts (`user.logged_in.v1`), produced to `users` directly by the user service, unsequenced.
 
 Email is immutable after registration: changing it would need the registry to move a reservation
@@ -16,8 +17,9 @@ between two keys (two partitions) atomically, which is a saga of its own.
 import hashlib
 import hmac
 import re
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from schemas.properties import Role
 from schemas.registry import EVENTS, EventData
@@ -114,6 +116,15 @@ class UpdateProfile(EventData):
 class DeleteAccount(EventData):
     expected_version: int | None = None
     actor_role: Role = Role.USER
+    # The account's live listings as the user service read them: the account decider delists each with
+    # the closing (`delisting_command_id`), so a crash between the two cannot leave one listed.
+    listings: tuple[Annotated[str, StringConstraints(pattern=r"^prop-[A-Za-z0-9]{1,64}$")], ...] = ()
+
+
+def delisting_command_id(deletion_command_id: str, property_id: str) -> str:
+    """The id of the command that delists `property_id` because of the account deletion: derived, so a
+    deletion decided again sends the very same command, which the property decider answers once."""
+    return "cmd-" + hashlib.sha256(f"{deletion_command_id}|delist|{property_id}".encode()).hexdigest()[:32]
 
 
 class RecordPropertyCount(EventData):

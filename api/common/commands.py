@@ -7,6 +7,7 @@ future is registered before the command is produced, so its outcome cannot slip 
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from contextlib import suppress
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -15,7 +16,7 @@ from api.common.errors import ApiError, DependencyUnavailable
 from api.common.kafka import EventProducer
 from schemas.codec import EventDecodeError, decode
 from schemas.envelope import Envelope
-from schemas.outcomes import CommandOutcome
+from schemas.outcomes import CommandOutcome, Verdict
 from schemas.topics import COMMAND_OUTCOMES
 
 log = logging.getLogger("api.commands")
@@ -49,17 +50,37 @@ class CommandBus:
                 await self._task
 
     async def send(self, topic: str, command: Envelope) -> CommandOutcome:
+        outcome, _ = await self.send_with_follow_ups(topic, command, ())
+        return outcome
+
+    async def send_with_follow_ups(
+        self, topic: str, command: Envelope, follow_ups: Sequence[str]
+    ) -> tuple[CommandOutcome, dict[str, CommandOutcome]]:
+        """Send `command` and wait for its outcome; when accepted, also for the outcomes of the commands its
+        decider sends on (their ids, derived from `command`'s), within the same bound. Follow-ups not
+        answered in time are missing from the dict: they are sent all the same, only not yet decided."""
         if not self._following.is_set():
             raise DependencyUnavailable("kafka", "not following command outcomes yet")
-        future: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
-        self._waiting[command.id] = future
+        loop = asyncio.get_running_loop()
+        futures: dict[str, asyncio.Future[CommandOutcome]] = {
+            id_: loop.create_future() for id_ in (command.id, *follow_ups)
+        }
+        self._waiting.update(futures)
+        deadline = loop.time() + self.wait_seconds
         try:
             await self._producer.publish(topic, command, key=command.subject)
-            return await asyncio.wait_for(future, self.wait_seconds)
-        except TimeoutError:
-            raise NoDecision(self.wait_seconds) from None
+            try:
+                outcome = await asyncio.wait_for(futures[command.id], self.wait_seconds)
+            except TimeoutError:
+                raise NoDecision(self.wait_seconds) from None
+            later = [futures[id_] for id_ in follow_ups]
+            if outcome.verdict != Verdict.ACCEPTED or not later:
+                return outcome, {}
+            await asyncio.wait(later, timeout=max(0.0, deadline - loop.time()))
+            return outcome, {id_: futures[id_].result() for id_ in follow_ups if futures[id_].done()}
         finally:
-            self._waiting.pop(command.id, None)
+            for id_ in futures:
+                self._waiting.pop(id_, None)
 
     async def _follow_outcomes(self) -> None:
         """Runs for the life of the process; reconnects while Kafka is away."""

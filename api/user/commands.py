@@ -3,7 +3,11 @@ the HTTP answer.
 
 Registration -> `user-registrations` (keyed by the email key) -> `user-registry` -> `user-commands`
 -> `user-account` -> `users`. Every other account command goes to `user-commands` (keyed by user id).
+A deletion names the account's listings; the account decider sends their delistings on to
+`property-commands`, and the route waits for those outcomes too (`close_account`).
 """
+
+from collections.abc import Sequence
 
 from fastapi import Request
 
@@ -18,7 +22,7 @@ from schemas.outcomes import CommandOutcome, Verdict
 from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, seal
 from schemas.registry import EventData
 from schemas.topics import USER_COMMANDS, USER_REGISTRATIONS
-from schemas.users import REGISTER_USER, RegisterUser, Role, email_key
+from schemas.users import REGISTER_USER, RegisterUser, Role, delisting_command_id, email_key
 
 
 def registration(
@@ -93,6 +97,17 @@ async def register(bus: CommandBus, envelope: Envelope) -> CommandOutcome:
 async def decide(request: Request, envelope: Envelope) -> CommandOutcome:
     bus: CommandBus = request.app.state.commands
     return raise_rejection(await bus.send(USER_COMMANDS.name, envelope))
+
+
+async def close_account(
+    request: Request, envelope: Envelope, listings: Sequence[str]
+) -> tuple[CommandOutcome, dict[str, CommandOutcome]]:
+    """The deletion's outcome, and those of the listings' delistings the account decider sends with it
+    that were decided within the wait (keyed by their command ids)."""
+    bus: CommandBus = request.app.state.commands
+    follow_ups = [delisting_command_id(envelope.id, property_id) for property_id in listings]
+    outcome, delistings = await bus.send_with_follow_ups(USER_COMMANDS.name, envelope, follow_ups)
+    return raise_rejection(outcome), delistings
 
 
 def actor_role(user: AccessClaims) -> Role:

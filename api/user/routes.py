@@ -25,8 +25,8 @@ from api.user.personal_keys import personal_key as get_personal_key
 from config.settings import Settings
 from schemas.envelope import new_event
 from schemas.ids import new_id
-from schemas.properties import DELETE_PROPERTY, DeleteProperty
-from schemas.topics import PROPERTIES, PROPERTY_COMMANDS, USERS
+from schemas.outcomes import Verdict
+from schemas.topics import PROPERTIES, USERS
 from schemas.users import (
     DELETE_ACCOUNT,
     RECORD_PROPERTY_COUNT,
@@ -242,23 +242,19 @@ async def delete_user(
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """Send a property command's `X-Consistency-Token` to be sure a listing created just before is
-    delisted too: the listings to delist are read from the property read model."""
+    delisted too: the listings to delist are read from the property read model, named in the deletion,
+    and delisted by the account decider with it (each through the property decider, as the owner's or
+    the admin's delete). `delistedProperties` counts those decided within the wait; the others follow."""
     commands.require_self_or_admin(user, user_id)
-    delete = DeleteAccount(expected_version=_parse_if_match(if_match), actor_role=commands.actor_role(user))
-    outcome = await commands.decide(request, commands.account_command(DELETE_ACCOUNT, user_id, delete, user, ctx))
-    # The account is closed; its listings go with it, each through the property decider (the owner's
-    # or an admin's delete, as any other delisting). A listing the decider already delisted is a 404.
     await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
-    positions: list[str] = []
-    delisted = 0
-    bus = request.app.state.commands
-    for property_id in await queries.live_listing_ids(request, user_id):
-        command = commands.account_command(
-            DELETE_PROPERTY, property_id, DeleteProperty(actor_role=commands.actor_role(user)), user, ctx
-        )
-        answer = await bus.send(PROPERTY_COMMANDS.name, command)
-        positions += answer.positions
-        delisted += 1 if answer.positions else 0
+    listings = tuple(await queries.live_listing_ids(request, user_id))
+    delete = DeleteAccount(
+        expected_version=_parse_if_match(if_match), actor_role=commands.actor_role(user), listings=listings
+    )
+    command = commands.account_command(DELETE_ACCOUNT, user_id, delete, user, ctx)
+    outcome, delistings = await commands.close_account(request, command, listings)
+    positions = tuple(position for answer in delistings.values() for position in answer.positions)
+    delisted = sum(1 for answer in delistings.values() if answer.verdict == Verdict.ACCEPTED)
     # Every session of the account ends: its access tokens on every device (the deny list every service
     # checks), and its refresh tokens (refresh checks the account is live and revokes the session).
     await deny_account(request.app.state.redis, user_id, _settings(request).jwt_access_ttl_seconds)

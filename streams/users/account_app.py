@@ -3,7 +3,10 @@
 Consumer group `user-account`. Reads `user-commands` (keyed by user id), keeps each account's state in
 `accounts` (co-partitioned: same key, six partitions), and for each command: decide (pure) -> produce
 the events to `users` -> fold them into the table -> answer on `command-outcomes`. A closed account's
-email is handed back to the registry (`user.release_email.v1` on `user-registrations`). The only writer of
+email is handed back to the registry (`user.release_email.v1` on `user-registrations`) and its listings
+are delisted (`property.delete.v1` on `property-commands`, one per listing the deletion names). Both
+are sent before the table is written, with ids derived from the deletion: a crash in between decides
+the deletion again and sends the same commands, which their deciders answer once. The only writer of
 sequenced events on `users`. Accounts are opened by the registry's forward (`user.open_account.v1`),
 which reaches this partition before any later command about the user: the endpoint answered 201 only
 after this decider emitted the registration.
@@ -17,8 +20,9 @@ from config import get_settings
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.envelope import Envelope, format_time
 from schemas.outcomes import CommandOutcome, Verdict
-from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USER_REGISTRATIONS, USERS
-from schemas.users import ACCOUNT_COMMANDS, RELEASE_EMAIL, ReleaseEmail
+from schemas.properties import DELETE_PROPERTY, DeleteProperty
+from schemas.topics import COMMAND_OUTCOMES, PROPERTY_COMMANDS, USER_COMMANDS, USER_REGISTRATIONS, USERS
+from schemas.users import ACCOUNT_COMMANDS, RELEASE_EMAIL, DeleteAccount, ReleaseEmail, delisting_command_id
 from streams.app import create_app, run_worker
 from streams.deciding import (
     ACCOUNT_SOURCE,
@@ -36,6 +40,7 @@ from streams.users.decider import (
     decide,
     email_to_release,
     evolve,
+    listings_to_delist,
     remember,
     state_from_json,
     state_to_json,
@@ -72,6 +77,23 @@ def release_command(command: Command, cause: Envelope, release: ReleaseEmail) ->
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         data=release.to_wire(),
+    )
+
+
+def delisting_command(command: Command, cause: Envelope, property_id: str) -> Envelope:
+    """The owner's (or the closing admin's) delete of one listing, as the property service would send it."""
+    assert isinstance(command.data, DeleteAccount)
+    return Envelope(
+        id=delisting_command_id(command.id, property_id),
+        type=DELETE_PROPERTY,
+        source=ACCOUNT_SOURCE,
+        subject=property_id,
+        time=command.time,
+        userid=command.actor_id,
+        sessionid=cause.sessionid,
+        correlationid=cause.correlationid or cause.id,
+        causationid=cause.id,
+        data=DeleteProperty(actor_role=command.data.actor_role).to_wire(),
     )
 
 
@@ -118,6 +140,8 @@ async def handle(key: bytes, cause: Envelope) -> None:
             await _produce(
                 USER_REGISTRATIONS.name, release.email_key.encode(), release_command(command, cause, release)
             )
+        for property_id in listings_to_delist(command, before, state):
+            await _produce(PROPERTY_COMMANDS.name, property_id.encode(), delisting_command(command, cause, property_id))
         state = remember(state, command.id)
         accounts[command.user_id] = state_to_json(state)
         outcome = CommandOutcome(

@@ -189,6 +189,15 @@ def email_to_release(before: AccountState | None, after: AccountState | None) ->
     return ReleaseEmail(user_id=before.id, email_key=before.email_key)
 
 
+def listings_to_delist(command: Command, before: AccountState | None, after: AccountState | None) -> tuple[str, ...]:
+    """The listings a decision that closed the account takes down with it (named by the command)."""
+    if not isinstance(command.data, DeleteAccount) or before is None or before.deleted:
+        return ()
+    if after is None or not after.deleted:
+        return ()
+    return command.data.listings
+
+
 def remember(state: AccountState, command_id: str) -> AccountState:
     return replace(state, recent_commands=(*state.recent_commands, command_id)[-REMEMBERED_COMMANDS:])
 

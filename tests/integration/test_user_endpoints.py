@@ -12,6 +12,11 @@ import pytest
 
 from api.common.auth import issue_access_token
 from config.settings import PROJECT_ROOT
+from schemas.codec import encode
+from schemas.envelope import new_event
+from schemas.ids import new_id
+from schemas.topics import USER_COMMANDS
+from schemas.users import DELETE_ACCOUNT, DeleteAccount
 from tests.support.properties import SEED_BODY
 from tests.support.users import PASSWORD, an_email, registration, running_user_slice
 from tests.support.waiting import eventually
@@ -302,6 +307,29 @@ async def test_delete_closes_the_account_erases_it_and_delists_its_listings(api,
     assert (await log_in(api, body["email"], token=closed.headers[CONSISTENCY])).status_code == 401
     assert (await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})).status_code == 401
     assert (await api.get(f"/api/users/{user_id}", headers=auth)).status_code == 401  # its token is denied
+
+
+async def test_a_deletion_delists_its_listings_even_when_nobody_waits_for_the_answer(api, property_api, producer):
+    """The account decider sends the delistings with the closing itself: a user service that died just
+    after sending the deletion (here: the command produced straight to Kafka) leaves no listing up."""
+    user_id, auth, _, _ = await a_session(api)
+    listed = [await property_api.post("/api/properties", json=SEED_BODY, headers=auth) for _ in range(2)]
+    assert [answer.status_code for answer in listed] == [201, 201]
+    deletion = new_event(
+        type=DELETE_ACCOUNT,
+        subject=user_id,
+        data=DeleteAccount(listings=tuple(answer.json()["data"]["id"] for answer in listed)).to_wire(),
+        service="user",
+        userid=user_id,
+        event_id=new_id("cmd"),
+    )
+    await producer.send_and_wait(USER_COMMANDS.name, encode(deletion), key=user_id.encode())
+    for answer in listed:
+        location = answer.headers["Location"]
+        gone = await eventually(
+            lambda where=location: property_api.get(where), until=lambda r: r.status_code == 404, within=30
+        )
+        assert gone.status_code == 404
 
 
 async def test_a_closed_accounts_email_can_be_registered_again(api):

@@ -2,6 +2,9 @@
 
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import ValidationError
+
 from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, seal, unseal
 from schemas.users import (
     DELETE_ACCOUNT,
@@ -19,6 +22,7 @@ from schemas.users import (
     ReleaseEmail,
     Role,
     UpdateProfile,
+    delisting_command_id,
     email_key,
     normalise_email,
 )
@@ -32,6 +36,7 @@ from streams.users.decider import (
     decide_release,
     email_to_release,
     evolve,
+    listings_to_delist,
     remember,
     state_from_json,
     state_to_json,
@@ -188,6 +193,25 @@ def test_a_closed_account_releases_its_email_to_the_registry_once():
     assert email_to_release(gone, gone) is None  # already closed: nothing more to release
     assert email_to_release(state, state) is None  # not a deletion
     assert state_from_json(state_to_json(gone)).email_key == "email-x"
+
+
+def test_a_closing_delists_the_listings_it_names_once_with_derived_command_ids():
+    state = opened()
+    deletion = command(DELETE_ACCOUNT, DeleteAccount(listings=("prop-a", "prop-b")), command_id="cmd-del")
+    [event] = decide(deletion, state)
+    gone = evolve(state, event, user_id=USER, time=NOW)
+    assert listings_to_delist(deletion, state, gone) == ("prop-a", "prop-b")
+    assert listings_to_delist(deletion, gone, gone) == ()  # already closed: sent with the first closing
+    refused = command(DELETE_ACCOUNT, DeleteAccount(expected_version=99, listings=("prop-a",)), command_id="cmd-x")
+    assert isinstance(decide(refused, state), Rejection) and listings_to_delist(refused, state, state) == ()
+    # The id depends on the deletion and the listing only: a deletion decided again sends the same commands.
+    assert delisting_command_id("cmd-del", "prop-a") == delisting_command_id("cmd-del", "prop-a")
+    assert len({delisting_command_id(c, p) for c in ("cmd-del", "cmd-2") for p in ("prop-a", "prop-b")}) == 4
+
+
+def test_a_deletion_names_only_listing_ids():
+    with pytest.raises(ValidationError):
+        DeleteAccount(listings=("user-priya",))
 
 
 def test_the_registry_frees_an_address_only_for_the_account_holding_it():
