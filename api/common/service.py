@@ -22,6 +22,7 @@ from api.common.commands import CommandBus
 from api.common.errors import error_response, field_error, install_error_handlers
 from api.common.kafka import EventProducer
 from api.common.logs import RequestLogMiddleware, configure_logging
+from api.common.nul_guard import RefuseNul
 from api.common.readiness import (
     Check,
     kafka_check,
@@ -152,6 +153,7 @@ def create_service(
     app.state.uses = used
     app.state.is_revoked = None  # the lifespan sets the Redis deny-list check when the service uses Redis
     install_error_handlers(app)
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(RequestLogMiddleware)  # added last, so outermost: it logs the refusals too
     _add_probes(app, name)
     return app

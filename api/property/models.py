@@ -18,7 +18,7 @@ class PropertyUpdateIn(ApiModel):
 
     title: str | None = Field(default=None, min_length=3, max_length=200)
     location: str | None = Field(default=None, min_length=1, max_length=100)
-    price: int | None = Field(default=None, gt=0)
+    price: int | None = Field(default=None, gt=0, le=1_000_000_000_000)  # the ceiling of ListingFields.price
     property_type: PropertyType | None = None
     bedrooms: int | None = Field(default=None, ge=0, le=50)
     bathrooms: int | None = Field(default=None, ge=0, le=50)

@@ -12,14 +12,13 @@ import logging
 from collections.abc import Sequence
 
 import faust
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
 from schemas.topics import FILES, USERS
 from streams.app import create_app
-from streams.batches import record_of, until_done
+from streams.batches import apply_isolating_refusals, record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.files.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, PlannedChange, plan_files
 from streams.files.sinks import PostgresFileSink, PropertyList, RedisFileListSink
@@ -63,37 +62,13 @@ class FileProjector:
         await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
 
     async def _write_postgres(
-        self, changes: Sequence[PlannedChange], all_positions: Sequence[SourcePosition]
+        self, changes: Sequence[PlannedChange], positions: Sequence[SourcePosition]
     ) -> list[PropertyList]:
-        try:
-            return await until_done(
-                "postgres", lambda: self._postgres.apply([c.change for c in changes], all_positions)
-            )
-        except psycopg.Error as exc:
-            # A change Postgres refuses for good (not a connection problem): find it, keep the others.
-            log.warning("file batch refused (%s: %s); applying its events one by one", type(exc).__name__, exc)
-        lists: dict[str, PropertyList] = {}
-        for planned in changes:
-            try:
-                for listed in await until_done(
-                    "postgres", lambda p=planned: self._postgres.apply([p.change], [p.record.position])
-                ):
-                    lists[listed.property_id] = listed
-            except psycopg.Error as row_exc:
-                record = planned.record
-                await self._dead_letters(
-                    [
-                        DeadLetter(
-                            record.key,
-                            record.value,
-                            f"postgres refused the event: {row_exc}",
-                            record.position,
-                            PROJECTION_CONSUMER,
-                        )
-                    ]
-                )
-        await until_done("postgres", lambda: self._postgres.apply([], all_positions))
-        return list(lists.values())
+        written = await apply_isolating_refusals("file", self._postgres.apply, changes, positions, self._dead_letter)
+        return list({listed.property_id: listed for listed in written}.values())
+
+    async def _dead_letter(self, record: RawRecord, error: str) -> None:
+        await self._dead_letters([DeadLetter(record.key, record.value, error, record.position, PROJECTION_CONSUMER)])
 
 
 settings = get_settings()

@@ -17,14 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import faust
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
-from streams.batches import record_of, until_done
+from streams.batches import apply_isolating_refusals, record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord, SourcePosition
 from streams.properties.projection import (
@@ -91,35 +90,13 @@ class PropertyProjector:
     async def _write_postgres(
         self, changes: Sequence[PlannedChange], positions: Sequence[SourcePosition]
     ) -> list[PropertyRow]:
-        try:
-            return await until_done("postgres", lambda: self._postgres.apply([c.change for c in changes], positions))
-        except psycopg.Error as exc:
-            # A change Postgres refuses for good (not a connection problem): find it, keep the others.
-            log.warning("property batch refused (%s: %s); applying its events one by one", type(exc).__name__, exc)
-        rows: dict[str, PropertyRow] = {}
-        for planned in changes:
-            try:
-                for row in await until_done(
-                    "postgres", lambda p=planned: self._postgres.apply([p.change], [p.record.position])
-                ):
-                    rows[row.id] = row
-            except psycopg.Error as row_exc:
-                record = planned.record
-                await self._dead_letters(
-                    [
-                        DeadLetter(
-                            record.key,
-                            record.value,
-                            f"postgres refused the event: {row_exc}",
-                            record.position,
-                            PROJECTION_CONSUMER,
-                        )
-                    ]
-                )
-        # The refused events' positions count as handled: they are on the dead-letter topic now.
-        for row in await until_done("postgres", lambda: self._postgres.apply([], positions)):
-            rows[row.id] = row
-        return list(rows.values())
+        written = await apply_isolating_refusals(
+            "property", self._postgres.apply, changes, positions, self._dead_letter
+        )
+        return list({row.id: row for row in written}.values())
+
+    async def _dead_letter(self, record: RawRecord, error: str) -> None:
+        await self._dead_letters([DeadLetter(record.key, record.value, error, record.position, PROJECTION_CONSUMER)])
 
     async def _refused(self, refused: dict[str, str], records_by_property: dict[str, list[RawRecord]]) -> None:
         letters = [

@@ -141,6 +141,27 @@ async def test_validation_error_names_each_bad_field_in_camel_case(client):
     assert "price" in response.json()["message"]
 
 
+async def test_a_nul_character_anywhere_in_a_json_body_is_a_422_naming_its_field(client):
+    """Postgres text cannot hold \u0000: accepted, it would be lost by every projection."""
+    for body, field in (
+        ({**VALID, "title": "3BHK\x00Apartment"}, "title"),
+        ({**VALID, "address": {"city": "Hyder\x00abad", "zipCode": "500032"}}, "address.city"),
+        ({**VALID, "tags": ["ok", "n\x00"]}, "tags[1]"),
+    ):
+        response = await client.post("/api/things", json=body)
+        errors = assert_error_envelope(response, 422)["errors"]
+        assert errors == [{"field": field, "message": "must not contain a NUL character (\\u0000)"}]
+    # A backslash and "u0000" typed as text are not a NUL: accepted.
+    typed = await client.post("/api/things", json={**VALID, "title": "C:\\u0000 drive"})
+    assert typed.status_code == 201, typed.text
+
+
+async def test_a_nul_character_in_a_query_parameter_is_a_422_naming_it(client):
+    response = await client.get("/api/things?limit=5&q=ab%00cd")
+    assert assert_error_envelope(response, 422)["errors"][0]["field"] == "q"
+    assert (await client.get("/api/things?limit=5")).status_code == 200
+
+
 def test_field_path_forms():
     assert field_path(("body", "address", "zip_code")) == "address.zipCode"
     assert field_path(("body", "images", 2, "caption")) == "images[2].caption"
