@@ -21,6 +21,7 @@ from schemas.codec import EventDecodeError, decode, encode
 from schemas.envelope import Envelope, format_time
 from schemas.outcomes import CommandOutcome, Verdict
 from schemas.properties import DELETE_PROPERTY, DeleteProperty
+from schemas.registry import EventData
 from schemas.topics import COMMAND_OUTCOMES, PROPERTY_COMMANDS, USER_COMMANDS, USER_REGISTRATIONS, USERS
 from schemas.users import ACCOUNT_COMMANDS, RELEASE_EMAIL, DeleteAccount, ReleaseEmail, delisting_command_id
 from streams.app import create_app, run_worker
@@ -64,36 +65,33 @@ def event_envelope(command: Command, cause: Envelope, event: NewEvent, index: in
     )
 
 
-def release_command(command: Command, cause: Envelope, release: ReleaseEmail) -> Envelope:
-    """Its id derives from the deletion's command id: a redecided deletion sends the same release."""
+def follow_up(command: Command, cause: Envelope, id_: str, type_: str, subject: str, data: EventData) -> Envelope:
+    """A command a decision sends on to another decider, on behalf of the same actor and request."""
     return Envelope(
-        id=event_id(command.id, RELEASE_INDEX),
-        type=RELEASE_EMAIL,
+        id=id_,
+        type=type_,
         source=ACCOUNT_SOURCE,
-        subject=release.email_key,
+        subject=subject,
         time=command.time,
         userid=command.actor_id,
         sessionid=cause.sessionid,
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
-        data=release.to_wire(),
+        data=data.to_wire(),
     )
+
+
+def release_command(command: Command, cause: Envelope, release: ReleaseEmail) -> Envelope:
+    """Its id derives from the deletion's command id: a redecided deletion sends the same release."""
+    return follow_up(command, cause, event_id(command.id, RELEASE_INDEX), RELEASE_EMAIL, release.email_key, release)
 
 
 def delisting_command(command: Command, cause: Envelope, property_id: str) -> Envelope:
     """The owner's (or the closing admin's) delete of one listing, as the property service would send it."""
     assert isinstance(command.data, DeleteAccount)
-    return Envelope(
-        id=delisting_command_id(command.id, property_id),
-        type=DELETE_PROPERTY,
-        source=ACCOUNT_SOURCE,
-        subject=property_id,
-        time=command.time,
-        userid=command.actor_id,
-        sessionid=cause.sessionid,
-        correlationid=cause.correlationid or cause.id,
-        causationid=cause.id,
-        data=DeleteProperty(actor_role=command.data.actor_role).to_wire(),
+    delete = DeleteProperty(actor_role=command.data.actor_role)
+    return follow_up(
+        command, cause, delisting_command_id(command.id, property_id), DELETE_PROPERTY, property_id, delete
     )
 
 
