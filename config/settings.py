@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # A ceiling on a rebuild's read rate, so a rebuild on a busy primary leaves it room; 0 means as fast as
     # it goes (about 24,000 events/s here).
     history_rebuild_max_events_per_second: float = Field(default=0.0, ge=0)
+    # How long a point-in-time copy (a rebuild with `until`) is kept after its job finished; then the replay
+    # worker drops it. 0 keeps copies forever.
+    history_snapshot_retention_seconds: float = Field(default=30 * 86400.0, ge=0)
     opensearch_properties_alias: str = "properties"
     # Search (api/search, streams/searches): saved searches as percolator queries behind their own alias;
     # indices are `<alias>-v<mapping version>-<stamp>`, made by `ops.search_index`, rebuilt by `ops.reindex`.

@@ -2,7 +2,7 @@
 goes to the history replay worker through Kafka and answers 202 with the job's id."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -131,8 +131,9 @@ async def start_replay(
 ) -> JSONResponse:
     """A blue/green rebuild run by the history replay worker: a fresh generation is filled from Kafka while
     the current one keeps answering, then swapped in. With `until`, a separate read-only copy of history
-    as it was then (read it with `?snapshot=<jobId>`). Answers 202 with the job's id; follow it at the
-    `Location` (send the `X-Consistency-Token` along to see the job at once)."""
+    as it was then (read it with `?snapshot=<jobId>`; kept 30 days by default, see `snapshotExpiresAt`).
+    Answers 202 with the job's id; follow it at the `Location` (send the `X-Consistency-Token` along to
+    see the job at once)."""
     _require_admin(user)
     if body.until is not None and body.from_time is not None and body.until <= body.from_time:
         raise ApiError(422, "Invalid time range", [field_error("until", "must be after from")])
@@ -182,9 +183,11 @@ async def start_replay(
     )
 
 
-def _job(row: dict[str, Any]) -> dict[str, Any]:
+def _job(row: dict[str, Any], retention_seconds: float) -> dict[str, Any]:
     total, processed = row["events_total"], row["events_processed"]
-    snapshot = row["job_id"] if row["until_time"] is not None and row["state"] == "completed" else None
+    copy_made = row["until_time"] is not None and row["state"] == "completed"
+    snapshot = row["job_id"] if copy_made and row["snapshot_dropped_at"] is None else None
+    expires = row["finished_at"] + timedelta(seconds=retention_seconds) if copy_made and retention_seconds else None
     return {
         "jobId": row["job_id"],
         "state": row["state"],
@@ -205,6 +208,9 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
         "finishedAt": format_time(row["finished_at"]) if row["finished_at"] else None,
         "error": row["error"],
         "snapshot": snapshot,
+        # A point-in-time copy is dropped by the replay worker once past the retention.
+        "snapshotExpiresAt": format_time(expires) if snapshot and expires else None,
+        "snapshotDroppedAt": format_time(row["snapshot_dropped_at"]) if row["snapshot_dropped_at"] else None,
     }
 
 
@@ -242,7 +248,8 @@ async def list_replays(user: CurrentUser, request: Request, paging: PageQuery) -
     rows = rows[: paging.limit]
     last = rows[-1] if more else None
     next_cursor = encode_cursor({"t": last["requested_at"].isoformat(), "id": last["job_id"]}) if last else None
-    return ok(page([_job(row) for row in rows], next_cursor), "Rebuild jobs")
+    retention = request.app.state.settings.history_snapshot_retention_seconds
+    return ok(page([_job(row, retention) for row in rows], next_cursor), "Rebuild jobs")
 
 
 @router.get("/replay/{job_id}", summary="Admin: a rebuild job's state, events processed and total, rate, ETA")
@@ -259,7 +266,8 @@ async def replay_job(
         row = await cursor.fetchone()
     if row is None:
         raise ApiError(404, f"Replay job {job_id} not found", headers=queries.freshness_headers(fresh))
-    return ok(_job(row), "Rebuild job", queries.freshness_headers(fresh))
+    retention = request.app.state.settings.history_snapshot_retention_seconds
+    return ok(_job(row, retention), "Rebuild job", queries.freshness_headers(fresh))
 
 
 # ---- a user's history ----

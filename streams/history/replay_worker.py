@@ -8,7 +8,8 @@ its namespace becomes a `queued` row in `user_history_replay_jobs`, written with
 their state, phase, events processed and total, rate and ETA are written to the row twice a second.
 
 At start it finishes what a previous run left: a `running` job resumes from the positions written with
-its rows; generations retired or failed but not yet dropped are dropped.
+its rows; generations retired or failed but not yet dropped are dropped. Between jobs it drops the
+point-in-time copies older than `HI_HISTORY_SNAPSHOT_RETENTION_SECONDS` (30 days by default).
 """
 
 import argparse
@@ -74,6 +75,14 @@ UPDATE user_history_replay_jobs SET state = %(state)s, phase = %(phase)s, error 
         THEN round(events_processed / greatest(extract(epoch FROM now() - started_at), 0.001), 1)
         ELSE events_per_second END
 WHERE job_id = %(job_id)s
+"""
+
+
+_EXPIRED_SNAPSHOTS = """
+SELECT job_id FROM user_history_replay_jobs
+WHERE namespace = %s AND until_time IS NOT NULL AND state = 'completed' AND snapshot_dropped_at IS NULL
+  AND finished_at < now() - make_interval(secs => %s)
+ORDER BY finished_at
 """
 
 
@@ -188,11 +197,33 @@ class ReplayWorker:
         while True:
             job = await until_done("postgres", self.next_job)
             if job is None:
+                await until_done("postgres", self.drop_expired_snapshots)
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=2.0)
                 continue
             await self.run_job(job)
+
+    async def drop_expired_snapshots(self) -> None:
+        """Point-in-time copies older than the retention go, between jobs (never under a running one)."""
+        retention = self.settings.history_snapshot_retention_seconds
+        if retention <= 0:
+            return
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(_EXPIRED_SNAPSHOTS, (self.namespace, retention))
+            expired = [job_id for (job_id,) in await cursor.fetchall()]
+        for job_id in expired:
+            async with self.pool.connection() as conn:
+                snapshot = await by_job(conn, job_id)
+            if snapshot is not None and snapshot.kind == "snapshot":
+                await drop_generation(self.pool, self.redis, snapshot)
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE user_history_replay_jobs SET snapshot_dropped_at = now(), updated_at = now()"
+                    " WHERE job_id = %s",
+                    (job_id,),
+                )
+            log.info("job %s: its point-in-time copy is past the retention and was dropped", job_id)
 
     async def next_job(self) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:

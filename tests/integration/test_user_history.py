@@ -526,6 +526,36 @@ async def test_a_point_in_time_copy_is_history_as_it_was_then(api, story):
     assert [item["type"] for item in now] == STORY, "the live history is untouched"
 
 
+async def test_a_point_in_time_copy_past_its_retention_is_dropped(api, story, history, pg):
+    """The replay worker drops copies older than HI_HISTORY_SNAPSHOT_RETENTION_SECONDS between jobs; the
+    job stays, saying when its copy went, and reading the copy is then a 404."""
+    history.replayer.stop()
+    history.replayer = history.new_replayer(HI_HISTORY_SNAPSHOT_RETENTION_SECONDS="3")
+    history.replayer.start()
+    try:
+        until = {"until": format_time(story.listed_at)}
+        started = await api.post("/api/user-history/replay", json=until, headers=ADMIN)
+        assert started.status_code == 202, started.text
+        job_id = started.json()["data"]["jobId"]
+        job = await wait_for_job(api, ADMIN, job_id, within=180)
+        assert job["snapshot"] == job_id and job["snapshotExpiresAt"] and job["snapshotDroppedAt"] is None, job
+        assert (await read(api, story, snapshot=job_id)).status_code == 200
+
+        async def status() -> dict[str, Any]:
+            return (await api.get(f"/api/user-history/replay/{job_id}", headers=ADMIN)).json()["data"]
+
+        dropped = await eventually(status, until=lambda j: j["snapshotDroppedAt"] is not None, within=60, every=0.5)
+        assert dropped["snapshot"] is None and dropped["state"] == "completed", dropped
+        gone = await api.get(f"/api/user-history/{story.user_id}", params={"snapshot": job_id}, headers=story.auth)
+        assert gone.status_code == 404 and gone.json()["errors"][0]["field"] == "snapshot", gone.text
+        cursor = await pg.execute("SELECT state FROM user_history_generations WHERE job_id = %s", (job_id,))
+        assert [state for (state,) in await cursor.fetchall()] == ["dropped"]
+    finally:
+        history.replayer.stop()
+        history.replayer = history.new_replayer()
+        history.replayer.start()
+
+
 async def test_a_rebuild_killed_while_loading_resumes_and_converges(api, story, history, pg):
     """SIGKILL the replay worker in the middle of the bulk load; a new one resumes the job from the
     positions written with its rows, and the result is the same as before, to the row."""
