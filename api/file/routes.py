@@ -230,11 +230,13 @@ async def upload_bulk(
     request: Request,
     user: CurrentUser,
     ctx: Context,
+    idempotency_key: IdempotencyKey = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """Form fields: `files` (1 to 20 parts), optional `propertyId` and `kind` for all of them. One bad
     file does not fail the others: `data.items[i]` is file i's result (`status` 201 with the file,
-    or 413/415/422 with `errors`). The answer is 200 whenever the request itself was readable."""
+    or 413/415/422 with `errors`). The answer is 200 whenever the request itself was readable. With an
+    `Idempotency-Key`, the same request sent again stores nothing twice and gets the first answer."""
     settings = request.app.state.settings
     body = await receive(
         request,
@@ -250,24 +252,44 @@ async def upload_bulk(
         requested_kind = body.fields.get("kind")
         kinds = [resolve_kind(received, requested_kind) for received in body.files]
         property_id = await _checked_property(request, body.fields, user, consistency)
+
+        def file_id(index: int) -> str:
+            if idempotency_key is None:
+                return new_id("file")
+            return derived_id("file", f"file.bulk:{index}", user.subject, idempotency_key)
+
         good = [
-            (received, _uploaded(received, new_id("file"), user, property_id, kind))
+            (received, _uploaded(received, file_id(received.index), user, property_id, kind))
             for received, kind in zip(body.files, kinds, strict=True)
             if received.ok
         ]
-        events, positions = await _store_and_announce(request, ctx, good) if good else ([], [])
-        stored = {received.index: (uploaded, event) for (received, uploaded), event in zip(good, events, strict=True)}
-        items = []
-        for received in body.files:
-            if received.index in stored:
-                uploaded, event = stored[received.index]
-                document = _uploaded_document(uploaded, format_time(event.time))
-                items.append({"index": received.index, "filename": uploaded.filename, "status": 201, "file": document})
-            else:
-                items.append(received.problem())
-        data = {"stored": len(stored), "refused": len(body.files) - len(stored), "items": items}
-        headers = {CONSISTENCY_HEADER: consistency_token(positions)} if positions else {}
-        return ok(data, f"{len(stored)} of {len(body.files)} files stored", headers)
+
+        async def answer() -> JSONResponse:
+            events, positions = await _store_and_announce(request, ctx, good) if good else ([], [])
+            stored = {r.index: (uploaded, event) for (r, uploaded), event in zip(good, events, strict=True)}
+            items = []
+            for received in body.files:
+                if received.index in stored:
+                    uploaded, event = stored[received.index]
+                    document = _uploaded_document(uploaded, format_time(event.time))
+                    filename = uploaded.filename
+                    items.append({"index": received.index, "filename": filename, "status": 201, "file": document})
+                else:
+                    items.append(received.problem())
+            data = {"stored": len(stored), "refused": len(body.files) - len(stored), "items": items}
+            headers = {CONSISTENCY_HEADER: consistency_token(positions)} if positions else {}
+            return ok(data, f"{len(stored)} of {len(body.files)} files stored", headers)
+
+        wire = [{**uploaded.to_wire(), "fileId": None} for _, uploaded in good]
+        refused = [received.problem() for received in body.files if not received.ok]
+        return await idempotent(
+            request.app.state.redis,
+            scope="file.bulk",
+            user_id=user.subject,
+            key=idempotency_key,
+            request_fingerprint=fingerprint(request.method, request.url.path, {"stored": wire, "refused": refused}),
+            answer=answer,
+        )
     finally:
         body.discard()
 

@@ -402,6 +402,35 @@ async def test_bulk_stores_the_good_files_and_gives_the_bad_their_own_errors(api
             assert (await api.get(item["file"]["url"], headers={**token, **bearer(owner)})).status_code == 200
 
 
+async def test_a_bulk_upload_retried_with_its_idempotency_key_stores_nothing_twice(api, pg):
+    owner = a_user()
+    key = {"Idempotency-Key": f"bulk-{uuid.uuid4().hex}"}
+    parts = [
+        ("files", ("one.png", png_image(11, 11), "image/png")),
+        ("files", ("fake.jpg", b"MZ\x90\x00 this is a windows executable", "image/jpeg")),
+        ("files", ("two.webp", webp_image(13, 13), "image/webp")),
+    ]
+    first = await api.post("/api/files/bulk", files=parts, headers={**bearer(owner), **key})
+    retry = await api.post("/api/files/bulk", files=parts, headers={**bearer(owner), **key})
+    assert first.status_code == retry.status_code == 200, first.text
+    assert retry.json() == first.json() and retry.headers["Idempotent-Replay"] == "true"
+    other = await api.post("/api/files/bulk", files=parts[:1], headers={**bearer(owner), **key})
+    assert other.status_code == 422, "the same key for another request is refused"
+    ids = sorted(item["file"]["id"] for item in first.json()["data"]["items"] if item["status"] == 201)
+    assert len(ids) == 2
+    for file_id in ids:  # read through the service with the first answer's token: projected, once
+        found = await api.get(
+            f"/api/files/{file_id}", headers={CONSISTENCY: first.headers[CONSISTENCY], **bearer(owner)}
+        )
+        assert found.status_code == 200, found.text
+
+    async def owned() -> list[str]:
+        cursor = await pg.execute("SELECT id FROM files WHERE owner_id = %s ORDER BY id", (owner,))
+        return [row[0] for row in await cursor.fetchall()]
+
+    assert await owned() == ids, "two files stored, not four"
+
+
 async def test_bulk_refuses_what_is_wrong_with_the_request_itself(api, listings):
     owner = a_user()
     one = [("files", ("a.png", png_image(), "image/png"))]
