@@ -11,7 +11,8 @@ image work never delays the read models. It reads `files` and acts on `file.opti
 3. produce `file.optimized.v1` listing every variant, with an event id and time derived from the job,
    so a redelivered job produces the very same event again, which every reader ignores.
 A source that cannot be decoded safely (a decompression bomb, a truncated file, no image) closes the
-job with `file.optimization_failed.v1` naming the reason, and the request goes to `dead-letters`.
+job with `file.optimization_failed.v1` naming the reason, and the request goes to `dead-letters`; so
+does any failure nobody foresaw.
 A store that is down is waited for (backoff, the partition stays put).
 
 The worker also runs the blob garbage collector every `HI_FILE_GC_INTERVAL_SECONDS` (streams/files/gc.py).
@@ -103,8 +104,18 @@ class Optimizer:
             except EventDecodeError as exc:
                 await self._dead_letter(record, str(exc))
                 continue
-            if found is not None:
-                await self.optimize(record, *found)
+            if found is None:
+                continue
+            envelope, request = found
+            try:
+                await self.optimize(record, envelope, request)
+            except Exception as exc:
+                # A failure nobody foresaw (a bug; a store being away is waited out, never lands here).
+                # The job is closed as failed, so its owner is not shown `queued` for ever, and the request
+                # goes to `dead-letters` with the error for a developer.
+                log.exception("job %s for %s failed unexpectedly", request.job_id, request.file_id)
+                reason = f"the optimiser failed unexpectedly ({type(exc).__name__}); the request is kept for a retry"
+                await self._fail(record, envelope, request, reason)
 
     async def optimize(self, record: RawRecord, envelope: Envelope, request: FileOptimizeRequested) -> None:
         wanted = [(width, fmt) for width in request.widths for fmt in variant_formats(request.content_type)]
