@@ -64,6 +64,9 @@ from streams.positions import RawRecord, SourcePosition
 
 log = logging.getLogger("streams.notifications.delivery")
 
+# How often emails the SMTP server accepted are stored as sent while their batch is still going out.
+SENT_FLUSH_SECONDS = 0.05
+
 # (topic, key, value) -> waits for the broker's ack
 Produce = Callable[[str, bytes, bytes], Awaitable[None]]
 DeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
@@ -224,7 +227,7 @@ class DeliveryReactor:
                     to = recipient.phone if recipient else request.address
                     texts.append((item, Sms(request.notification_id, to or "", sms_text(request.content)), recipient))
         if emails:
-            results = await self._smtp.send([email for _, email, _ in emails])
+            results = await self._send_emails(emails, now)
             for (item, _, recipient), result in zip(emails, results, strict=True):
                 finished.append(self._result(item.row, result, now, recipient))
         if texts:
@@ -232,6 +235,35 @@ class DeliveryReactor:
             for (item, _, recipient), result in zip(texts, results_sms, strict=True):
                 finished.append(self._result(item.row, result, now, recipient))
         return finished
+
+    async def _send_emails(
+        self, emails: Sequence[tuple[_Work, Email, Recipient | None]], now: datetime
+    ) -> list[str | SendError]:
+        """Send, storing each email as sent every SENT_FLUSH_SECONDS while the rest of the batch goes out:
+        a worker killed mid-batch sends again only what it had not yet stored, not the whole batch."""
+        accepted: list[Finished] = []
+        sending = True
+
+        def sent(index: int) -> None:
+            item, email, recipient = emails[index]
+            accepted.append(self._result(item.row, email.message_id, now, recipient))
+
+        async def store_while_sending() -> None:
+            while sending or accepted:
+                if accepted:
+                    batch = accepted[:]
+                    del accepted[: len(batch)]
+                    # `finish` writes only rows still `sending`: the batch's own finish later changes nothing.
+                    await until_done("postgres sent", lambda b=batch: self._store.finish(b))
+                elif sending:
+                    await asyncio.sleep(SENT_FLUSH_SECONDS)
+
+        storing = asyncio.create_task(store_while_sending())
+        try:
+            return await self._smtp.send([email for _, email, _ in emails], on_sent=sent)
+        finally:
+            sending = False
+            await storing
 
     def _email(self, request: NotificationRequested, recipient: Recipient | None) -> Email:
         base = self._settings.public_web_url.rstrip("/")

@@ -9,7 +9,7 @@ SMS through an HTTP gateway adapter (httpx). Each failure is sorted into one of 
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -112,14 +112,24 @@ class SmtpSender:
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
         )
 
-    async def send(self, emails: Sequence[Email]) -> list[str | SendError]:
+    async def send(
+        self, emails: Sequence[Email], on_sent: Callable[[int], None] = lambda index: None
+    ) -> list[str | SendError]:
+        """Each email's provider id (its Message-ID) or error. `on_sent(i)` is called the moment the server
+        has accepted email i, so the caller can record it before the whole batch is through."""
         outcomes: list[str | SendError] = [TransientSendError("not attempted")] * len(emails)
         lanes = max(1, min(self._settings.smtp_connections, len(emails)))
         indices = list(range(len(emails)))
-        await asyncio.gather(*(self._lane(emails, indices[lane::lanes], outcomes) for lane in range(lanes)))
+        await asyncio.gather(*(self._lane(emails, indices[lane::lanes], outcomes, on_sent) for lane in range(lanes)))
         return outcomes
 
-    async def _lane(self, emails: Sequence[Email], mine: list[int], outcomes: list[str | SendError]) -> None:
+    async def _lane(
+        self,
+        emails: Sequence[Email],
+        mine: list[int],
+        outcomes: list[str | SendError],
+        on_sent: Callable[[int], None],
+    ) -> None:
         if not mine:
             return
         client = self._client()
@@ -138,6 +148,7 @@ class SmtpSender:
                         build_message(email, self._settings.mail_from), sender=self._sender, recipients=[email.to]
                     )
                     outcomes[i] = email.message_id
+                    on_sent(i)
                 except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
                     outcomes[i] = _classify(exc)
                     if isinstance(exc, aiosmtplib.SMTPServerDisconnected) or not client.is_connected:
