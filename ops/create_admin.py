@@ -15,9 +15,9 @@ from psycopg_pool import AsyncConnectionPool
 from api.common.commands import CommandBus
 from api.common.errors import ApiError
 from api.common.kafka import EventProducer
+from api.common.personal_keys import create_personal_key
 from api.user.commands import register, registration
 from api.user.passwords import hash_password, password_problem
-from api.user.personal_keys import create_personal_key
 from config import get_settings
 from schemas.ids import new_id
 from schemas.users import Role, is_valid_email, normalise_email

@@ -28,6 +28,7 @@ FILE_OPTIMIZATION_FAILED = "file.optimization_failed.v1"
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 FILENAME_MAX = 255
+SEALED_FILENAME_MAX = 2048
 VARIANT_WIDTHS: tuple[int, ...] = (320, 768, 1600)
 
 
@@ -57,7 +58,9 @@ class FileUploaded(EventData):
     content_type: str
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern=SHA256_PATTERN)
-    filename: str = Field(max_length=FILENAME_MAX)
+    # At most FILENAME_MAX characters, sealed with the uploader's key (schemas/personal.py) when they have
+    # one: a sealed name is longer than the name.
+    filename: str = Field(max_length=SEALED_FILENAME_MAX)
 
 
 class FileDeleted(EventData):

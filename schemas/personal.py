@@ -1,10 +1,11 @@
 """Personal data in events and commands, sealed with the person's own key (crypto-shredding).
 
 Kafka topics keep events forever and cannot forget one person's part of them. So a user's email,
-name, phone and password hash never travel in the clear: each is sealed with a 256-bit key of that
-user's own (Postgres `user_keys`), and closing the account deletes the key. From then on every copy
-(the topic, its replicas, `event_store`, a decider's changelog, a backup) is ciphertext nobody can
-open, while the non-personal facts around it (ids, versions, counts, listings) stay readable.
+name, phone and password hash, and the names of the files they upload, never travel in the clear:
+each is sealed with a 256-bit key of that user's own (Postgres `user_keys`), and closing the account
+deletes the key. From then on every copy (the topic, its replicas, `event_store`, a decider's
+changelog, a backup) is ciphertext nobody can open, while the non-personal facts around it (ids,
+versions, counts, listings) stay readable.
 
 AES-256-GCM with a synthetic nonce, HMAC-SHA256(key, field, plaintext): sealing is deterministic per
 user and field, so the account decider can tell whether a profile field changed by comparing sealed
@@ -29,6 +30,7 @@ EMAIL = "email"
 NAME = "name"
 PHONE = "phone"
 PASSWORD_HASH = "passwordHash"  # noqa: S105 (a field name, not a password)
+FILENAME = "filename"  # of a file the person uploaded
 
 
 class UnreadablePersonalData(ValueError):

@@ -19,6 +19,7 @@ from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
 from api.common.pagination import PageQuery, encode_cursor, page
+from api.common.personal_keys import seal_filename
 from api.common.responses import OrjsonResponse, created, ok
 from api.file import queries
 from api.file.models import BULK_BODY, OPTIMIZE_EXAMPLES, UPLOAD_BODY, OptimizeIn
@@ -139,13 +140,19 @@ async def _store_and_announce(
     request: Request, ctx: RequestContext, pairs: list[tuple[Received, FileUploaded]]
 ) -> tuple[list[Envelope], list[Position]]:
     """Commit the bytes (named by their hash), then produce the events: the bytes exist before any
-    event names them, so a consumer never meets a file whose bytes are still on their way."""
+    event names them, so a consumer never meets a file whose bytes are still on their way. The events
+    carry the names sealed with the uploader's key; the answers, the names as sent."""
     store = _store(request)
     for received, _ in pairs:
         assert received.writer is not None
         await asyncio.to_thread(store.commit, received.writer)
         received.writer = None
-    events = [_event(FILE_UPLOADED, uploaded.file_id, uploaded, ctx) for _, uploaded in pairs]
+    pool = request.app.state.pg_pool
+    events = []
+    for _, uploaded in pairs:
+        name = await seal_filename(pool, uploaded.owner_id, uploaded.filename)
+        sealed = uploaded.model_copy(update={"filename": name})
+        events.append(_event(FILE_UPLOADED, uploaded.file_id, sealed, ctx))
     return events, await _publish(request, events)
 
 

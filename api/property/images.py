@@ -17,6 +17,7 @@ from fastapi import Request, UploadFile
 from api.common.deps import RequestContext
 from api.common.errors import ApiError, field_error
 from api.common.kafka import Position
+from api.common.personal_keys import seal_filename
 from schemas.envelope import new_event
 from schemas.files import FILE_UPLOADED, FileKind, FileUploaded
 from schemas.topics import FILES
@@ -107,7 +108,9 @@ async def announce_files(
             content_type=image.content_type,
             size_bytes=image.size_bytes,
             sha256=image.sha256,
-            filename=image.filename or f"{file_id}.{EXTENSIONS[image.content_type]}",
+            filename=await seal_filename(
+                request.app.state.pg_pool, owner_id, image.filename or f"{file_id}.{EXTENSIONS[image.content_type]}"
+            ),
         )
         events.append(
             new_event(

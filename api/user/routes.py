@@ -15,13 +15,13 @@ from api.common.deps import Context, CurrentUser, OptionalUser
 from api.common.errors import ApiError, field_error
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
 from api.common.pagination import PageQuery
+from api.common.personal_keys import create_personal_key
+from api.common.personal_keys import personal_key as get_personal_key
 from api.common.responses import created, ok
 from api.common.revocation import deny, deny_account
 from api.user import commands, queries, sessions
 from api.user.models import LoginIn, LogoutIn, ProfileUpdateIn, RefreshIn, RegisterIn
 from api.user.passwords import hash_password, password_problem, verify_password
-from api.user.personal_keys import create_personal_key
-from api.user.personal_keys import personal_key as get_personal_key
 from config.settings import Settings
 from schemas.envelope import new_event
 from schemas.ids import new_id

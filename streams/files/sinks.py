@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from schemas.personal import FILENAME, UnreadablePersonalData, is_sealed, unseal
 from streams.files.projection import (
     POSTGRES_CHECKPOINT,
     FileChange,
@@ -109,6 +110,8 @@ WHERE owner_id = %(user_id)s AND NOT (erased AND filename IS NULL)
 _OWNERS_PROPERTIES = "SELECT DISTINCT property_id FROM files WHERE owner_id = %s AND property_id IS NOT NULL"
 
 _ERASED_OWNERS = "SELECT user_id FROM file_erased_owners WHERE user_id = ANY(%s)"
+# The uploaders' keys, to open the file names sealed with them (schemas/personal.py).
+_KEYS = "SELECT user_id, key FROM user_keys WHERE user_id = ANY(%s)"
 _PROPERTIES_OF = "SELECT DISTINCT property_id FROM files WHERE id = ANY(%s) AND property_id IS NOT NULL"
 
 _BUMP_LISTS = """
@@ -152,6 +155,20 @@ def _stored(change: FileStored, erased: bool) -> dict[str, Any]:
     }
 
 
+def _opened_filename(change: FileStored, key: bytes | None) -> str:
+    """The name as uploaded; a sealed name whose key is gone (the uploader closed their account) is
+    replaced by the file's id, which names nobody."""
+    file = change.file
+    if not is_sealed(file.filename):
+        return file.filename
+    if key is None:
+        return file.file_id
+    try:
+        return unseal(key, file.owner_id, FILENAME, file.filename)
+    except UnreadablePersonalData:
+        return file.file_id
+
+
 class PostgresFileSink:
     def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
         self._pool = pool
@@ -172,13 +189,18 @@ class PostgresFileSink:
         touched: set[str] = set()
         owners = sorted({c.file.owner_id for c in changes if isinstance(c, FileStored)})
         erased_owners: set[str] = set()
+        keys: dict[str, bytes] = {}
         if owners:
             cursor = await conn.execute(_ERASED_OWNERS, (owners,))
             erased_owners = {row[0] for row in await cursor.fetchall()}
+            cursor = await conn.execute(_KEYS, (owners,))
+            keys = {user_id: bytes(key) for user_id, key in await cursor.fetchall()}
         optimized: list[str] = []
         for change in changes:
             if isinstance(change, FileStored):
-                await conn.execute(_STORE_FILE, _stored(change, change.file.owner_id in erased_owners))
+                stored = _stored(change, change.file.owner_id in erased_owners)
+                stored["filename"] = _opened_filename(change, keys.get(change.file.owner_id))
+                await conn.execute(_STORE_FILE, stored)
                 if change.file.property_id:
                     touched.add(change.file.property_id)
             elif isinstance(change, FileRemoved):

@@ -11,12 +11,13 @@ import zipfile
 import orjson
 import pytest
 import redis.asyncio as redis
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from PIL import Image
 
 from api.common.auth import issue_access_token
 from schemas.codec import encode
 from schemas.envelope import new_event
+from schemas.personal import FILENAME, UnreadablePersonalData, unseal
 from schemas.topics import DEAD_LETTERS, DLQ_CONSUMER_HEADER, DLQ_ERROR_HEADER, PROPERTIES, PROPERTY_VIEWS, USERS
 from tests.support.files import (
     GPS_IFD,
@@ -257,6 +258,38 @@ async def test_a_listing_takes_files_only_from_its_owner(api, listings):
     assert real_admin.status_code == 201
     missing = await upload(api, owner, png_image(), propertyId="prop-doesnotexist")
     assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "propertyId"
+
+
+async def test_a_registered_uploaders_file_names_travel_sealed_with_their_key(api, pg, settings):
+    """People name files after themselves; the name in `file.uploaded` (kept forever) is sealed with the
+    uploader's key, and the read model and the download have it as uploaded. (The erasure test shows
+    the name gone everywhere once the account is closed.)"""
+    owner = a_user()
+    key = os.urandom(32)
+    await pg.execute("INSERT INTO user_keys (user_id, key) VALUES (%s, %s)", (owner, key))
+    name = f"Priya Reddy {uuid.uuid4().hex[:6]} sale deed.pdf"
+    made = await upload(api, owner, pdf_document(), name, kind="document")
+    assert made.status_code == 201, made.text
+    assert made.json()["data"]["filename"] == name, "the answer says the name as sent"
+    topic, partition, offset = made.headers[CONSISTENCY].split(":")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        where = TopicPartition(topic, int(partition))
+        consumer.assign([where])
+        consumer.seek(where, int(offset))
+        record = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert name.encode() not in record.value and b"Priya" not in record.value
+    sealed = orjson.loads(record.value)["data"]["filename"]
+    assert unseal(key, owner, FILENAME, sealed) == name
+    token = {CONSISTENCY: made.headers[CONSISTENCY]}
+    download = await api.get(made.headers["Location"], headers={**bearer(owner), **token})
+    assert download.status_code == 200 and "Priya" in download.headers["content-disposition"], download.headers
+    with pytest.raises(UnreadablePersonalData):  # bound to its owner: another user's key cannot open it
+        unseal(key, a_user(), FILENAME, sealed)
+    await pg.execute("DELETE FROM user_keys WHERE user_id = %s", (owner,))
 
 
 async def test_an_idempotency_key_makes_a_retried_upload_return_the_first_answer(api):
