@@ -1,11 +1,12 @@
 """Closing an account erases the person everywhere (crypto-shredding), against the real stack.
 
-A user registers, logs in on two devices, changes name and phone, lists a property; every event is
-archived. Before the deletion the scanner finds them in Postgres and Redis (so it can find things),
-and Kafka already holds nothing of them in the clear. After DELETE: login fails, the profile is 404,
-the listing is delisted, the other device's token is refused, the user's key is gone, and a Postgres
-dump, every Redis key, every OpenSearch document and every message of every Kafka topic hold none of
-the email, phones or names. The non-personal facts (the account's events, the listing's) remain.
+A user registers, logs in on two devices, changes name and phone, lists a property with a photo named
+after them; every event is archived. Before the deletion the scanner finds them in Postgres and Redis
+(so it can find things), and Kafka already holds nothing of them in the clear. After DELETE: login
+fails, the profile is 404, the listing is delisted, the other device's token is refused, the user's key
+is gone, and a Postgres dump, every Redis key, every OpenSearch document and every message of every
+Kafka topic hold none of the email, phones or names. The non-personal facts (the account's events, the
+listing's) remain.
 """
 
 import uuid
@@ -16,6 +17,7 @@ import pytest
 
 from tests.support.archive import archive_worker
 from tests.support.erasure import kafka_everything, opensearch_everything, postgres_dump, redis_everything
+from tests.support.files import png_image
 from tests.support.properties import SEED_BODY
 from tests.support.users import PASSWORD, running_user_slice
 from tests.support.waiting import eventually
@@ -26,7 +28,8 @@ CONSISTENCY = "X-Consistency-Token"
 @pytest.fixture(scope="module")
 async def users(stack, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("user-erasure")
-    archive = archive_worker(f"erasure-archive-{uuid.uuid4().hex[:8]}", log_dir, HI_ARCHIVE_TOPICS="users,properties")
+    group = f"erasure-archive-{uuid.uuid4().hex[:8]}"
+    archive = archive_worker(group, log_dir, HI_ARCHIVE_TOPICS="users,properties,files")
     archive.start()
     try:
         async with running_user_slice(log_dir, stack.as_env()) as slice_:
@@ -104,6 +107,13 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, settings
             "/api/properties", json={**SEED_BODY, "title": f"Villa {person['name'].split()[1]}"}, headers=phone
         )
         assert listing.status_code == 201, listing.text
+        # People name files after themselves: the photo's name travels sealed in `file.uploaded`.
+        photo = (f"{renamed['name']} balcony.png", png_image(), "image/png")
+        where = listing.headers["Location"]
+        added = await property_api.post(
+            f"{where}/images", files=[("images", photo)], headers={**phone, CONSISTENCY: listing.headers[CONSISTENCY]}
+        )
+        assert added.status_code in (200, 201), added.text
         seen = await api.get(f"/api/users/{user_id}", headers={**phone, CONSISTENCY: changed.headers[CONSISTENCY]})
         assert seen.json()["data"]["name"] == renamed["name"]
         everyone = personal_values(person, renamed)  # the email never changes: renamed's is a control
