@@ -131,4 +131,14 @@ class RedisUserSink:
             for row in rows:
                 await self._write_user(keys=[user_key(row.id)], args=[row.version, redis_document(row)], client=pipe)
             results = await pipe.execute(raise_on_error=False)
+        for row, result in zip(rows, results, strict=True):
+            if row.deleted and result == 1:  # the tombstone just landed: a replay finds it there, sweeps nothing
+                await self._forget_answers(row.id)
         return {row.id: str(result) for row, result in zip(rows, results, strict=True) if isinstance(result, Exception)}
+
+    async def _forget_answers(self, user_id: str) -> None:
+        """Idempotency records keep a request's answer for a day, and an answer can hold a file's name or
+        a listing's title: a closed account's go with it (api/common/idempotency.py names them by user)."""
+        stale = [key async for key in self._redis.scan_iter(match=f"idempotency:*:{user_id}:*", count=1000)]
+        if stale:
+            await self._redis.unlink(*stale)

@@ -9,8 +9,11 @@ import sys
 import uuid
 
 import pytest
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
 
 from api.common.auth import issue_access_token
+from api.common.idempotency import idempotent
 from config.settings import PROJECT_ROOT
 from schemas.codec import encode
 from schemas.envelope import new_event
@@ -307,6 +310,32 @@ async def test_delete_closes_the_account_erases_it_and_delists_its_listings(api,
     assert (await log_in(api, body["email"], token=closed.headers[CONSISTENCY])).status_code == 401
     assert (await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})).status_code == 401
     assert (await api.get(f"/api/users/{user_id}", headers=auth)).status_code == 401  # its token is denied
+
+
+async def test_a_closed_accounts_remembered_answers_are_forgotten(api, settings):
+    """An idempotency record keeps a request's answer for a day, and an answer can name a file after its
+    uploader: closing the account removes that user's records, and only theirs."""
+    user_id, auth, _, _ = await a_session(api)
+    other, _, _, _ = await a_session(api)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+
+        async def answer() -> JSONResponse:
+            return JSONResponse({"data": {"filename": "Priya Reddy sale deed.pdf"}}, status_code=201)
+
+        for who in (user_id, other):
+            await idempotent(redis, scope="file.upload", user_id=who, key="k1", request_fingerprint="f", answer=answer)
+        assert len([key async for key in redis.scan_iter(match=f"idempotency:*:{user_id}:*")]) == 1
+        closed = await api.delete(f"/api/users/{user_id}", headers=auth)
+        assert closed.status_code == 200, closed.text
+
+        async def remembered() -> list[bytes]:
+            return [key async for key in redis.scan_iter(match=f"idempotency:*:{user_id}:*")]
+
+        await eventually(remembered, until=lambda keys: keys == [], within=30)
+        assert len([key async for key in redis.scan_iter(match=f"idempotency:*:{other}:*")]) == 1
+    finally:
+        await redis.aclose()
 
 
 async def test_a_deletion_delists_its_listings_even_when_nobody_waits_for_the_answer(api, property_api, producer):
