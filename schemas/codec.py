@@ -43,16 +43,27 @@ def decode_storable(raw: bytes | str | None) -> Envelope:
     envelope = decode(raw)
     # Cheap byte test first: only an event whose JSON mentions \\u0000 is walked to find a real NUL.
     marker = b"\\u0000" if isinstance(raw, bytes) else "\\u0000"
-    if raw is not None and marker in raw and _has_nul(envelope.model_dump()):  # type: ignore[operator]
+    if raw is not None and marker in raw and nul_path(envelope.model_dump()) is not None:  # type: ignore[operator]
         raise EventDecodeError("event contains a NUL character (\\u0000), which Postgres cannot store")
     return envelope
 
 
-def _has_nul(value: Any) -> bool:
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first NUL character in a decoded JSON document is, named as the document names it:
+    `title`, `amenities[2]`, `body` for a bare string; None if nowhere."""
     if isinstance(value, str):
-        return "\x00" in value
+        return (path or "body") if "\x00" in value else None
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return name
+            found = nul_path(item, name)
+            if found is not None:
+                return found
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        for index, item in enumerate(value):
+            found = nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None

@@ -42,14 +42,17 @@ class Role(StrEnum):
     ADMIN = "ADMIN"
 
 
+# Rupees. The ceiling (₹1 lakh crore) is far above any listing and well inside Postgres bigint and a
+# JavaScript number: a price accepted here is one every store can hold.
+PRICE_MAX = 1_000_000_000_000
+
+
 class ListingFields(EventData):
     """What an owner says about a listing: the body of a create, the whole state after an update."""
 
     title: str = Field(min_length=3, max_length=200)
     location: str = Field(min_length=1, max_length=100)
-    # Rupees. The ceiling (₹1 lakh crore) is far above any listing and well inside Postgres bigint and a
-    # JavaScript number: a price accepted here is one every store can hold.
-    price: int = Field(gt=0, le=1_000_000_000_000)
+    price: int = Field(gt=0, le=PRICE_MAX)
     property_type: PropertyType
     bedrooms: int = Field(ge=0, le=50)
     bathrooms: int = Field(ge=0, le=50)

@@ -2,36 +2,15 @@
 and then refused by every projection: a listing answered 201 that never appears. Every service refuses
 it at the door instead: 422 naming the field (JSON bodies) or the query parameter."""
 
-from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.common.errors import error_response, field_error
+from schemas.codec import nul_path
 
 PROBLEM = "must not contain a NUL character (\\u0000)"
-
-
-def nul_path(value: Any, path: str = "") -> str | None:
-    """Where the first NUL in a decoded JSON document is, named as the client sent it: `title`,
-    `amenities[2]`; None if nowhere."""
-    if isinstance(value, str):
-        return (path or "body") if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            name = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return name
-            found = nul_path(item, name)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = nul_path(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
 
 
 def _query_nul(query: bytes) -> str | None:

@@ -26,9 +26,8 @@ async def personal_key(pool: AsyncConnectionPool, user_id: str) -> bytes | None:
     return bytes(row[0]) if row else None
 
 
-async def seal_filename(pool: AsyncConnectionPool, owner_id: str, filename: str) -> str:
-    """A file's name sealed with its uploader's key: people name files after themselves ("Priya Reddy
-    sale deed.pdf"), and the name travels in `file.uploaded` events kept forever. An uploader without a
-    key (no personal data of theirs exists anywhere) keeps the name in the clear."""
-    key = await personal_key(pool, owner_id)
+def sealed_filename(key: bytes | None, owner_id: str, filename: str) -> str:
+    """A file's name sealed with its uploader's key (`personal_key`): people name files after themselves
+    ("Priya Reddy sale deed.pdf"), and the name travels in `file.uploaded` events kept forever. An
+    uploader without a key (no personal data of theirs exists anywhere) keeps the name in the clear."""
     return seal(key, owner_id, FILENAME, filename) if key is not None else filename

@@ -19,7 +19,7 @@ from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
 from api.common.pagination import PageQuery, encode_cursor, page
-from api.common.personal_keys import seal_filename
+from api.common.personal_keys import personal_key, sealed_filename
 from api.common.responses import OrjsonResponse, created, ok
 from api.file import queries
 from api.file.models import BULK_BODY, OPTIMIZE_EXAMPLES, UPLOAD_BODY, OptimizeIn
@@ -148,11 +148,11 @@ async def _store_and_announce(
         await asyncio.to_thread(store.commit, received.writer)
         received.writer = None
     pool = request.app.state.pg_pool
+    keys = {owner: await personal_key(pool, owner) for owner in {uploaded.owner_id for _, uploaded in pairs}}
     events = []
     for _, uploaded in pairs:
-        name = await seal_filename(pool, uploaded.owner_id, uploaded.filename)
-        sealed = uploaded.model_copy(update={"filename": name})
-        events.append(_event(FILE_UPLOADED, uploaded.file_id, sealed, ctx))
+        name = sealed_filename(keys[uploaded.owner_id], uploaded.owner_id, uploaded.filename)
+        events.append(_event(FILE_UPLOADED, uploaded.file_id, uploaded.model_copy(update={"filename": name}), ctx))
     return events, await _publish(request, events)
 
 

@@ -17,7 +17,7 @@ from fastapi import Request, UploadFile
 from api.common.deps import RequestContext
 from api.common.errors import ApiError, field_error
 from api.common.kafka import Position
-from api.common.personal_keys import seal_filename
+from api.common.personal_keys import personal_key, sealed_filename
 from schemas.envelope import new_event
 from schemas.files import FILE_UPLOADED, FileKind, FileUploaded
 from schemas.topics import FILES
@@ -97,6 +97,7 @@ async def announce_files(
     request: Request, property_id: str, owner_id: str, images: list[StoredImage], ctx: RequestContext
 ) -> list[Position]:
     """`file.uploaded.v1` for each accepted image (ids derived, so a retry duplicates nothing)."""
+    key = await personal_key(request.app.state.pg_pool, owner_id)
     events = []
     for image in images:
         file_id = image_file_id(property_id, image.sha256)
@@ -108,9 +109,7 @@ async def announce_files(
             content_type=image.content_type,
             size_bytes=image.size_bytes,
             sha256=image.sha256,
-            filename=await seal_filename(
-                request.app.state.pg_pool, owner_id, image.filename or f"{file_id}.{EXTENSIONS[image.content_type]}"
-            ),
+            filename=sealed_filename(key, owner_id, image.filename or f"{file_id}.{EXTENSIONS[image.content_type]}"),
         )
         events.append(
             new_event(

@@ -5,7 +5,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from api.common.responses import ApiModel, Timestamp
-from schemas.properties import ListingFields, PropertyType
+from schemas.properties import PRICE_MAX, ListingFields, PropertyType
 
 # The create body is exactly the listing the decider records: one model, one set of rules.
 PropertyCreateIn = ListingFields
@@ -18,7 +18,7 @@ class PropertyUpdateIn(ApiModel):
 
     title: str | None = Field(default=None, min_length=3, max_length=200)
     location: str | None = Field(default=None, min_length=1, max_length=100)
-    price: int | None = Field(default=None, gt=0, le=1_000_000_000_000)  # the ceiling of ListingFields.price
+    price: int | None = Field(default=None, gt=0, le=PRICE_MAX)
     property_type: PropertyType | None = None
     bedrooms: int | None = Field(default=None, ge=0, le=50)
     bathrooms: int | None = Field(default=None, ge=0, le=50)

@@ -137,7 +137,7 @@ class PropertyList:
     rows: list[FileRow]
 
 
-def _stored(change: FileStored, erased: bool) -> dict[str, Any]:
+def _stored(change: FileStored, erased: bool, key: bytes | None) -> dict[str, Any]:
     file = change.file
     return {
         "id": file.file_id,
@@ -147,7 +147,7 @@ def _stored(change: FileStored, erased: bool) -> dict[str, Any]:
         "content_type": file.content_type,
         "size_bytes": file.size_bytes,
         "sha256": file.sha256,
-        "filename": file.filename,
+        "filename": _opened_filename(change, key),
         "erased": erased,
         "at": change.at,
         "offset": change.offset,
@@ -198,9 +198,8 @@ class PostgresFileSink:
         optimized: list[str] = []
         for change in changes:
             if isinstance(change, FileStored):
-                stored = _stored(change, change.file.owner_id in erased_owners)
-                stored["filename"] = _opened_filename(change, keys.get(change.file.owner_id))
-                await conn.execute(_STORE_FILE, stored)
+                owner = change.file.owner_id
+                await conn.execute(_STORE_FILE, _stored(change, owner in erased_owners, keys.get(owner)))
                 if change.file.property_id:
                     touched.add(change.file.property_id)
             elif isinstance(change, FileRemoved):
