@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Reinstall Python dependencies only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay
+.PHONY: run test install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay bench-mix
 
 run: install up prepare
 	$(PY) -m ops.run
@@ -83,3 +83,8 @@ replay-history: install up prepare
 # A blue/green rebuild of user history over 200,000 events: events/s and total time.
 bench-replay: install up prepare
 	$(PY) bench/replay.py
+
+# A day's traffic mix against the running system (start `make run` first), open loop at 50..600 req/s:
+# latency per route class, a CPU account per process, the highest rate with p99 < 200 ms.
+bench-mix: install
+	$(PY) bench/mix.py

@@ -1,0 +1,398 @@
+# ruff: noqa: E402  (the project root goes on sys.path before the imports: ops is imported as a package)
+"""Benchmark: a day's traffic mix against the whole running system (`make run`), open loop.
+
+    make run                                   # in one terminal: the whole system on 127.0.0.1
+    .venv/bin/python bench/mix.py [--rates 50,100,200,300,400,600] [--seconds 15] [--listings 300]
+
+The mix (issue 13): GET a listing by id 30 % · search 18 % (text; a locality; locality + bedrooms;
+text + max price; default facets) · suggestions 8 % · POST a view 12 % · featured 5 % · recent 5 % ·
+similar 5 % · a signed-in user's recent history 5 % · their inbox 5 % · create a listing (signed in) 5 % ·
+filters 2 %. Anonymous unless stated.
+
+Set-up goes through the API as a new user would: it registers and logs in a few users (argon2id, so a
+few seconds) and creates the listings (demo bodies from ops/demo_data.py across real localities), then
+waits until the last one is readable.
+
+The load comes from a separate process (this file with `--load-generator`, aiohttp), open loop: request
+i is sent at start + i/rate whatever earlier ones did, and its latency counts from that scheduled time,
+so queueing shows. For each offered rate it prints the achieved rate, the share of 2xx, p50/p99 overall
+and per route class, and a CPU account: CPU ms per request summed per process, for every process of the
+system (found by command line: Kafka, OpenSearch, Postgres, Redis, each service, each worker, the load
+generator). It ends with the highest rate whose p99 < 200 ms with >= 99.9 % 2xx, and the whole system's
+idle CPU over 30 s (measured before the load, once the set-up has settled).
+
+Anonymous views are sent with an `X-Forwarded-For` from a pool of client addresses, as a proxy in front of
+the platform would add; the services believe it only when `HI_TRUSTED_PROXIES` names 127.0.0.1 (run
+`HI_TRUSTED_PROXIES=127.0.0.1/32 make run` to measure many viewers rather than one address).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+THIS_FILE = Path(__file__).resolve()
+ROOT = THIS_FILE.parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: `python bench/mix.py`
+
+import aiohttp
+
+from ops.demo_data import demo_listing
+
+PORTS = {"user": 8081, "property": 8082, "search": 8083, "user-history": 8084, "notification": 8085, "file": 8086}
+MIX: dict[str, int] = {
+    "get": 30,
+    "search": 18,
+    "suggestions": 8,
+    "view": 12,
+    "featured": 5,
+    "recent": 5,
+    "similar": 5,
+    "history": 5,
+    "inbox": 5,
+    "create": 5,
+    "filters": 2,
+}
+P99_BAR_MS = 200.0
+OK_BAR = 0.999
+SEARCHES = (
+    {"q": "gachibowli"},
+    {"location": "Kondapur"},
+    {"location": "Madhapur", "bedrooms": "3"},
+    {"q": "apartment", "maxPrice": "15000000"},
+)
+SUGGESTIONS = ("gach", "kon", "mad", "ban", "kuk", "hit", "jub", "kok")
+PASSWORD = "bench-mix-passphrase-2026"
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+# ---------------------------------------------------------------- the load generator (its own process)
+
+
+def _request(kind: str, rng: random.Random, world: dict[str, Any], index: int) -> tuple[str, str, dict[str, Any]]:
+    """(method, url, aiohttp keyword arguments) of one request of the mix."""
+    host, listings, users = world["host"], world["listings"], world["users"]
+    prop, search = f"http://{host}:{PORTS['property']}", f"http://{host}:{PORTS['search']}"
+    listing = rng.choice(listings)
+    if kind == "get":
+        return "GET", f"{prop}/api/properties/{listing}", {}
+    if kind == "search":
+        return "GET", f"{search}/api/search/properties", {"params": rng.choice(SEARCHES)}
+    if kind == "suggestions":
+        return "GET", f"{search}/api/search/suggestions", {"params": {"q": rng.choice(SUGGESTIONS)}}
+    if kind == "view":
+        viewer = f"100.64.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        return "POST", f"{prop}/api/properties/{listing}/view", {"headers": {"X-Forwarded-For": viewer}}
+    if kind == "featured":
+        return "GET", f"{prop}/api/properties/featured", {}
+    if kind == "recent":
+        return "GET", f"{prop}/api/properties/recent", {}
+    if kind == "similar":
+        return "GET", f"{prop}/api/properties/similar/{listing}", {}
+    if kind == "filters":
+        return "GET", f"{search}/api/search/filters", {}
+    user = rng.choice(users)
+    signed_in = {"Authorization": f"Bearer {user['token']}"}
+    if kind == "history":
+        url = f"http://{host}:{PORTS['user-history']}/api/user-history/{user['id']}/recent"
+        return "GET", url, {"headers": signed_in}
+    if kind == "inbox":
+        return "GET", f"http://{host}:{PORTS['notification']}/api/notifications/{user['id']}", {"headers": signed_in}
+    if kind == "create":
+        body = demo_listing(100_000 + index, world["seed"]).body
+        return "POST", f"{prop}/api/properties", {"headers": signed_in, "json": body}
+    raise ValueError(kind)
+
+
+async def _open_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    rate, total = spec["rate"], int(spec["rate"] * spec["seconds"])
+    rng = random.Random(f"mix:{spec['seed']}:{rate}")
+    kinds = rng.choices(list(MIX), weights=list(MIX.values()), k=total)
+    plan = [(kind, *_request(kind, rng, spec["world"], spec["offset"] + i)) for i, kind in enumerate(kinds)]
+    records: list[tuple[str, float, int | str]] = []  # (kind, latency from the scheduled time, status)
+    connector = aiohttp.TCPConnector(limit=spec["connections"], limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=spec["timeout"])
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+
+        async def one(kind: str, method: str, url: str, options: dict[str, Any], due: float) -> None:
+            status: int | str
+            try:
+                async with client.request(method, url, **options) as answer:
+                    await answer.read()
+                    status = answer.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = type(exc).__name__
+            records.append((kind, time.perf_counter() - due, status))
+
+        tasks = []
+        start = time.perf_counter()
+        for i, (kind, method, url, options) in enumerate(plan):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(kind, method, url, options, due)))
+        sent_in = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+    return {"records": records, "sent_seconds": sent_in, "seconds": time.perf_counter() - start}
+
+
+def load_generator() -> None:
+    spec = json.loads(sys.stdin.read())
+    print(json.dumps(asyncio.run(_open_loop(spec))))
+
+
+# ---------------------------------------------------------------- CPU account from /proc
+
+
+def _part_of(cmdline: list[str]) -> str | None:
+    """Which part of the system a process is, from its command line (None: not ours)."""
+    line = " ".join(cmdline)
+    if "kafka.Kafka" in line:
+        return "kafka"
+    if "OpenSearchRunner" in line or "org.opensearch" in line:
+        return "opensearch"
+    if cmdline and (cmdline[0].endswith("postgres") or cmdline[0].startswith("postgres:")):
+        return "postgres"
+    if cmdline and "redis-server" in cmdline[0]:
+        return "redis"
+    if "--load-generator" in line:
+        return "load-generator"
+    service = re.search(r"api\.(\w+)\.main:app", line)
+    if service:
+        return "svc:" + service.group(1).replace("_", "-")
+    module = re.search(r"-m (streams\.[\w.]+|ops\.mailbox|ops\.sms_sink)", line)
+    if module:
+        return "worker:" + module.group(1).removeprefix("streams.")
+    return None
+
+
+def cpu_by_part() -> dict[str, float]:
+    """CPU seconds so far per part: utime + stime (+ reaped children's, so Postgres backends count)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            part = _part_of([arg.decode(errors="replace") for arg in raw.split(b"\0") if arg])
+            if part is None:
+                continue
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        totals[part] = totals.get(part, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
+    return totals
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {part: after[part] - before.get(part, 0.0) for part in after if after[part] - before.get(part, 0.0) > 0}
+
+
+# ---------------------------------------------------------------- set-up through the API
+
+
+async def _ready(client: aiohttp.ClientSession, host: str) -> None:
+    for name, port in PORTS.items():
+        async with client.get(f"http://{host}:{port}/ready") as answer:
+            if answer.status != 200:
+                raise SystemExit(f"{name} service on :{port} is not ready ({answer.status}): start `make run` first")
+
+
+async def _user(client: aiohttp.ClientSession, host: str, run: str, n: int) -> dict[str, str]:
+    base = f"http://{host}:{PORTS['user']}/api/auth"
+    email = f"bench-mix-{run}-{n}@example.in"
+    body = {"email": email, "password": PASSWORD, "name": f"Bench Viewer {n}", "phone": f"+9198{n:08d}"}
+    async with client.post(f"{base}/register", json=body) as answer:
+        if answer.status != 201:
+            raise SystemExit(f"register answered {answer.status}: {await answer.text()}")
+        token = answer.headers.get("X-Consistency-Token", "")
+    for _ in range(200):  # login waits for its own registration once the session rule holds; until then, retry
+        async with client.post(
+            f"{base}/login", json={"email": email, "password": PASSWORD}, headers={"X-Consistency-Token": token}
+        ) as answer:
+            if answer.status == 200:
+                data = (await answer.json())["data"]
+                return {"id": data["userId"], "token": data["accessToken"]}
+        await asyncio.sleep(0.05)
+    raise SystemExit("a registered bench user could not log in")
+
+
+async def _listings(client: aiohttp.ClientSession, host: str, users: list[dict[str, str]], count: int, seed: int):
+    url = f"http://{host}:{PORTS['property']}/api/properties"
+    gate = asyncio.Semaphore(16)
+
+    async def one(i: int) -> tuple[str, str]:
+        user = users[i % len(users)]
+        async with (
+            gate,
+            client.post(
+                url, json=demo_listing(i, seed).body, headers={"Authorization": f"Bearer {user['token']}"}
+            ) as answer,
+        ):
+            if answer.status != 201:
+                raise SystemExit(f"create answered {answer.status}: {await answer.text()}")
+            return (await answer.json())["data"]["id"], answer.headers["X-Consistency-Token"]
+
+    made = await asyncio.gather(*(one(i) for i in range(count)))
+    last_id, last_token = made[-1]
+    async with client.get(f"{url}/{last_id}", headers={"X-Consistency-Token": last_token}) as answer:
+        if answer.status != 200:
+            raise SystemExit(f"the last listing is not readable ({answer.status})")
+    return [property_id for property_id, _ in made]
+
+
+@dataclass
+class Step:
+    rate: int
+    achieved: float
+    ok: float
+    p50: float
+    p99: float
+    by_kind: dict[str, tuple[int, float, float, float]]  # count, 2xx share, p50, p99
+    cpu_ms_per_request: dict[str, float]
+    statuses: dict[str, int]
+
+
+def _step(rate: int, result: dict[str, Any], cpu: dict[str, float]) -> Step:
+    records = result["records"]
+    ok = [r for r in records if isinstance(r[2], int) and 200 <= r[2] < 300]
+    latencies = [1000 * r[1] for r in records]
+    by_kind = {}
+    for kind in MIX:
+        mine = [r for r in records if r[0] == kind]
+        if mine:
+            good = sum(1 for r in mine if isinstance(r[2], int) and 200 <= r[2] < 300)
+            ms = [1000 * r[1] for r in mine]
+            by_kind[kind] = (len(mine), good / len(mine), pct(ms, 50), pct(ms, 99))
+    statuses: dict[str, int] = {}
+    for r in records:
+        statuses[str(r[2])] = statuses.get(str(r[2]), 0) + 1
+    n = max(len(records), 1)
+    return Step(
+        rate=rate,
+        achieved=len(records) / result["seconds"],
+        ok=len(ok) / n,
+        p50=pct(latencies, 50),
+        p99=pct(latencies, 99),
+        by_kind=by_kind,
+        cpu_ms_per_request={part: 1000 * seconds / n for part, seconds in cpu.items()},
+        statuses=statuses,
+    )
+
+
+def _print_step(step: Step) -> None:
+    codes = ", ".join(f"{code}: {count}" for code, count in sorted(step.statuses.items()))
+    print(
+        f"\n== offered {step.rate} req/s: achieved {step.achieved:.1f} req/s, 2xx {100 * step.ok:.2f} %, "
+        f"p50 {step.p50:.1f} ms, p99 {step.p99:.1f} ms  ({codes})"
+    )
+    print(f"   {'route class':<12} {'n':>6} {'2xx %':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    for kind, (count, good, p50, p99) in step.by_kind.items():
+        print(f"   {kind:<12} {count:>6} {100 * good:>7.2f} {p50:>8.1f} {p99:>8.1f}")
+    total = sum(step.cpu_ms_per_request.values())
+    print(f"   CPU ms per request: {total:.2f} in all")
+    for part, ms in sorted(step.cpu_ms_per_request.items(), key=lambda item: -item[1]):
+        print(f"     {part:<40} {ms:6.2f}")
+
+
+def _idle(seconds: float) -> dict[str, float]:
+    before, started = cpu_by_part(), time.perf_counter()
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    return {part: 100 * used / elapsed for part, used in cpu_delta(before, cpu_by_part()).items()}
+
+
+async def _setup(args: argparse.Namespace) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as client:
+        await _ready(client, args.host)
+        started = time.perf_counter()
+        users = list(await asyncio.gather(*(_user(client, args.host, run, n) for n in range(args.users))))
+        listings = await _listings(client, args.host, users, args.listings, args.seed)
+    print(f"set-up: {len(users)} users, {len(listings)} listings in {time.perf_counter() - started:.1f} s")
+    return {"host": args.host, "users": users, "listings": listings, "seed": args.seed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--rates", default="50,100,200,300,400,600")
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--listings", type=int, default=300)
+    parser.add_argument("--users", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--connections", type=int, default=512, help="the generator's connection pool")
+    parser.add_argument("--timeout", type=float, default=10, help="a request with no answer by then failed")
+    parser.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_generator:
+        load_generator()
+        return
+    world = asyncio.run(_setup(args))
+    idle = _idle(args.idle_seconds)
+    steps = []
+    offset = 0
+    for rate in (int(r) for r in args.rates.split(",")):
+        spec = {
+            "rate": rate,
+            "seconds": args.seconds,
+            "seed": args.seed,
+            "world": world,
+            "offset": offset,
+            "connections": args.connections,
+            "timeout": args.timeout,
+        }
+        offset += int(rate * args.seconds)
+        before, generator_before = cpu_by_part(), _children_cpu()
+        generator = subprocess.run(
+            [sys.executable, str(THIS_FILE), "--load-generator"],
+            input=json.dumps(spec),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        cpu = cpu_delta(before, cpu_by_part())
+        # The generator is gone from /proc by now: its CPU is in this process's reaped children.
+        cpu["load-generator"] = _children_cpu() - generator_before
+        result = json.loads(generator.stdout)
+        step = _step(rate, result, cpu)
+        steps.append(step)
+        _print_step(step)
+    passing = [s.rate for s in steps if s.p99 < P99_BAR_MS and s.ok >= OK_BAR]
+    print("\n== summary")
+    print(f"   {'offered':>8} {'achieved':>9} {'2xx %':>7} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}")
+    for s in steps:
+        cpu_total = sum(s.cpu_ms_per_request.values())
+        print(f"   {s.rate:>8} {s.achieved:>9.1f} {100 * s.ok:>7.2f} {s.p50:>8.1f} {s.p99:>8.1f} {cpu_total:>11.2f}")
+    print(f"   highest rate with p99 < {P99_BAR_MS:.0f} ms and >= {100 * OK_BAR:.1f} % 2xx: {max(passing, default=0)}")
+    top = ", ".join(f"{part} {share:.1f}" for part, share in sorted(idle.items(), key=lambda item: -item[1])[:8])
+    print(f"   whole system idle over {args.idle_seconds:.0f} s: {sum(idle.values()):.1f} % of a core ({top})")
+
+
+if __name__ == "__main__":
+    main()
