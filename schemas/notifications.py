@@ -24,6 +24,7 @@ only for recipients who are not registered users (an admin writing to an outside
 import hashlib
 import html
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -100,6 +101,17 @@ def outcome_event_id(notification_id: str, channel: str, outcome: str) -> str:
 
 
 # ---- content and templates ----
+
+
+def header_problem(value: str) -> str | None:
+    """Why `value` cannot be a header line (an email's subject), or None. Line breaks of any kind (CR, LF,
+    U+0085, U+2028, U+2029) would start a new header, which the message builder refuses; other control
+    characters are refused with them, since no mail client shows them."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return f"must be one line without control characters (found U+{ord(char):04X})"
+    return None
+
 
 Variable = str | int | float | bool | None
 

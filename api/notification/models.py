@@ -12,6 +12,7 @@ from schemas.notifications import (
     TEXT_MAX,
     Kind,
     Variable,
+    header_problem,
     parse_clock,
     valid_time_zone,
 )
@@ -24,7 +25,7 @@ MAX_VARIABLES = 30
 class EmailIn(ApiModel):
     """To a registered user (`userId`) or, for admins, an address (`to`). Either `subject` + `text` (+
     optional `html`; a plain HTML part is made from the text otherwise), or a `template` with
-    `variables` (admins)."""
+    `variables` (admins). `subject` is one line: line breaks and control characters are refused (422)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +37,14 @@ class EmailIn(ApiModel):
     html: str | None = Field(default=None, min_length=1, max_length=HTML_MAX)
     template: str | None = Field(default=None, min_length=1, max_length=50)
     variables: dict[str, Variable] = Field(default_factory=dict, max_length=MAX_VARIABLES)
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        problem = None if value is None else header_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class SmsIn(ApiModel):

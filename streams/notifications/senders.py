@@ -144,9 +144,14 @@ class SmtpSender:
             for n, i in enumerate(mine):
                 email = emails[i]
                 try:
-                    await client.send_message(
-                        build_message(email, self._settings.mail_from), sender=self._sender, recipients=[email.to]
-                    )
+                    message = build_message(email, self._settings.mail_from)
+                except Exception as exc:
+                    # The message, not the connection: it fails alone and for good, the lane goes on. Only
+                    # the error's type travels on: its text may quote the content.
+                    outcomes[i] = PermanentSendError(f"the message cannot be built ({type(exc).__name__})")
+                    continue
+                try:
+                    await client.send_message(message, sender=self._sender, recipients=[email.to])
                     outcomes[i] = email.message_id
                     on_sent(i)
                 except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:

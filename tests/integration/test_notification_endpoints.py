@@ -13,8 +13,24 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import encode
 from schemas.envelope import new_event
-from schemas.notifications import listing_alert_id, welcome_id
-from tests.support.notifications import bearer, running_notification_slice
+from schemas.ids import new_id
+from schemas.notifications import (
+    NOTIFICATION_REQUESTED,
+    Content,
+    Kind,
+    NotificationRequested,
+    RequestedChannel,
+    listing_alert_id,
+    welcome_id,
+)
+from schemas.topics import DLQ_ERROR_HEADER, NOTIFICATIONS
+from tests.support.notifications import (
+    bearer,
+    dead_letters_from_end,
+    notification_ends,
+    notification_events,
+    running_notification_slice,
+)
 from tests.support.waiting import eventually
 
 CONSISTENCY = "X-Consistency-Token"
@@ -190,6 +206,57 @@ async def test_an_idempotent_retry_queues_one_email(notifications, api):
     await mail_of(notifications, first.json()["data"]["id"])
     await asyncio.sleep(0.5)
     assert len(notifications.mail(first.json()["data"]["id"])) == 1
+
+
+async def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_of_its_connection_goes_out(
+    notifications, settings, producer
+):
+    """Requests produced straight to `notifications`, past the door that refuses such subjects: each
+    poison subject fails at once, for good, to the dead letters; the emails around it on the same SMTP
+    connections are sent at their first attempt."""
+    poison = {"Visit\r\nBcc: everyone@example.in", "Visit\u2028tomorrow", "Visit\ntomorrow"}
+    subjects = [s for bad in sorted(poison) for s in (bad, *(f"Site visit {n}" for n in range(4)))]
+    ids = [new_id("notif") for _ in subjects]
+    before = await notification_ends(settings.kafka_bootstrap)
+    dlq = await dead_letters_from_end(settings.kafka_bootstrap)
+    try:
+        for notification, subject in zip(ids, subjects, strict=True):
+            request = NotificationRequested(
+                notification_id=notification,
+                address=f"buyer.{uuid.uuid4().hex[:8]}@example.in",
+                channel=RequestedChannel.EMAIL,
+                kind=Kind.DIRECT,
+                content=Content(subject=subject, text="See you there."),
+            )
+            event = new_event(type=NOTIFICATION_REQUESTED, subject=notification, data=request.to_wire(), service="t")
+            await producer.send(NOTIFICATIONS.name, encode(event), key=notification.encode())
+        await producer.flush()
+        bad = {n for n, s in zip(ids, subjects, strict=True) if s in poison}
+        good = [n for n in ids if n not in bad]
+
+        letters: dict[bytes, dict[str, bytes]] = {}
+
+        async def dead() -> set[str]:
+            batch = await dlq.getmany(timeout_ms=500)
+            letters.update({m.key: dict(m.headers) for messages in batch.values() for m in messages})
+            return {n for n in bad if n.encode() in letters}
+
+        await eventually(dead, lambda found: found == bad, within=30)
+        for notification in bad:
+            assert b"cannot be built" in letters[notification.encode()][DLQ_ERROR_HEADER]
+            assert notifications.mail(notification) == []
+        await eventually(lambda: asyncio.sleep(0, [notifications.mail(n) for n in good]), all, within=30)
+        for notification in ids:
+            events = await notification_events(settings.kafka_bootstrap, notification, before)
+            outcomes = [e for e in events if e["type"] in ("notification.sent.v1", "notification.failed.v1")]
+            [outcome] = outcomes
+            if notification in bad:
+                assert outcome["type"] == "notification.failed.v1" and outcome["data"]["permanent"] is True
+            else:
+                assert outcome["type"] == "notification.sent.v1"
+            assert outcome["data"]["attempts"] == 1, (subjects[ids.index(notification)], outcome)
+    finally:
+        await dlq.stop()
 
 
 # ---- welcome, listing alerts, preferences, quiet hours ----
@@ -424,6 +491,11 @@ async def test_unknown_notifications_and_users_are_404(notifications, api):
         ("POST", "/api/notifications/email", {"to": "a@example.in", "template": "nope"}, "template"),
         ("POST", "/api/notifications/email", {"to": "a@example.in", "template": "listing_alert"}, "variables.title"),
         ("POST", "/api/notifications/email", {"userId": "{me}", "subject": "s", "text": "t", "cc": "x"}, "cc"),
+        ("POST", "/api/notifications/email", {"userId": "{me}", "subject": "Hi\r\nBcc: a@x", "text": "t"}, "subject"),
+        ("POST", "/api/notifications/email", {"userId": "{me}", "subject": "Hi\nthere", "text": "t"}, "subject"),
+        ("POST", "/api/notifications/email", {"userId": "{me}", "subject": "Hi\u2028there", "text": "t"}, "subject"),
+        ("POST", "/api/notifications/email", {"userId": "{me}", "subject": "Hi\u0085there", "text": "t"}, "subject"),
+        ("POST", "/api/notifications/email", {"userId": "{me}", "subject": "Hi\u001bthere", "text": "t"}, "subject"),
         ("POST", "/api/notifications/sms", {"userId": "{me}", "text": "x" * 481}, "text"),
         ("POST", "/api/notifications/sms", {"to": "98765 43210", "text": "hi"}, "to"),
         ("POST", "/api/notifications/sms", {"userId": "{me}", "text": "hi", "kind": "spam"}, "kind"),
