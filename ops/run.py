@@ -25,49 +25,61 @@ class Part:
     name: str
     command: list[str]
     url: str | None = None
+    # `python -m ops.healthcheck` arguments that tell it is healthy: a worker once its consumer group has
+    # settled, a service once /ready answers. docker-compose.yml runs them (tests/unit/test_compose.py).
+    probe: tuple[str, ...] = ()
 
 
 def parts(host: str) -> list[Part]:
+    settings = get_settings()
+
+    # The deciders' groups are their app ids, constants of modules too heavy to import here; the stream
+    # tests check every group named here against its app (tests/streams/test_worker_groups.py).
+    def worker(name: str, module: str, group: str) -> Part:
+        return Part(name, [sys.executable, "-m", module, "worker", "-l", "info"], probe=("group", group))
+
     workers = [
-        Part("event-archive", [sys.executable, "-m", "streams.archive", "worker", "-l", "info"]),
-        Part("property-decider", [sys.executable, "-m", "streams.properties.decider_app", "worker", "-l", "info"]),
-        Part(
-            "property-projection",
-            [sys.executable, "-m", "streams.properties.projection_worker", "worker", "-l", "info"],
-        ),
-        Part(
+        worker("event-archive", "streams.archive", settings.archive_group),
+        worker("property-decider", "streams.properties.decider_app", "property-decider"),
+        worker("property-projection", "streams.properties.projection_worker", settings.property_projection_group),
+        worker(
             "property-search-projection",
-            [sys.executable, "-m", "streams.properties.search_worker", "worker", "-l", "info"],
+            "streams.properties.search_worker",
+            settings.property_search_projection_group,
         ),
-        Part("search-projection", [sys.executable, "-m", "streams.searches.projection_worker", "worker", "-l", "info"]),
-        Part("saved-search-matcher", [sys.executable, "-m", "streams.searches.matcher_worker", "worker", "-l", "info"]),
-        Part("user-registry", [sys.executable, "-m", "streams.users.registry_app", "worker", "-l", "info"]),
-        Part("user-account", [sys.executable, "-m", "streams.users.account_app", "worker", "-l", "info"]),
-        Part("user-projection", [sys.executable, "-m", "streams.users.projection_worker", "worker", "-l", "info"]),
-        Part("file-projection", [sys.executable, "-m", "streams.files.projection_worker", "worker", "-l", "info"]),
-        Part("file-optimizer", [sys.executable, "-m", "streams.files.optimizer_worker", "worker", "-l", "info"]),
-        Part(
-            "user-history-projection",
-            [sys.executable, "-m", "streams.history.projection_worker", "worker", "-l", "info"],
-        ),
-        Part("user-history-replayer", [sys.executable, "-m", "streams.history.replay_worker", "worker", "-l", "info"]),
-        Part(
-            "notification-delivery",
-            [sys.executable, "-m", "streams.notifications.delivery_worker", "worker", "-l", "info"],
-        ),
-        Part(
+        worker("search-projection", "streams.searches.projection_worker", settings.search_projection_group),
+        worker("saved-search-matcher", "streams.searches.matcher_worker", settings.saved_search_matcher_group),
+        worker("user-registry", "streams.users.registry_app", "user-registry"),
+        worker("user-account", "streams.users.account_app", "user-account"),
+        worker("user-projection", "streams.users.projection_worker", settings.user_projection_group),
+        worker("file-projection", "streams.files.projection_worker", settings.file_projection_group),
+        worker("file-optimizer", "streams.files.optimizer_worker", settings.file_optimizer_group),
+        worker("user-history-projection", "streams.history.projection_worker", settings.history_group),
+        worker("user-history-replayer", "streams.history.replay_worker", settings.history_replay_group),
+        worker("notification-delivery", "streams.notifications.delivery_worker", settings.notification_delivery_group),
+        worker(
             "notification-projection",
-            [sys.executable, "-m", "streams.notifications.projection_worker", "worker", "-l", "info"],
+            "streams.notifications.projection_worker",
+            settings.notification_projection_group,
         ),
         # Where notifications go on a developer's machine: `python -m ops.mailbox list`, `ops.sms_sink list`.
-        Part("mailbox", [sys.executable, "-m", "ops.mailbox", "serve"]),
-        Part("sms-sink", [sys.executable, "-m", "ops.sms_sink", "serve"]),
+        Part(
+            "mailbox",
+            [sys.executable, "-m", "ops.mailbox", "serve", "--host", host, "--port", str(settings.smtp_port)],
+            probe=("tcp", "127.0.0.1", str(settings.smtp_port)),
+        ),
+        Part(
+            "sms-sink",
+            [sys.executable, "-m", "ops.sms_sink", "serve", "--host", host, "--port", str(settings.sms_sink_port)],
+            probe=("tcp", "127.0.0.1", str(settings.sms_sink_port)),
+        ),
     ]
     services = [
         Part(
             spec.name,
             spec.command(host),
             f"http://{host}:{spec.port}",
+            probe=("http", f"http://127.0.0.1:{spec.port}/ready"),
         )
         for spec in SERVICES
     ]
