@@ -6,9 +6,10 @@ Views are facts (`property.viewed.v1` on `property-views`), produced directly: n
 """
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+import orjson
+from pydantic import AfterValidator, Field
 
 from schemas.registry import EVENTS, EventData
 
@@ -47,6 +48,34 @@ class Role(StrEnum):
 PRICE_MAX = 1_000_000_000_000
 
 
+# What a listing may carry, checked at the door (ListingIn, the update body) rather than on the events,
+# which keep reading whatever was once accepted. With these, the largest listing event stays far under
+# the broker's 1 MB `max.message.bytes` (tests/unit/test_listing_bounds.py builds the largest one).
+AMENITIES_MAX = 50
+AMENITY_MAX_CHARS = 100
+ATTRIBUTES_MAX_KEYS = 50
+ATTRIBUTE_KEY_MAX_CHARS = 64
+ATTRIBUTES_MAX_BYTES = 16 * 1024  # the attributes as JSON (UTF-8)
+
+
+def _attributes_fit(attributes: dict[str, Any]) -> dict[str, Any]:
+    try:
+        size = len(orjson.dumps(attributes))
+    except (TypeError, orjson.JSONEncodeError):
+        raise ValueError("attributes must be plain JSON") from None
+    if size > ATTRIBUTES_MAX_BYTES:
+        raise ValueError(f"at most {ATTRIBUTES_MAX_BYTES} bytes as JSON; these are {size}")
+    return attributes
+
+
+Amenity = Annotated[str, Field(min_length=1, max_length=AMENITY_MAX_CHARS)]
+Amenities = Annotated[tuple[Amenity, ...], Field(max_length=AMENITIES_MAX)]
+AttributeKey = Annotated[str, Field(min_length=1, max_length=ATTRIBUTE_KEY_MAX_CHARS)]
+Attributes = Annotated[
+    dict[AttributeKey, Any], Field(max_length=ATTRIBUTES_MAX_KEYS), AfterValidator(_attributes_fit)
+]
+
+
 class ListingFields(EventData):
     """What an owner says about a listing: the body of a create, the whole state after an update."""
 
@@ -62,6 +91,13 @@ class ListingFields(EventData):
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ListingIn(ListingFields):
+    """A listing as an owner sends it: the listing's fields with the door's bounds."""
+
+    amenities: Amenities = ()
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class Image(EventData):

@@ -5,10 +5,10 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from api.common.responses import ApiModel, Timestamp
-from schemas.properties import PRICE_MAX, ListingFields, PropertyType
+from schemas.properties import PRICE_MAX, Amenities, Attributes, ListingIn, PropertyType
 
 # The create body is exactly the listing the decider records: one model, one set of rules.
-PropertyCreateIn = ListingFields
+PropertyCreateIn = ListingIn
 
 
 class PropertyUpdateIn(ApiModel):
@@ -24,10 +24,10 @@ class PropertyUpdateIn(ApiModel):
     bathrooms: int | None = Field(default=None, ge=0, le=50)
     description: str | None = Field(default=None, max_length=5000)
     area_sqft: int | None = Field(default=None, gt=0, le=1_000_000)
-    amenities: list[str] | None = None
+    amenities: Amenities | None = None
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = None
     featured: bool | None = None
 
 

@@ -118,6 +118,11 @@ async def test_commands_need_a_valid_token_and_a_matching_user_header(api):
         ({"title": "3BHK\x00Gachibowli"}, "title"),  # Postgres text cannot hold a NUL
         ({"bedrooms": 51}, "bedrooms"),
         ({"location": ""}, "location"),
+        ({"amenities": [f"amenity {n}" for n in range(51)]}, "amenities"),
+        ({"amenities": ["pool", "x" * 101]}, "amenities[1]"),
+        ({"attributes": {f"k{n}": n for n in range(51)}}, "attributes"),
+        ({"attributes": {"k" * 65: 1}}, f"attributes.{'k' * 65}.[Key]"),
+        ({"attributes": {"notes": "x" * 17_000}}, "attributes"),
     ],
 )
 async def test_invalid_input_is_422_naming_the_field(api, change, field):
@@ -132,6 +137,12 @@ async def test_invalid_update_is_422_naming_the_field(api):
     for price in (0, 10**19):
         answer = await api.put(where, json={"price": price}, headers=bearer(owner))
         assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "price"
+    for change, field in (
+        ({"amenities": ["gym"] * 51}, "amenities"),
+        ({"attributes": {"notes": "x" * 17_000}}, "attributes"),
+    ):
+        answer = await api.put(where, json=change, headers=bearer(owner))
+        assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == field
 
 
 async def test_unknown_properties_are_404_everywhere(api):
