@@ -71,9 +71,7 @@ def _attributes_fit(attributes: dict[str, Any]) -> dict[str, Any]:
 Amenity = Annotated[str, Field(min_length=1, max_length=AMENITY_MAX_CHARS)]
 Amenities = Annotated[tuple[Amenity, ...], Field(max_length=AMENITIES_MAX)]
 AttributeKey = Annotated[str, Field(min_length=1, max_length=ATTRIBUTE_KEY_MAX_CHARS)]
-Attributes = Annotated[
-    dict[AttributeKey, Any], Field(max_length=ATTRIBUTES_MAX_KEYS), AfterValidator(_attributes_fit)
-]
+Attributes = Annotated[dict[AttributeKey, Any], Field(max_length=ATTRIBUTES_MAX_KEYS), AfterValidator(_attributes_fit)]
 
 
 class ListingFields(EventData):
