@@ -58,6 +58,9 @@ async def closed_loop(url: str, request: Any, concurrency: int, seconds: float) 
 
 async def main(args: argparse.Namespace) -> None:
     env = {key: value for key, value in os.environ.items() if key.startswith("HI_")}
+    # One account logged in by every client at once: each attempt counts as a failure until its password
+    # checks out, so the account's free failures must exceed the concurrency.
+    env.setdefault("HI_LOGIN_ACCOUNT_FREE_FAILURES", "100000")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-auth-"))
     async with running_user_slice(log_dir, env) as users, users.client() as client:
         body = registration()

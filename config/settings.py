@@ -4,10 +4,11 @@ Defaults are safe for a developer machine: everything on 127.0.0.1, state under 
 Secrets (database password, JWT keys) are never logged: `SecretStr` hides them in reprs.
 """
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -87,14 +88,29 @@ class Settings(BaseSettings):
 
     # Refresh tokens (opaque, stored hashed in Redis) live this long; each use rotates them.
     refresh_ttl_seconds: int = 30 * 24 * 60 * 60
-    # Login failures allowed per email and per client IP within the window before 429.
-    login_max_failures: int = 5
-    login_failure_window_seconds: int = 15 * 60
+    # Login throttling (api/user/login_limits.py): no lockout, growing delays. Past a scope's free failures
+    # the next attempt waits 2^k s (k = failures beyond them), up to the scope's longest delay. Scopes: one
+    # account from one address; one account from anywhere (more failures, shorter delays, so a guesser
+    # elsewhere barely slows the owner); one address over all accounts (high: carrier-grade NAT).
+    login_pair_free_failures: int = Field(default=5, ge=1)
+    login_pair_max_delay_seconds: int = Field(default=15 * 60, ge=1)
+    login_account_free_failures: int = Field(default=10, ge=1)
+    login_account_max_delay_seconds: int = Field(default=60, ge=1)
+    login_address_free_failures: int = Field(default=100, ge=1)
+    login_address_max_delay_seconds: int = Field(default=15 * 60, ge=1)
+    # A scope's failures are forgotten this long after its last one.
+    login_failure_window_seconds: int = Field(default=60 * 60, ge=1)
+    # Registrations per client address and per email address in a window (a 409 tells whether an email has
+    # an account: this bounds how fast anyone can ask).
+    registration_max_per_address: int = Field(default=20, ge=1)
+    registration_max_per_email: int = Field(default=5, ge=1)
+    registration_window_seconds: int = Field(default=60 * 60, ge=1)
     # The HMAC secret of email keys (`schemas/users.py` `email_key`): the registry's Kafka keys and table
     # never hold an address, nor a bare hash of one. Changing it re-keys every reservation: set it once.
     email_key_secret: SecretStr = SecretStr("hyderabad-local-email-key")
-    # Take the client IP from X-Forwarded-For (only behind a proxy that sets it; tests use it too).
-    trust_forwarded_for: bool = False
+    # Proxies whose X-Forwarded-For is believed (comma-separated addresses or networks, e.g. the load
+    # balancer's `10.0.0.0/8`); the client is the rightmost hop that is not one of them. Empty: the peer.
+    trusted_proxies: str = ""
 
     # How long a command endpoint waits for its decider before answering 503 (the command may still land).
     command_wait_seconds: float = Field(default=5.0, gt=0)
@@ -169,6 +185,14 @@ class Settings(BaseSettings):
 
     # How long `/ready` waits for one dependency before calling it down.
     ready_timeout_seconds: float = Field(default=1.5, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # a typo fails at startup, not per request
+        return value
 
     @property
     def properties_search_checkpoint(self) -> str:

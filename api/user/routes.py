@@ -11,15 +11,18 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.common.auth import Unauthorized, issue_access_token
+from api.common.client_address import request_address
 from api.common.deps import Context, CurrentUser, OptionalUser
 from api.common.errors import ApiError, field_error
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
 from api.common.pagination import PageQuery
 from api.common.personal_keys import create_personal_key
 from api.common.personal_keys import personal_key as get_personal_key
+from api.common.rate_limits import count_in_window
 from api.common.responses import created, ok
 from api.common.revocation import deny, deny_account
 from api.user import commands, queries, sessions
+from api.user.login_limits import LoginLimits
 from api.user.models import LoginIn, LogoutIn, ProfileUpdateIn, RefreshIn, RegisterIn
 from api.user.passwords import hash_password, password_problem, verify_password
 from config.settings import Settings
@@ -37,6 +40,7 @@ from schemas.users import (
     Role,
     UpdateProfile,
     UserLoggedIn,
+    email_key,
     normalise_email,
 )
 
@@ -53,13 +57,6 @@ INVALID_LOGIN = "Invalid email or password"
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def _client_ip(request: Request) -> str:
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and _settings(request).trust_forwarded_for:
-        return forwarded.split(",", 1)[0].strip()[:64]
-    return request.client.host if request.client else "unknown"
 
 
 def _parse_if_match(value: str | None) -> int | None:
@@ -90,18 +87,30 @@ async def _session(request: Request, user_id: str, role: str, family: str, *, ne
 # ---- auth ----
 
 
+async def _limit_registrations(request: Request, settings: Settings, key_of_email: str) -> None:
+    """Per client address and per email (by its key: Redis never holds the address): a 409 tells whether an
+    email has an account, so how fast anyone may ask is bounded."""
+    redis, window = request.app.state.redis, settings.registration_window_seconds
+    message = "Too many registrations; try again later"
+    by_address, by_email = f"rate:register:address:{request_address(request)}", f"rate:register:email:{key_of_email}"
+    await count_in_window(redis, by_address, settings.registration_max_per_address, window, message)
+    await count_in_window(redis, by_email, settings.registration_max_per_email, window, message)
+
+
 @auth_router.post("/register", status_code=201, summary="Create an account; 409 when the email is taken")
 async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResponse:
+    settings = _settings(request)
+    email_secret = settings.email_key_secret.get_secret_value().encode()
+    await _limit_registrations(request, settings, email_key(body.email, email_secret))
     problem = password_problem(body.password, email=body.email, name=body.name)
     if problem:
         raise ApiError(422, "Invalid request: check password", [field_error("password", problem)])
-    settings = _settings(request)
     user_id = new_id("user")
     personal_key = await create_personal_key(request.app.state.pg_pool, user_id)
     envelope = commands.registration(
         user_id=user_id,
         personal_key=personal_key,
-        email_secret=settings.email_key_secret.get_secret_value().encode(),
+        email_secret=email_secret,
         email=body.email,
         name=body.name,
         phone=body.phone,
@@ -123,19 +132,20 @@ async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResp
 
 @auth_router.post("/login", summary="Email + password -> access JWT and a rotating refresh token")
 async def login(body: LoginIn, ctx: Context, request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
-    """Unknown email and wrong password get the same 401 in about the same time. Five failures in 15
-    minutes for one email or one client IP answer 429 with `Retry-After`; a success resets the email's.
-    The `X-Consistency-Token` answered finds the login in the user's history at once."""
+    """Unknown email and wrong password get the same 401 in about the same time. Failures slow further
+    attempts down, never lock anyone out: past 5 failures of one account from one address, 10 of one
+    account from anywhere, or 100 from one address, the next attempt there waits 1, 2, 4 … s (429 with
+    `Retry-After` during the wait; up to 15 min, 1 min for the account as a whole); a success forgives
+    the account's. The `X-Consistency-Token` answered finds the login in the user's history at once."""
     settings = _settings(request)
-    redis = request.app.state.redis
-    email, ip = normalise_email(body.email), _client_ip(request)
-    await sessions.check_login_allowed(redis, email, ip, settings.login_max_failures)
+    email, address = normalise_email(body.email), request_address(request)
+    limits = LoginLimits(request.app.state.redis, settings)
+    await limits.attempt(email, address)
     await queries.caught_up(request, queries.POSTGRES_CHECKPOINT, consistency)
     found = await queries.credentials(request, email)
     if not await verify_password(found.password_hash if found else None, body.password) or found is None:
-        await sessions.record_failure(redis, email, ip, settings.login_failure_window_seconds)
         raise Unauthorized(INVALID_LOGIN)
-    await sessions.reset_failures(redis, email)
+    await limits.succeeded(email, address)
     family = sessions.new_family()
     session = await _session(request, found.user_id, found.role, family, new=True)
     fact = new_event(

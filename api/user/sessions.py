@@ -1,4 +1,4 @@
-"""Sessions in Redis: rotating refresh tokens, and the login-failure counters behind the rate limit.
+"""Sessions in Redis: rotating refresh tokens.
 
 Refresh tokens are opaque (32 random bytes); Redis keeps only their SHA-256, so a dump of Redis
 cannot be replayed. Each login starts a family (its id is the access token's `sid`); each refresh
@@ -14,12 +14,10 @@ import orjson
 from redis.asyncio import Redis
 
 from api.common.auth import Unauthorized
-from api.common.errors import ApiError
 
 _REFRESH = "auth:refresh:"
 _USED = "auth:refresh-used:"
 _FAMILY = "auth:family:"
-_FAILURES = "auth:login-failures:"
 
 
 def _digest(token: str) -> str:
@@ -68,41 +66,3 @@ async def revoke_family(redis: Redis, family: str) -> None:
 
 async def family_active(redis: Redis, family: str) -> bool:
     return bool(await redis.exists(_FAMILY + family))
-
-
-# ---- login rate limit ----
-
-
-def _email_counter(email: str) -> str:
-    return f"{_FAILURES}email:{_digest(email)}"
-
-
-def _ip_counter(ip: str) -> str:
-    return f"{_FAILURES}ip:{ip}"
-
-
-class TooManyAttempts(ApiError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            429, "Too many failed logins; try again later", headers={"Retry-After": str(max(1, retry_after))}
-        )
-
-
-async def check_login_allowed(redis: Redis, email: str, ip: str, max_failures: int) -> None:
-    keys = [_email_counter(email), _ip_counter(ip)]
-    counts = await redis.mget(keys)
-    for key, count in zip(keys, counts, strict=True):
-        if count is not None and int(count) >= max_failures:
-            raise TooManyAttempts(int(await redis.ttl(key)))
-
-
-async def record_failure(redis: Redis, email: str, ip: str, window: int) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        for key in (_email_counter(email), _ip_counter(ip)):
-            pipe.incr(key)
-            pipe.expire(key, window, nx=True)  # the window starts at the first failure
-        await pipe.execute()
-
-
-async def reset_failures(redis: Redis, email: str) -> None:
-    await redis.delete(_email_counter(email))

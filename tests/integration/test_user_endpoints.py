@@ -8,12 +8,14 @@ import json
 import sys
 import uuid
 
+import httpx
 import pytest
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from api.common.auth import issue_access_token
 from api.common.idempotency import idempotent
+from api.services import by_name
 from config.settings import PROJECT_ROOT
 from schemas.codec import encode
 from schemas.envelope import new_event
@@ -21,7 +23,8 @@ from schemas.ids import new_id
 from schemas.topics import USER_COMMANDS
 from schemas.users import DELETE_ACCOUNT, DeleteAccount
 from tests.support.properties import SEED_BODY
-from tests.support.users import PASSWORD, an_email, registration, running_user_slice
+from tests.support.services import ServiceProcess
+from tests.support.users import PASSWORD, TEST_SERVICE_ENV, an_email, registration, running_user_slice
 from tests.support.waiting import eventually
 
 CONSISTENCY = "X-Consistency-Token"
@@ -40,6 +43,24 @@ async def api(users):
 
 
 @pytest.fixture(scope="module")
+async def strict_api(users, stack, tmp_path_factory):
+    """A second user service (the same workers) with limits low enough to reach in a test."""
+    limits = {
+        "HI_REGISTRATION_MAX_PER_ADDRESS": "3",
+        "HI_REGISTRATION_MAX_PER_EMAIL": "2",
+        "HI_LOGIN_ADDRESS_FREE_FAILURES": "8",
+    }
+    log = tmp_path_factory.mktemp("strict-user-service") / "user-service.log"
+    service = ServiceProcess(by_name("user"), log, {**stack.as_env(), **TEST_SERVICE_ENV, **limits})
+    await service.start()
+    try:
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+            yield client
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
 async def property_api(users):
     async with users.properties.client() as client:
         yield client
@@ -50,9 +71,9 @@ def an_ip() -> str:
     return f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250}"
 
 
-async def sign_up(api, **overrides):
+async def sign_up(api, ip: str | None = None, **overrides):
     body = registration(**overrides)
-    answer = await api.post("/api/auth/register", json=body)
+    answer = await api.post("/api/auth/register", json=body, headers={"X-Forwarded-For": ip or an_ip()})
     assert answer.status_code == 201, answer.text
     return body, answer
 
@@ -110,6 +131,26 @@ async def test_invalid_registration_is_422_naming_the_field(api, change, field):
     assert field in [error["field"] for error in answer.json()["errors"]]
 
 
+async def test_registrations_from_one_address_are_limited(strict_api):
+    ip = an_ip()
+    for _ in range(3):
+        await sign_up(strict_api, ip=ip)
+    limited = await strict_api.post("/api/auth/register", json=registration(), headers={"X-Forwarded-For": ip})
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    await sign_up(strict_api, ip=an_ip())
+
+
+async def test_registrations_of_one_email_are_limited_so_nobody_can_keep_asking_whether_it_has_an_account(
+    strict_api,
+):
+    body = registration()
+    answers = [
+        await strict_api.post("/api/auth/register", json=body, headers={"X-Forwarded-For": an_ip()}) for _ in range(3)
+    ]
+    assert [answer.status_code for answer in answers] == [201, 409, 429]
+    assert int(answers[-1].headers["Retry-After"]) > 0
+
+
 # ---- login ----
 
 
@@ -128,23 +169,82 @@ async def test_unknown_email_and_wrong_password_get_the_same_401(api):
     assert wrong.json() == unknown.json()
 
 
-async def test_five_failures_for_one_email_answer_429_with_retry_after_and_a_success_resets(api):
+async def a_known_account(api):
+    """An account the login can already find (its registration projected)."""
     body, made = await sign_up(api)
-    await log_in(api, body["email"], token=made.headers[CONSISTENCY])  # projection caught up
-    for _ in range(4):
-        assert (await log_in(api, body["email"], "Wrong-password-123")).status_code == 401
-    assert (await log_in(api, body["email"])).status_code == 200  # a success resets the count
-    for _ in range(5):
-        assert (await log_in(api, body["email"], "Wrong-password-123")).status_code == 401
-    limited = await log_in(api, body["email"])  # even the right password, from another IP
-    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert (await log_in(api, body["email"], token=made.headers[CONSISTENCY])).status_code == 200
+    return body["email"]
 
 
-async def test_five_failures_from_one_ip_answer_429(api):
-    ip = an_ip()
+async def wrong(api, email: str, ip: str, times: int = 1) -> list[int]:
+    return [(await log_in(api, email, "Wrong-password-123", ip=ip)).status_code for _ in range(times)]
+
+
+async def test_five_wrong_passwords_from_one_address_never_lock_the_owner_out(api):
+    """No lockout an attacker can trigger (ASVS V2.2.1): the guesser's address waits, the owner elsewhere
+    logs in at once."""
+    email, attacker = await a_known_account(api), an_ip()
+    assert await wrong(api, email, attacker, 5) == [401] * 5
+    slowed = await log_in(api, email, ip=attacker)
+    assert slowed.status_code == 429 and slowed.headers["Retry-After"] == "1"
+    assert (await log_in(api, email, ip=an_ip())).status_code == 200
+
+
+async def test_past_five_failures_each_next_attempt_from_that_address_waits_twice_as_long(api):
+    email, ip = await a_known_account(api), an_ip()
+    assert await wrong(api, email, ip, 5) == [401] * 5
+    waits = []
+    for _ in range(2):
+        waiting = await log_in(api, email, "Wrong-password-123", ip=ip)
+        assert waiting.status_code == 429, waiting.text
+        waits.append(int(waiting.headers["Retry-After"]))
+        # Only while the delay runs: then the next attempt is answered (and, wrong, counted).
+        after = await eventually(lambda: wrong(api, email, ip), lambda statuses: statuses != [429])
+        assert after == [401]
+    assert waits == [1, 2]
+
+
+async def test_eight_concurrent_wrong_passwords_cannot_all_be_tried(api):
+    email, ip = await a_known_account(api), an_ip()
+    guesses = [log_in(api, email, f"Wrong-password-{n}", ip=ip) for n in range(8)]
+    statuses = [answer.status_code for answer in await asyncio.gather(*guesses)]
+    assert statuses.count(401) <= 5 and statuses.count(429) >= 3, statuses
+
+
+async def test_ten_failures_from_anywhere_delay_the_account_briefly_then_the_owner_gets_in(api):
+    email = await a_known_account(api)
+    for _ in range(10):
+        assert await wrong(api, email, an_ip()) == [401]
+    delayed = await log_in(api, email, ip=an_ip())
+    assert delayed.status_code == 429 and int(delayed.headers["Retry-After"]) <= 2
+    owner = await eventually(lambda: log_in(api, email, ip=an_ip()), lambda r: r.status_code != 429, within=10)
+    assert owner.status_code == 200
+
+
+async def test_one_address_shared_by_many_people_is_not_shut_by_their_typos(api):
+    """Carrier-grade NAT: a dozen people's mistakes from one address leave it open for the next person."""
+    ip, email = an_ip(), await a_known_account(api)
+    for _ in range(12):
+        assert await wrong(api, an_email(), ip) == [401]
+    assert (await log_in(api, email, ip=ip)).status_code == 200
+
+
+async def test_one_address_past_its_ceiling_of_failures_waits(api, strict_api):
+    ip, email = an_ip(), await a_known_account(api)
+    for _ in range(8):
+        assert await wrong(strict_api, an_email(), ip) == [401]
+    assert (await log_in(strict_api, email, ip=ip)).status_code == 429
+    assert (await log_in(strict_api, email, ip=an_ip())).status_code == 200
+
+
+async def test_the_client_is_the_rightmost_address_not_written_by_a_trusted_proxy(api):
+    """The tests' client is a trusted proxy here: the hop it appends is believed, whatever the client
+    wrote to its left, so varying that leftmost entry does not escape the delay."""
+    email, ip = await a_known_account(api), an_ip()
     for _ in range(5):
-        assert (await log_in(api, an_email(), "Wrong-password-123", ip=ip)).status_code == 401
-    assert (await log_in(api, an_email(), "Wrong-password-123", ip=ip)).status_code == 429
+        assert await wrong(api, email, f"{an_ip()}, {ip}") == [401]
+    assert (await log_in(api, email, ip=f"{an_ip()}, {ip}")).status_code == 429
+    assert (await log_in(api, email, ip=f"{ip}, {an_ip()}")).status_code == 200
 
 
 # ---- refresh and logout ----

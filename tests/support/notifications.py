@@ -29,7 +29,7 @@ from schemas.topics import NOTIFICATIONS, SEARCHES, USERS
 from tests.support.processes import WorkerProcess, stop_process_group
 from tests.support.property_projection import start_group_at_end
 from tests.support.services import ServiceProcess, free_port
-from tests.support.users import registration, user_workers
+from tests.support.users import TEST_SERVICE_ENV, registration, user_workers
 from tests.support.waiting import eventually
 
 
@@ -159,7 +159,7 @@ async def running_notification_slice(
     user_service = None
     if with_users:
         workers += user_workers(log_dir)
-        user_service = ServiceProcess(by_name("user"), log_dir / "user-service.log", env)
+        user_service = ServiceProcess(by_name("user"), log_dir / "user-service.log", {**env, **TEST_SERVICE_ENV})
     try:
         await mailbox.start()
         await sms.start()
