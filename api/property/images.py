@@ -3,13 +3,17 @@
 The declared content type is not trusted: the first bytes must be a JPEG, PNG or WebP signature, and
 the same polyglot, truncation and pixel-count checks as the file service apply (storage/media.py).
 Files are streamed to the store's temporary file in chunks (never whole in memory), hashed on the
-way, and refused once they pass the size limit. The same bytes uploaded twice are stored once.
+way, and refused once they pass the size limit. They stay in the store's temporary files until the
+decider has accepted the command (owner or admin, listing live, room for them): a refused upload
+leaves no blob behind. The same bytes uploaded twice are stored once.
 Once the decider has accepted them, each image is also announced as a file (`file.uploaded.v1`,
 kind `photo`) so a listing's images are files of the file service too: listed, optimisable, served.
 """
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import Request, UploadFile
@@ -59,7 +63,16 @@ def _checked(writer: BlobWriter, content_type: str, max_pixels: int, name: str, 
         raise ApiError(refusal.status, f"{name} {refusal.reason}", [field_error(field, refusal.reason)])
 
 
-async def store_image(upload: UploadFile, store: BlobStore, field: str, max_pixels: int) -> StoredImage:
+@dataclass(frozen=True)
+class CheckedImage:
+    """An image that passed every check, still in the store's temporary file."""
+
+    writer: BlobWriter
+    image: StoredImage
+
+
+async def check_image(upload: UploadFile, store: BlobStore, field: str, max_pixels: int) -> CheckedImage:
+    """Read, hash and check an upload into a temporary file of the store (discarded on refusal)."""
     name = upload.filename or "file"
     head = await upload.read(SNIFF_BYTES)
     content_type = sniff_image_type(head)
@@ -82,10 +95,32 @@ async def store_image(upload: UploadFile, store: BlobStore, field: str, max_pixe
             writer.write(chunk)
         writer.close()
         await asyncio.to_thread(_checked, writer, content_type, max_pixels, name, field)
-        blob = await asyncio.to_thread(store.commit, writer)  # same bytes, same name: storing twice is harmless
-        return StoredImage(blob.sha256, content_type, blob.size, clean_filename(upload.filename))
+    except BaseException:
+        writer.discard()
+        raise
+    stored = StoredImage(writer.sha256, content_type, writer.size, clean_filename(upload.filename))
+    return CheckedImage(writer, stored)
+
+
+@asynccontextmanager
+async def checked_images(
+    uploads: list[UploadFile], store: BlobStore, max_pixels: int
+) -> AsyncIterator[list[CheckedImage]]:
+    """The uploads checked (`images[n]` names a refused one); whatever is not committed inside the
+    block is discarded when it ends."""
+    checked: list[CheckedImage] = []
+    try:
+        for n, upload in enumerate(uploads):
+            checked.append(await check_image(upload, store, f"images[{n}]", max_pixels))
+        yield checked
     finally:
-        writer.discard()  # a no-op once committed
+        for image in checked:
+            image.writer.discard()  # a no-op once committed
+
+
+async def commit_images(store: BlobStore, images: list[CheckedImage]) -> None:
+    for image in images:
+        await asyncio.to_thread(store.commit, image.writer)  # same bytes, same name: storing twice is harmless
 
 
 def image_file_id(property_id: str, sha256: str) -> str:

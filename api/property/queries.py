@@ -107,6 +107,30 @@ async def require_listed(request: Request, property_id: str, token: str | None) 
     await details(request, property_id, token)
 
 
+async def listed_owner(request: Request, property_id: str, token: str | None) -> str | None:
+    """The owner of a live listing as the read model has it; None when it lists no such listing (not
+    yet projected, or gone): the decider has the last word then."""
+    try:
+        listing, _ = await details(request, property_id, token)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    owner: str = listing["ownerId"]
+    return owner
+
+
+async def image_of(request: Request, property_id: str, sha256: str, token: str | None) -> dict[str, Any]:
+    """One of a live listing's images: an image of another listing, a file's bytes, a deleted
+    listing's photos are not served here, whatever the blob store still holds."""
+    listing, _ = await details(request, property_id, token)
+    for image in listing["images"]:
+        if image["sha256"] == sha256:
+            found: dict[str, Any] = image
+            return found
+    raise ApiError(404, "Image not found")
+
+
 def _time_cursor(paging: PageParams) -> tuple[datetime | None, str]:
     if paging.cursor is None:
         return None, ""

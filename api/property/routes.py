@@ -15,7 +15,7 @@ from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
 from api.common.pagination import PageQuery
 from api.common.responses import created, ok
 from api.property import commands, queries
-from api.property.images import announce_files, sniff_image_type, store_image
+from api.property.images import announce_files, checked_images, commit_images, sniff_image_type
 from api.property.models import PropertyCreateIn, PropertyUpdateIn
 from schemas.envelope import new_event
 from schemas.properties import (
@@ -31,6 +31,7 @@ from schemas.properties import (
     Image,
     PropertyType,
     PropertyViewed,
+    Role,
     UpdateProperty,
 )
 from schemas.topics import PROPERTY_VIEWS
@@ -165,42 +166,48 @@ async def upload_images(
     request: Request,
     images: Annotated[list[UploadFile], File(description="One or more images, field name `images`")],
     idempotency_key: IdempotencyKey = None,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     if len(images) > MAX_IMAGES_PER_PROPERTY:
         raise ApiError(422, "Too many images", [field_error("images", f"at most {MAX_IMAGES_PER_PROPERTY}")])
+    owner = await queries.listed_owner(request, property_id, consistency)
+    if owner is not None and owner != user.subject and commands.actor_role(user) != Role.ADMIN:
+        raise ApiError(403, "Only the owner or an admin may change this property")
     store, max_pixels = app_blob_store(request), request.app.state.settings.file_max_image_pixels
-    stored = [await store_image(upload, store, f"images[{n}]", max_pixels) for n, upload in enumerate(images)]
-    add = AddPropertyImages(
-        images=tuple(
-            Image(
-                url=f"/api/properties/{property_id}/images/{image.sha256}",
-                sha256=image.sha256,
-                content_type=image.content_type,
-                size_bytes=image.size_bytes,
-            )
-            for image in stored
-        ),
-        actor_role=commands.actor_role(user),
-    )
-    command_id, _ = commands.command_ids(f"property.images:{property_id}", user, idempotency_key)
-
-    async def answer() -> JSONResponse:
-        outcome = await commands.decide(
-            request, commands.command(ADD_PROPERTY_IMAGES, property_id, add, user, ctx, command_id)
+    async with checked_images(images, store, max_pixels) as checked:
+        stored = [image.image for image in checked]
+        add = AddPropertyImages(
+            images=tuple(
+                Image(
+                    url=f"/api/properties/{property_id}/images/{image.sha256}",
+                    sha256=image.sha256,
+                    content_type=image.content_type,
+                    size_bytes=image.size_bytes,
+                )
+                for image in stored
+            ),
+            actor_role=commands.actor_role(user),
         )
-        # Accepted: the images are the listing's files too (file.uploaded on `files`).
-        await announce_files(request, property_id, user.subject, stored, ctx)
-        data = {"id": property_id, "version": outcome.version, "images": [i.to_wire() for i in add.images]}
-        return ok(data, "Images added", commands.decision_headers(outcome))
+        command_id, _ = commands.command_ids(f"property.images:{property_id}", user, idempotency_key)
 
-    return await commands.once(
-        request,
-        scope=f"property.images:{property_id}",
-        user=user,
-        key=idempotency_key,
-        body=add.to_wire(),
-        answer=answer,
-    )
+        async def answer() -> JSONResponse:
+            outcome = await commands.decide(
+                request, commands.command(ADD_PROPERTY_IMAGES, property_id, add, user, ctx, command_id)
+            )
+            # Accepted: the bytes are kept, and the images are the listing's files too (file.uploaded).
+            await commit_images(store, checked)
+            await announce_files(request, property_id, user.subject, stored, ctx)
+            data = {"id": property_id, "version": outcome.version, "images": [i.to_wire() for i in add.images]}
+            return ok(data, "Images added", commands.decision_headers(outcome))
+
+        return await commands.once(
+            request,
+            scope=f"property.images:{property_id}",
+            user=user,
+            key=idempotency_key,
+            body=add.to_wire(),
+            answer=answer,
+        )
 
 
 # ---- queries ----
@@ -250,7 +257,9 @@ async def property_image(
     request: Request,
     range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=2000)] = None,
+    consistency: ConsistencyToken = None,
 ) -> Response:
+    await queries.image_of(request, property_id, sha256, consistency)
     store = app_blob_store(request)
     size = await asyncio.to_thread(store.size, sha256)
     head = b"".join(await asyncio.to_thread(lambda: list(store.read(sha256, 0, 15)))) if size else b""
