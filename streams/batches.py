@@ -68,17 +68,21 @@ async def apply_isolating_refusals(
     planned: Sequence[Planned[C]],
     positions: Sequence[SourcePosition],
     dead_letter: Callable[[RawRecord, str], Awaitable[None]],
+    holds: Callable[[RawRecord], bool] | None = None,
 ) -> list[R]:
     """Apply a batch in one transaction (`apply(changes, positions)` answers the rows it wrote). When
     Postgres refuses it for good (not a connection problem: those are waited out), apply its changes one
     by one, dead-letter the ones refused, and record the batch's positions: the refused events count as
-    handled, they are on the dead-letter topic now."""
+    handled, they are on the dead-letter topic now. `holds` (a consumer that parks, `streams.parking`)
+    says which later changes wait behind a refused one of their key instead of being applied."""
     try:
         return await until_done("postgres", lambda: apply([p.change for p in planned], positions))
     except psycopg.Error as exc:
         log.warning("%s batch refused (%s: %s); applying its events one by one", what, type(exc).__name__, exc)
     written: list[R] = []
     for one in planned:
+        if holds is not None and holds(one.record):
+            continue
         try:
             written += await until_done("postgres", lambda p=one: apply([p.change], [p.record.position]))
         except psycopg.Error as refused:

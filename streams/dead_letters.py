@@ -67,15 +67,17 @@ async def publish_dead_letters(app: faust.App, letters: Sequence[DeadLetter]) ->
 
 
 async def or_dead_letter(
-    app: faust.App,
+    app: faust.App | None,
     consumer: str,
     records: Sequence[RawRecord],
     work: Callable[[Sequence[RawRecord]], Awaitable[None]],
     attempts: int = 3,
+    publish: Callable[[Sequence[DeadLetter]], Awaitable[None]] | None = None,
 ) -> None:
     """Run a batch; on a failure nobody foresaw (a bug, not a store being down: sinks retry those
     themselves), try again a few times, then dead-letter the batch's records with the error. Faust acks
-    a batch whatever its loop body raised, so letting the exception escape would lose the batch."""
+    a batch whatever its loop body raised, so letting the exception escape would lose the batch.
+    `publish` replaces the plain publishing to `app`'s producer (a consumer that parks also notes them)."""
     for attempt in range(1, attempts + 1):
         try:
             await work(records)
@@ -84,4 +86,9 @@ async def or_dead_letter(
             log.exception("%s: batch of %d failed (attempt %d of %d)", consumer, len(records), attempt, attempts)
             failure = f"{consumer} failed: {type(exc).__name__}: {exc}"
             await asyncio.sleep(0.2 * attempt)
-    await publish_dead_letters(app, [DeadLetter(r.key, r.value, failure, r.position, consumer) for r in records])
+    letters = [DeadLetter(r.key, r.value, failure, r.position, consumer) for r in records]
+    if publish is not None:
+        await publish(letters)
+    else:
+        assert app is not None, "or_dead_letter needs an app or a publish"
+        await publish_dead_letters(app, letters)

@@ -10,7 +10,10 @@ OpenSearch is another group (`streams/properties/search_app.py`), so a slow `_bu
 holds up the stores reads are served from.
 Faust acks a batch when the loop body returns, even when it raised, so nothing is thrown from here:
 a store that is down is waited for (backoff 0.1 s doubling to 5 s, the partition stays put), and a
-message or row a store refuses for good goes to `dead-letters` with the error.
+message or row a store refuses for good goes to `dead-letters` with the error. Property events keep
+their order per property across dead letters: the later events of a property one was dead-lettered
+for are parked in `parked_events` until it is redriven or skipped (`streams/parking.py`,
+`python -m ops.dead_letters`). Views are counts, which no order changes: they are not parked.
 """
 
 import logging
@@ -25,6 +28,7 @@ from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
 from streams.batches import apply_isolating_refusals, record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.parking import KeyOrder, ParkingLot, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
 from streams.properties.projection import (
     PROJECTION_CONSUMER,
@@ -55,16 +59,18 @@ class PropertyProjector:
         redis: RedisPropertySink,
         checkpoints: PostgresCheckpoints,
         dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+        order: KeyOrder,
     ) -> None:
         self._postgres = postgres
         self._views = views
         self._redis = redis
         self._checkpoints = checkpoints
         self._dead_letters = dead_letters
+        self._order = order
 
     async def project_properties(self, records: Sequence[RawRecord]) -> None:
-        plan = plan_properties(records)
-        await self._dead_letters(plan.dead_letters)
+        plan = self._order.plan(records, plan_properties)
+        await self._order.dead_letters(plan.dead_letters)
         rows = await self._write_postgres(plan.changes, plan.positions)
         # A row that has not seen its creation (only in a partial replay) has nothing to show yet.
         rows = [row for row in rows if row.complete]
@@ -73,7 +79,7 @@ class PropertyProjector:
             by_property.setdefault(planned.change.property_id, []).append(planned.record)
 
         refused = await until_done("redis", lambda: self._redis.write_properties(rows))
-        await self._refused(refused, by_property)
+        await self._refused(refused, by_property, self._order.dead_letters)
         await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
 
     async def project_views(self, records: Sequence[RawRecord]) -> None:
@@ -84,27 +90,33 @@ class PropertyProjector:
         by_property: dict[str, list[RawRecord]] = {}
         for record in records:
             by_property.setdefault(record.key.decode(errors="replace") if record.key else "", []).append(record)
-        await self._refused(refused, by_property)
+        await self._refused(refused, by_property, self._dead_letters)
         await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
 
     async def _write_postgres(
         self, changes: Sequence[PlannedChange], positions: Sequence[SourcePosition]
     ) -> list[PropertyRow]:
         written = await apply_isolating_refusals(
-            "property", self._postgres.apply, changes, positions, self._dead_letter
+            "property", self._postgres.apply, changes, positions, self._dead_letter, self._order.holds
         )
         return list({row.id: row for row in written}.values())
 
     async def _dead_letter(self, record: RawRecord, error: str) -> None:
-        await self._dead_letters([DeadLetter(record.key, record.value, error, record.position, PROJECTION_CONSUMER)])
+        letter = DeadLetter(record.key, record.value, error, record.position, PROJECTION_CONSUMER)
+        await self._order.dead_letters([letter])
 
-    async def _refused(self, refused: dict[str, str], records_by_property: dict[str, list[RawRecord]]) -> None:
+    async def _refused(
+        self,
+        refused: dict[str, str],
+        records_by_property: dict[str, list[RawRecord]],
+        dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+    ) -> None:
         letters = [
             DeadLetter(record.key, record.value, error, record.position, PROJECTION_CONSUMER)
             for property_id, error in refused.items()
             for record in records_by_property.get(property_id, [])
         ]
-        await self._dead_letters(letters)
+        await dead_letters(letters)
 
 
 settings = get_settings()
@@ -130,12 +142,17 @@ class _Stores:
         async def dead_letters(letters: Sequence[DeadLetter]) -> None:
             await publish_dead_letters(app, letters)
 
+        # Parked under the group's name: a worker under another group (a test's) has its own rows.
+        self.order = KeyOrder(
+            ParkingLot(self.pool, settings.property_projection_group), dead_letters, PROJECTION_CONSUMER
+        )
         return PropertyProjector(
             PostgresPropertySink(self.pool),
             PostgresViewSink(self.pool),
             RedisPropertySink(self.redis),
             PostgresCheckpoints(self.pool),
             dead_letters,
+            self.order,
         )
 
     async def close(self) -> None:
@@ -149,9 +166,7 @@ async def project_properties(stream: faust.StreamT[bytes]) -> None:
     projector = await stores.open()
     try:
         batches = stream.take_events(settings.property_projection_batch_size, within=_BATCH_SECONDS)
-        async for events in batches:
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project_properties)
+        await run_in_key_order(app, stores.order, batches, projector.project_properties)
     finally:
         await stores.close()
 
