@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # balancer's `10.0.0.0/8`); the client is the rightmost hop that is not one of them. Empty: the peer.
     trusted_proxies: str = ""
 
+    # The largest request body other than an upload (uploads have the file_max_* limits): past it, 413
+    # before the body is read whole, so a body cannot grow a process by more than this.
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1)
     # How long a command endpoint waits for its decider before answering 503 (the command may still land).
     command_wait_seconds: float = Field(default=5.0, gt=0)
     # How long a query sent with X-Consistency-Token waits for its store to catch up.

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from api.common.errors import ApiError, DependencyUnavailable, field_error
-from schemas.codec import encode
+from schemas.codec import UnstorableEvent, encode
 from schemas.envelope import Envelope
 
 logger = logging.getLogger("api.kafka")
@@ -70,11 +70,17 @@ class EventProducer:
             await producer.stop()  # flushes what is still batched
 
     async def publish(self, topic: str, envelope: Envelope, key: str | None = None) -> Position:
+        try:
+            value = encode(envelope)
+        except UnstorableEvent as exc:
+            # What no store could hold is the request's fault, whatever door it came in by: 422, not a
+            # 201 for an event every projection then dead-letters.
+            raise ApiError(422, f"Invalid request: check {exc.field}", [field_error(exc.field, exc.problem)]) from None
         producer = await self._started()
         try:
             metadata = await producer.send_and_wait(
                 topic,
-                encode(envelope),
+                value,
                 key=(key or envelope.subject).encode(),
                 headers=CLOUDEVENTS_HEADERS,
             )

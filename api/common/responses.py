@@ -1,6 +1,6 @@
 """The success envelope `{"success": true, "message": "...", "data": ...}` and the camelCase base model."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
@@ -28,15 +28,34 @@ class ApiModel(BaseModel):
     )
 
 
-def _require_utc(value: datetime) -> datetime:
+# Python's dates end at the years 1 and 9999: a time within a day of either end overflows when it is moved
+# to UTC or to a local day, so what a client sends must stay inside these.
+EARLIEST_DAY = date(1, 1, 2)
+LATEST_DAY = date(9999, 12, 30)
+OUT_OF_RANGE = f"must be between {EARLIEST_DAY.isoformat()} and {LATEST_DAY.isoformat()}"
+
+
+def require_utc(value: datetime) -> datetime:
+    """A client's time, in UTC; ValueError (the client's mistake, 422) if it has no zone or is out of range."""
     if value.tzinfo is None:
         raise ValueError("time must carry a time zone, e.g. 2024-01-15T10:30:00Z")
-    return value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(OUT_OF_RANGE) from None
+    require_day(utc.date())
+    return utc
+
+
+def require_day(value: date) -> date:
+    if not EARLIEST_DAY <= value <= LATEST_DAY:
+        raise ValueError(OUT_OF_RANGE)
+    return value
 
 
 # The one time format on the wire: ISO-8601 UTC with `Z` (`2024-01-15T10:30:00.000Z`).
 Timestamp = Annotated[
-    datetime, AfterValidator(_require_utc), PlainSerializer(format_time, return_type=str, when_used="json")
+    datetime, AfterValidator(require_utc), PlainSerializer(format_time, return_type=str, when_used="json")
 ]
 
 

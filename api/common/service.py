@@ -22,7 +22,6 @@ from api.common.commands import CommandBus
 from api.common.errors import error_response, field_error, install_error_handlers
 from api.common.kafka import EventProducer
 from api.common.logs import RequestLogMiddleware, configure_logging
-from api.common.nul_guard import RefuseNul
 from api.common.readiness import (
     Check,
     kafka_check,
@@ -31,6 +30,7 @@ from api.common.readiness import (
     probe_all,
     redis_check,
 )
+from api.common.request_guard import RequestGuard
 from api.common.responses import ok
 from api.common.revocation import deny_list_check
 from config.settings import Settings, get_settings
@@ -153,7 +153,7 @@ def create_service(
     app.state.uses = used
     app.state.is_revoked = None  # the lifespan sets the Redis deny-list check when the service uses Redis
     install_error_handlers(app)
-    app.add_middleware(RefuseNul)
+    app.add_middleware(RequestGuard)  # before the body is read: size, token present, what no store holds
     app.add_middleware(RequestLogMiddleware)  # added last, so outermost: it logs the refusals too
     _add_probes(app, name)
     return app

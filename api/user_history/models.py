@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from api.common.responses import ApiModel, Timestamp
+from api.common.responses import ApiModel, Timestamp, require_utc
 
 USER_ID_PATTERN = r"^user-[A-Za-z0-9._-]{1,64}$"
 # A little clock skew between the client and us is not a time "in the future".
@@ -47,6 +47,7 @@ class ReplayIn(ApiModel):
             raise ValueError("must be 'earliest' or an ISO-8601 time, e.g. 2024-01-15T10:30:00Z") from None
         if moment.tzinfo is None:
             raise ValueError("must carry a time zone, e.g. 2024-01-15T10:30:00Z")
+        require_utc(moment)  # or `from_time` overflows
         if moment > datetime.now(UTC) + _SKEW:
             raise ValueError("must not be in the future")
         return value

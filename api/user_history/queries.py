@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.responses import require_day
 from api.user_history.timeline import bucket_by_day, day_bounds, last_days_start, zone
 from schemas.envelope import format_time
 from schemas.history import (
@@ -303,7 +304,8 @@ def _day_cursor(paging: PageParams) -> date | None:
     if paging.cursor is None:
         return None
     try:
-        return date.fromisoformat(paging.cursor["day"])
+        # In range, or its day's bounds overflow: the cursor is the client's to send back, and to change.
+        return require_day(date.fromisoformat(paging.cursor["day"]))
     except (KeyError, TypeError, ValueError):
         raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of the timeline")]) from None
 

@@ -17,7 +17,7 @@ from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
 from api.common.pagination import PageParams, PageQuery, encode_cursor, page
-from api.common.responses import OrjsonResponse, ok
+from api.common.responses import OrjsonResponse, ok, require_utc
 from api.user_history import queries
 from api.user_history.models import USER_ID_PATTERN, ReplayIn
 from api.user_history.queries import ActivityFilter
@@ -93,9 +93,12 @@ def _require_admin(user: AccessClaims) -> None:
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ApiError(422, f"Invalid {name}", [field_error(name, "must carry a time zone, e.g. 2024-01-15T10:30:00Z")])
-    return value.astimezone(UTC) if value is not None else None
+    if value is None:
+        return None
+    try:
+        return require_utc(value)
+    except ValueError as exc:
+        raise ApiError(422, f"Invalid {name}", [field_error(name, str(exc))]) from None
 
 
 def _filter(window: Window, category: Category | None = None) -> ActivityFilter:
