@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from api.common.errors import DependencyUnavailable
+from api.common.errors import ApiError, DependencyUnavailable
 from api.common.kafka import EventProducer, Position, consistency_token, parse_consistency_token
 from api.common.readiness import kafka_check, probe_all
 from schemas.codec import decode
@@ -82,3 +82,31 @@ async def test_without_a_broker_the_producer_starts_and_answers_503_on_use(unuse
         assert await probe_all([kafka_check(producer)], within=3) == {"kafka": "not reachable"}
     finally:
         await producer.stop()
+
+
+async def test_an_event_no_store_could_hold_is_refused_with_422_and_never_lands(producer, scratch_topic, settings):
+    """Whatever door a NUL came in by (a content type the request guard does not parse, a form field), the
+    codec refuses the event before it is produced: every projection would dead-letter it."""
+    unstorable = new_event(type="search.saved.v1", subject="search-1", data={"name": "Kondapur\x00"}, service="t")
+    with pytest.raises(ApiError) as refused:
+        await producer.publish(scratch_topic, unstorable)
+    assert refused.value.status == 422
+    assert refused.value.errors == [{"field": "name", "message": "must not contain a NUL character (\\u0000)"}]
+    after = await producer.publish(
+        scratch_topic, new_event(type="search.saved.v1", subject="search-1", service="t", data={})
+    )
+
+    consumer = AIOKafkaConsumer(
+        scratch_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        records = []
+        for _ in range(6):  # until the record the second publish reports arrives (the topic is fresh)
+            batch = await consumer.getmany(timeout_ms=5000)
+            records += [record for partition_records in batch.values() for record in partition_records]
+            if any(r.offset == after.offset and r.partition == after.partition for r in records):
+                break
+    finally:
+        await consumer.stop()
+    assert [(r.partition, r.offset) for r in records] == [(after.partition, after.offset)]

@@ -98,7 +98,7 @@ def test_poison_goes_to_dead_letters_and_its_position_still_counts():
 def test_a_nul_character_is_refused_before_postgres_sees_it():
     """Our codec refuses to publish one; an event already on the topic (older code, another producer) is
     dead-lettered, not written."""
-    good, event = record(PROPERTY_CREATED, {"ownerId": "user-1", "listing": LISTING})
+    good, _ = record(PROPERTY_CREATED, {"ownerId": "user-1", "listing": LISTING})
     wire = orjson.loads(good.value)
     wire["data"]["listing"]["title"] = "nul\u0000here"
     raw = RawRecord(good.key, orjson.dumps(wire), good.position)
