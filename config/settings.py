@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     # A request not sent within this (a reactor down for days, or replayed from the start) is suppressed
     # as expired rather than sent late; it must exceed the longest quiet hours (under a day).
     notification_expiry_seconds: float = Field(default=3 * 24 * 60 * 60, gt=0)
+    # Messages one user sends to others: at most this many per sender in a window (429 beyond).
+    notification_message_limit: int = Field(default=30, ge=1)
+    notification_message_window_seconds: int = Field(default=3600, ge=1)
     # Links in messages (listing pages, preferences for unsubscribing).
     public_web_url: str = "http://127.0.0.1:8085"
 

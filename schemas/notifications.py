@@ -15,10 +15,17 @@ changes stay in order too.
                                 the request is on `dead-letters` with the error.
 - `notification.read.v1`, `notification.deleted.v1`   the recipient read or removed it in the inbox.
 - `notification.preferences_updated.v1`   a user's whole preferences after a change (absolute).
+- `notification.sender_blocked.v1`, `notification.sender_unblocked.v1`   a user stops or resumes taking
+                                messages from another user (keyed by the user who blocks, absolute).
 
 Personal data: a registered recipient is named by user id only. Their email, phone and name are read
 from the users read model at the moment of delivery, never written into these events. `address` is
 only for recipients who are not registered users (an admin writing to an outside address).
+
+Messages (`kind` `message`): what one user writes to another is plain text, labelled with the sender's
+name when delivered, in-app unless the recipient's `message` preferences allow more, refused once the
+recipient blocked the sender, and its subject and text travel sealed with both people's keys
+(`seal_message`): closing either account leaves no readable copy.
 """
 
 import hashlib
@@ -33,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from schemas.personal import MESSAGE_SUBJECT, MESSAGE_TEXT, is_sealed, seal, unseal
 from schemas.registry import EVENTS, EventData
 
 NOTIFICATION_REQUESTED = "notification.requested.v1"
@@ -43,6 +51,8 @@ NOTIFICATION_FAILED = "notification.failed.v1"
 NOTIFICATION_READ = "notification.read.v1"
 NOTIFICATION_DELETED = "notification.deleted.v1"
 NOTIFICATION_PREFERENCES_UPDATED = "notification.preferences_updated.v1"
+NOTIFICATION_SENDER_BLOCKED = "notification.sender_blocked.v1"
+NOTIFICATION_SENDER_UNBLOCKED = "notification.sender_unblocked.v1"
 
 SUBJECT_MAX = 200
 TEXT_MAX = 20_000
@@ -50,6 +60,7 @@ HTML_MAX = 100_000
 SMS_MAX = 480  # three concatenated GSM segments' worth; longer texts belong in an email
 E164 = r"^\+[1-9][0-9]{7,14}$"
 DEFAULT_TIME_ZONE = "Asia/Kolkata"
+PLATFORM = "Hyderabad Infra"
 
 
 class Channel(StrEnum):
@@ -71,14 +82,15 @@ class Kind(StrEnum):
     LISTING_ALERT = "listing_alert"
     ACCOUNT = "account"
     MARKETING = "marketing"
-    DIRECT = "direct"  # one person or an admin writing to one recipient: not subject to preferences
+    DIRECT = "direct"  # the platform (an admin) writing to one recipient: not subject to preferences
+    MESSAGE = "message"  # one user writing to another: plain text, labelled, in-app unless the recipient allows more
 
 
 # Kinds whose channels the recipient chooses (preferences); `direct` is always delivered as asked.
-PREFERENCE_KINDS: tuple[Kind, ...] = (Kind.LISTING_ALERT, Kind.ACCOUNT, Kind.MARKETING)
+PREFERENCE_KINDS: tuple[Kind, ...] = (Kind.LISTING_ALERT, Kind.ACCOUNT, Kind.MARKETING, Kind.MESSAGE)
 # Kinds held back during quiet hours. Account messages (a welcome, a security notice) follow the
 # user's own action and are sent at once.
-QUIET_KINDS = frozenset({Kind.LISTING_ALERT, Kind.MARKETING, Kind.DIRECT})
+QUIET_KINDS = frozenset({Kind.LISTING_ALERT, Kind.MARKETING, Kind.DIRECT, Kind.MESSAGE})
 
 
 def derived_notification_id(*parts: str) -> str:
@@ -117,13 +129,64 @@ Variable = str | int | float | bool | None
 
 
 class Content(EventData):
-    """Either a `template` with `variables`, or a `subject` and `text` (and optionally `html`)."""
+    """Either a `template` with `variables`, or a `subject` and `text` (and optionally `html`). A message's
+    subject and text are sealed (`seal_message`), and so longer than the plain limits allow."""
 
-    subject: str | None = Field(default=None, max_length=SUBJECT_MAX)
-    text: str | None = Field(default=None, max_length=TEXT_MAX)
+    subject: str | None = None
+    text: str | None = None
     html: str | None = Field(default=None, max_length=HTML_MAX)
     template: str | None = None
     variables: dict[str, Variable] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _plain_lengths(self) -> "Content":
+        for name, limit in (("subject", SUBJECT_MAX), ("text", TEXT_MAX)):
+            value = getattr(self, name)
+            if value is not None and len(value) > (_sealed_length(limit) if is_sealed(value) else limit):
+                raise ValueError(f"{name} is longer than {limit} characters")
+        return self
+
+
+def _sealed_length(chars: int) -> int:
+    """The longest a value of `chars` characters (at most 4 UTF-8 bytes each) is once sealed twice."""
+    size = 4 * chars
+    for _ in range(2):
+        size = 7 + 4 * ((size + 28 + 2) // 3)  # the prefix, base64 of nonce + ciphertext + tag
+    return size
+
+
+def seal_message(content: Content, sender: tuple[str, bytes], recipient: tuple[str, bytes]) -> Content:
+    """A message's subject and text sealed with the recipient's key inside the sender's: it opens only
+    while both accounts exist, so closing either (the writer, or the person written to and about)
+    leaves no readable copy. Each `(user id, key)`."""
+
+    def sealed(field: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        inner = seal(recipient[1], recipient[0], field, value)
+        return seal(sender[1], sender[0], field, inner)
+
+    return content.model_copy(
+        update={"subject": sealed(MESSAGE_SUBJECT, content.subject), "text": sealed(MESSAGE_TEXT, content.text)}
+    )
+
+
+def open_message(content: Content, sender: tuple[str, bytes], recipient: tuple[str, bytes]) -> Content:
+    """The message as written; raises `schemas.personal.UnreadablePersonalData` when it does not open."""
+
+    def opened(field: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return unseal(recipient[1], recipient[0], field, unseal(sender[1], sender[0], field, value))
+
+    return content.model_copy(
+        update={"subject": opened(MESSAGE_SUBJECT, content.subject), "text": opened(MESSAGE_TEXT, content.text)}
+    )
+
+
+def message_label(sender_name: str) -> str:
+    """Who wrote it, in every copy a recipient receives: a user's words never pass for the platform's."""
+    return f"Message from {sender_name} via {PLATFORM}"
 
 
 @dataclass(frozen=True)
@@ -208,9 +271,12 @@ def text_to_html(text: str) -> str:
     return f'<!doctype html><html><body style="font-family:sans-serif">{body}</body></html>'
 
 
-def render(content: Content, recipient_name: str | None = None, link: str | None = None) -> Rendered:
+def render(
+    content: Content, recipient_name: str | None = None, link: str | None = None, sender_name: str | None = None
+) -> Rendered:
     """The email of a request: subject, plain text and HTML. `recipient_name` is read from the users read
-    model at delivery time and never stored."""
+    model at delivery time and never stored. A user's message (`sender_name`) is plain text under the
+    sender's label, its HTML part made from that text (escaped), with a reminder of what we never ask."""
     if content.template is not None:
         template = TEMPLATES[content.template]
         values = template_values(template, content.variables)
@@ -219,6 +285,12 @@ def render(content: Content, recipient_name: str | None = None, link: str | None
         text = fill(template.text, values)
         return Rendered(fill(template.subject, values), text, text_to_html(text))
     text = content.text or ""
+    if sender_name is not None:
+        text = (
+            f"{message_label(sender_name)}:\n\n{text}\n\n"
+            f"{sender_name} wrote this, not {PLATFORM}. {PLATFORM} never asks for your password or a payment.\n"
+        )
+        return Rendered(content.subject or "", text, text_to_html(text))
     return Rendered(content.subject or "", text, content.html or text_to_html(text))
 
 
@@ -231,10 +303,12 @@ def in_app(content: Content) -> tuple[str, str]:
     return content.subject or (content.text or "")[:SUBJECT_MAX], content.text or ""
 
 
-def sms_text(content: Content) -> str:
+def sms_text(content: Content, sender_name: str | None = None) -> str:
     if content.template is not None:
         title, body = in_app(content)
         return f"{title}: {body}"[:SMS_MAX]
+    if sender_name is not None:
+        return f"{message_label(sender_name)}: {content.text or ''}"[:SMS_MAX]
     return (content.text or "")[:SMS_MAX]
 
 
@@ -250,15 +324,24 @@ class ChannelChoice(EventData):
         return {Channel.EMAIL: self.email, Channel.SMS: self.sms, Channel.IN_APP: self.in_app}[channel]
 
 
+# Messages from other users: in the inbox only, unless the recipient asks for email or SMS too.
+DEFAULT_MESSAGE_CHANNELS = ChannelChoice(email=False, sms=False, in_app=True)
+
+
 class KindChannels(EventData):
     listing_alert: ChannelChoice
     account: ChannelChoice
     marketing: ChannelChoice
+    # Preferences stored before messages had a category of their own read as the default.
+    message: ChannelChoice = DEFAULT_MESSAGE_CHANNELS
 
     def of(self, kind: Kind) -> ChannelChoice:
-        return {Kind.LISTING_ALERT: self.listing_alert, Kind.ACCOUNT: self.account, Kind.MARKETING: self.marketing}[
-            kind
-        ]
+        return {
+            Kind.LISTING_ALERT: self.listing_alert,
+            Kind.ACCOUNT: self.account,
+            Kind.MARKETING: self.marketing,
+            Kind.MESSAGE: self.message,
+        }[kind]
 
 
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
@@ -320,6 +403,7 @@ DEFAULT_PREFERENCES = Preferences(
         listing_alert=ChannelChoice(email=True, sms=False, in_app=True),
         account=ChannelChoice(email=True, sms=False, in_app=True),
         marketing=ChannelChoice(email=False, sms=False, in_app=False),  # opt-in only
+        message=DEFAULT_MESSAGE_CHANNELS,
     ),
     quiet_hours=None,
     time_zone=DEFAULT_TIME_ZONE,
@@ -374,7 +458,18 @@ class NotificationRequested(EventData):
             raise ValueError("an address is for an email or an SMS")
         if self.content.template is not None and self.content.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.content.template!r}")
+        if self.kind == Kind.MESSAGE:
+            self._a_message()
         return self
+
+    def _a_message(self) -> None:
+        content = self.content
+        if self.user_id is None or self.requested_by is None:
+            raise ValueError("a message is from one user (requestedBy) to another (userId)")
+        if content.html is not None or content.template is not None or content.text is None:
+            raise ValueError("a message is plain text: a text, perhaps a subject, no html or template")
+        if not all(is_sealed(value) for value in (content.subject, content.text) if value is not None):
+            raise ValueError("a message's subject and text travel sealed (schemas.notifications.seal_message)")
 
 
 class NotificationDeferred(EventData):
@@ -418,6 +513,13 @@ class NotificationDeleted(EventData):
     user_id: str
 
 
+class NotificationSenderBlocked(EventData):
+    """`user_id` takes no more messages from `sender_id` (or, unblocked, takes them again)."""
+
+    user_id: str
+    sender_id: str
+
+
 class NotificationPreferencesUpdated(EventData):
     user_id: str
     channels: KindChannels
@@ -437,5 +539,7 @@ for _type, _model in (
     (NOTIFICATION_READ, NotificationRead),
     (NOTIFICATION_DELETED, NotificationDeleted),
     (NOTIFICATION_PREFERENCES_UPDATED, NotificationPreferencesUpdated),
+    (NOTIFICATION_SENDER_BLOCKED, NotificationSenderBlocked),
+    (NOTIFICATION_SENDER_UNBLOCKED, NotificationSenderBlocked),
 ):
     EVENTS.register(_type, _model)

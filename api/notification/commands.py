@@ -13,6 +13,8 @@ from api.common.deps import RequestContext
 from api.common.errors import ApiError, FieldError, field_error
 from api.common.idempotency import derived_id
 from api.common.kafka import Position
+from api.common.personal_keys import personal_key
+from api.common.rate_limits import count_in_window
 from api.notification import queries
 from api.notification.models import ChannelsIn, EmailIn, PreferencesIn, SmsIn
 from schemas.envelope import new_event
@@ -27,6 +29,7 @@ from schemas.notifications import (
     Preferences,
     QuietHours,
     RequestedChannel,
+    seal_message,
 )
 from schemas.properties import Role
 from schemas.registry import EventData
@@ -51,13 +54,13 @@ def _invalid(errors: list[FieldError]) -> ApiError:
     return ApiError(422, f"Invalid request: check {fields}", errors)
 
 
-def _content(body: EmailIn | SmsIn, *, email: bool) -> tuple[Content, Kind, list[FieldError]]:
+def _content(body: EmailIn | SmsIn, *, email: bool, default_kind: Kind) -> tuple[Content, Kind, list[FieldError]]:
     errors: list[FieldError] = []
     if body.template is not None:
         template = TEMPLATES.get(body.template)
         if template is None:
             errors.append(field_error("template", f"unknown template; known: {', '.join(sorted(TEMPLATES))}"))
-            return Content(), body.kind or Kind.DIRECT, errors
+            return Content(), body.kind or default_kind, errors
         given = [name for name in ("subject", "text", "html") if getattr(body, name, None) is not None]
         errors.extend(field_error(name, "not allowed with a template") for name in given)
         errors.extend(
@@ -82,7 +85,7 @@ def _content(body: EmailIn | SmsIn, *, email: bool) -> tuple[Content, Kind, list
         if body.text is None:
             errors.append(field_error("text", "required (or use a template)"))
         content = Content(text=body.text)
-    return content, body.kind or Kind.DIRECT, errors
+    return content, body.kind or default_kind, errors
 
 
 async def requested(
@@ -103,17 +106,20 @@ async def requested(
             address = body.to.strip()
             if not _E164.match(address):
                 errors.append(field_error("to", "an E.164 phone number, e.g. +919876543210"))
-    content, kind, content_errors = _content(body, email=email)
+    admin = is_admin(user)
+    content, kind, content_errors = _content(body, email=email, default_kind=Kind.DIRECT if admin else Kind.MESSAGE)
     errors.extend(content_errors)
     if errors:
         raise _invalid(errors)
-    if not is_admin(user):
+    if not admin:
         if body.to is not None:
             raise ApiError(403, "Only admins may send to an address", [field_error("to", "admins only")])
-        if kind != Kind.DIRECT or body.template is not None:
+        if kind != Kind.MESSAGE or body.template is not None:
             raise ApiError(
-                403, "Only admins may send system notifications", [field_error("kind", "users send direct messages")]
+                403, "Only admins may send system notifications", [field_error("kind", "users send messages")]
             )
+    if kind == Kind.MESSAGE:
+        _a_message(body, content)
     user_id = body.user_id
     if user_id is not None:
         if not await queries.user_exists(request, user_id):
@@ -123,6 +129,10 @@ async def requested(
         user_id = await queries.user_by_address(request, address, email=email)
         if user_id is not None:
             address = None
+    if kind == Kind.MESSAGE:
+        assert user_id is not None
+        await _may_write(request, user, user_id)
+        content = seal_message(content, *await _keys(request, user.subject, user_id))
     return NotificationRequested(
         notification_id=notification,
         user_id=user_id,
@@ -132,6 +142,45 @@ async def requested(
         content=content,
         requested_by=user.subject,
     )
+
+
+def _a_message(body: EmailIn | SmsIn, content: Content) -> None:
+    """A message is from one user to another, in plain text: HTML and templates are the platform's."""
+    if body.to is not None:
+        raise ApiError(422, "A message goes to a user", [field_error("to", "send messages to a userId")])
+    if content.html is not None:
+        raise ApiError(
+            403,
+            "Messages are plain text; HTML is for the platform's own messages",
+            [field_error("html", "admins only")],
+        )
+
+
+async def _may_write(request: Request, user: AccessClaims, recipient: str) -> None:
+    """Refused when the recipient blocked the sender (they would rather know than write into the void),
+    or when the sender wrote too many messages lately."""
+    if recipient == user.subject:
+        raise ApiError(422, "A message goes to someone else", [field_error("userId", "not yourself")])
+    if await queries.blocks(request, recipient, user.subject):
+        raise ApiError(403, "This user does not take messages from you", [field_error("userId", "blocked you")])
+    s = request.app.state.settings
+    await count_in_window(
+        request.app.state.redis,
+        f"notifications:messages:{user.subject}",
+        s.notification_message_limit,
+        s.notification_message_window_seconds,
+        f"At most {s.notification_message_limit} messages per {s.notification_message_window_seconds} s",
+    )
+
+
+async def _keys(request: Request, sender: str, recipient: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    pool = request.app.state.pg_pool
+    sender_key, recipient_key = await personal_key(pool, sender), await personal_key(pool, recipient)
+    if sender_key is None:
+        raise ApiError(403, "Only people with an account send messages", [field_error("userId", "no account")])
+    if recipient_key is None:
+        raise ApiError(404, f"User {recipient} not found", [field_error("userId", "no such user")])
+    return (sender, sender_key), (recipient, recipient_key)
 
 
 async def publish(
@@ -162,7 +211,7 @@ def merged_preferences(current: Preferences, body: PreferencesIn) -> Preferences
 
 def _merged_channels(current: KindChannels, changes: ChannelsIn) -> KindChannels:
     merged = {}
-    for kind in ("listing_alert", "account", "marketing"):
+    for kind in ("listing_alert", "account", "marketing", "message"):
         now: ChannelChoice = getattr(current, kind)
         change = getattr(changes, kind)
         if change is None:

@@ -25,7 +25,11 @@ MAX_VARIABLES = 30
 class EmailIn(ApiModel):
     """To a registered user (`userId`) or, for admins, an address (`to`). Either `subject` + `text` (+
     optional `html`; a plain HTML part is made from the text otherwise), or a `template` with
-    `variables` (admins). `subject` is one line: line breaks and control characters are refused (422)."""
+    `variables` (admins). `subject` is one line: line breaks and control characters are refused (422).
+
+    What a user sends another user is a `message`: plain text only (`html` is refused with 403: HTML
+    and templates are the platform's), labelled "Message from <sender> via Hyderabad Infra" wherever it
+    arrives, in the recipient's inbox and by email or SMS only if their `message` preferences allow it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,7 +52,8 @@ class EmailIn(ApiModel):
 
 
 class SmsIn(ApiModel):
-    """To a registered user (`userId`) or, for admins, an E.164 number (`to`)."""
+    """To a registered user (`userId`) or, for admins, an E.164 number (`to`). From a user, a `message`
+    (see the email's body)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +79,9 @@ class ChannelsIn(ApiModel):
     listing_alert: ChannelChoiceIn | None = None
     account: ChannelChoiceIn | None = None
     marketing: ChannelChoiceIn | None = None
+    message: ChannelChoiceIn | None = Field(
+        default=None, description="Messages from other users: in the inbox only by default"
+    )
 
 
 class QuietHoursIn(ApiModel):

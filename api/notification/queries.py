@@ -14,7 +14,7 @@ from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from schemas.envelope import format_time
-from schemas.notifications import DEFAULT_PREFERENCES, Preferences
+from schemas.notifications import DEFAULT_PREFERENCES, Kind, Preferences
 from schemas.topics import NOTIFICATIONS, USERS
 
 POSTGRES_CHECKPOINT = "notifications-postgres"
@@ -66,6 +66,8 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "kind": row["kind"],
+        # Who wrote a message (a user id: their profile is theirs to show); None for the platform's own.
+        "senderId": row["requested_by"] if row["kind"] == Kind.MESSAGE else None,
         "title": row["title"],
         "body": row["body"],
         "data": row["data"],
@@ -96,7 +98,8 @@ async def inbox(request: Request, user_id: str, unread_only: bool, paging: PageP
         params += [after_time, after_id]
     rows = await _fetch(
         request,
-        "SELECT id, kind, title, body, data, read_at, created_at, delivered_at FROM notifications"  # noqa: S608
+        "SELECT id, kind, requested_by, title, body, data, read_at, created_at, delivered_at"  # noqa: S608
+        " FROM notifications"
         f" WHERE {' AND '.join(conditions)} ORDER BY created_at DESC, id DESC LIMIT %s",
         (*params, paging.limit + 1),
     )
@@ -126,8 +129,8 @@ async def inbox_entry(request: Request, notification_id: str) -> dict[str, Any] 
     """A notification as its recipient sees it in the inbox; None when it is not (or no longer) there."""
     rows = await _fetch(
         request,
-        "SELECT id, user_id, kind, title, body, data, read_at, created_at, delivered_at FROM notifications"
-        " WHERE id = %s AND in_app AND deleted_at IS NULL",
+        "SELECT id, user_id, kind, requested_by, title, body, data, read_at, created_at, delivered_at"
+        " FROM notifications WHERE id = %s AND in_app AND deleted_at IS NULL",
         (notification_id,),
     )
     return rows[0] if rows else None
@@ -184,3 +187,22 @@ async def preferences(request: Request, user_id: str) -> tuple[Preferences, date
 
 def preferences_document(user_id: str, prefs: Preferences, updated_at: datetime | None) -> dict[str, Any]:
     return {"userId": user_id, **prefs.wire(), "isDefault": updated_at is None, "updatedAt": _time(updated_at)}
+
+
+async def blocks(request: Request, user_id: str, sender_id: str) -> bool:
+    """Whether `user_id` blocked `sender_id` (the projection's `notification_blocks`)."""
+    rows = await _fetch(
+        request,
+        "SELECT 1 FROM notification_blocks WHERE user_id = %s AND sender_id = %s AND blocked",
+        (user_id, sender_id),
+    )
+    return bool(rows)
+
+
+async def blocked_senders(request: Request, user_id: str) -> list[str]:
+    rows = await _fetch(
+        request,
+        "SELECT sender_id FROM notification_blocks WHERE user_id = %s AND blocked ORDER BY sender_id",
+        (user_id,),
+    )
+    return [row["sender_id"] for row in rows]

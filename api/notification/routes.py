@@ -21,9 +21,12 @@ from schemas.notifications import (
     NOTIFICATION_PREFERENCES_UPDATED,
     NOTIFICATION_READ,
     NOTIFICATION_REQUESTED,
+    NOTIFICATION_SENDER_BLOCKED,
+    NOTIFICATION_SENDER_UNBLOCKED,
     NotificationDeleted,
     NotificationPreferencesUpdated,
     NotificationRead,
+    NotificationSenderBlocked,
 )
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
@@ -114,6 +117,42 @@ async def update_preferences(
     return ok(
         queries.preferences_document(user.subject, updated, utc_now()),
         "Preferences updated",
+        {CONSISTENCY_HEADER: consistency_token([position])},
+    )
+
+
+@router.put("/blocks/{user_id}", summary="Take no more messages from a user (idempotent)")
+async def block_sender(user_id: UserId, user: CurrentUser, ctx: Context, request: Request) -> JSONResponse:
+    """From then on that user's messages are refused with 403 ("does not take messages from you"): they
+    learn it when they try, rather than writing into the void; a message of theirs still queued is not
+    delivered. Only messages are blocked: the platform's own notifications still arrive."""
+    return await _set_block(request, user, ctx, user_id, blocked=True)
+
+
+@router.delete("/blocks/{user_id}", summary="Take messages from a user again (idempotent)")
+async def unblock_sender(user_id: UserId, user: CurrentUser, ctx: Context, request: Request) -> JSONResponse:
+    return await _set_block(request, user, ctx, user_id, blocked=False)
+
+
+@router.get("/blocks", summary="The users one has blocked")
+async def blocked_senders(user: CurrentUser, request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
+    fresh = await queries.caught_up(request, consistency)
+    senders = await queries.blocked_senders(request, user.subject)
+    return ok({"userId": user.subject, "blocked": senders}, "Blocked users", queries.freshness_headers(fresh))
+
+
+async def _set_block(request: Request, user: AccessClaims, ctx: Context, sender: str, *, blocked: bool) -> JSONResponse:
+    if sender == user.subject:
+        raise ApiError(422, "One cannot block oneself", [field_error("userId", "not yourself")])
+    if blocked and not await queries.user_exists(request, sender):
+        raise ApiError(404, f"User {sender} not found", [field_error("userId", "no such user")])
+    event_type = NOTIFICATION_SENDER_BLOCKED if blocked else NOTIFICATION_SENDER_UNBLOCKED
+    event = NotificationSenderBlocked(user_id=user.subject, sender_id=sender)
+    # Keyed by the user who blocks: their blocks and preferences change in order on one partition.
+    position = await commands.publish(request, event_type, user.subject, event, user, ctx)
+    return ok(
+        {"userId": user.subject, "senderId": sender, "blocked": blocked},
+        "Blocked" if blocked else "Unblocked",
         {CONSISTENCY_HEADER: consistency_token([position])},
     )
 

@@ -29,9 +29,11 @@ from schemas.notifications import (
     Kind,
     NotificationRequested,
     Preferences,
+    open_message,
     render,
     sms_text,
 )
+from schemas.personal import UnreadablePersonalData
 from schemas.registry import EVENTS
 from schemas.topics import NOTIFICATIONS
 from streams.batches import until_done
@@ -157,11 +159,18 @@ class DeliveryReactor:
             return 0
         work = [self._read(row) for row in claimed]
         user_ids = sorted({w.request.user_id for w in work if w.request and w.request.user_id})
-        recipients = await until_done("postgres users", lambda: self._store.recipients(user_ids))
+        messages = [w.request for w in work if w.request and w.request.kind == Kind.MESSAGE]
+        pairs = sorted({(m.user_id or "", m.requested_by or "") for m in messages})
+        people = sorted({*user_ids, *(p[1] for p in pairs)})
+        recipients = await until_done("postgres users", lambda: self._store.recipients(people))
         preferences = await until_done("postgres preferences", lambda: self._store.preferences(user_ids))
+        context = _Messages(
+            keys=await until_done("postgres keys", lambda: self._store.keys(sorted({u for p in pairs for u in p}))),
+            blocked=await until_done("postgres blocks", lambda: self._store.blocked(pairs)),
+        )
         # Sending is shielded: once a message may have left, its outcome must be stored even if the
         # worker is being stopped, or it would be sent again after the lease.
-        finished = await asyncio.shield(self._deliver(work, recipients, preferences))
+        finished = await asyncio.shield(self._deliver(work, recipients, preferences, context))
         await until_done("postgres finish", lambda: self._store.finish(finished))
         causes = {w.row.notification_id: w.cause for w in work}
         rows = {(w.row.notification_id, w.row.channel): w.row for w in work}
@@ -178,7 +187,11 @@ class DeliveryReactor:
             return _Work(row, None, None, f"unreadable request: {exc}")
 
     async def _deliver(
-        self, work: Sequence[_Work], recipients: dict[str, Recipient], preferences: dict[str, Preferences]
+        self,
+        work: Sequence[_Work],
+        recipients: dict[str, Recipient],
+        preferences: dict[str, Preferences],
+        messages: "_Messages",
     ) -> list[Finished]:
         now = self._clock()
         finished: list[Finished] = []
@@ -194,7 +207,15 @@ class DeliveryReactor:
             prefs = preferences.get(request.user_id or "", DEFAULT_PREFERENCES)
             expiry = timedelta(seconds=self._settings.notification_expiry_seconds)
             requested_at = item.cause.time if item.cause else None
-            decision = decide(request, channel, recipient, prefs, now, requested_at, expiry)
+            sender = recipients.get(request.requested_by) if request.requested_by else None
+            blocked = (request.user_id, request.requested_by) in messages.blocked
+            decision = decide(request, channel, recipient, prefs, now, requested_at, expiry, sender, blocked)
+            if isinstance(decision, SendNow) and request.kind == Kind.MESSAGE:
+                opened = messages.opened(request)
+                if opened is None:
+                    decision = Suppress("the message can no longer be read: an account was closed")
+                else:
+                    request = opened
             if isinstance(decision, Suppress):
                 finished.append(
                     Finished(
@@ -222,10 +243,11 @@ class DeliveryReactor:
                 if channel == Channel.IN_APP:
                     finished.append(Finished(row.notification_id, row.channel, "sent", row.attempts + 1, SENT))
                 elif channel == Channel.EMAIL:
-                    emails.append((item, self._email(request, recipient), recipient))
+                    emails.append((item, self._email(request, recipient, sender), recipient))
                 else:
                     to = recipient.phone if recipient else request.address
-                    texts.append((item, Sms(request.notification_id, to or "", sms_text(request.content)), recipient))
+                    text = sms_text(request.content, _sender_name(request, sender))
+                    texts.append((item, Sms(request.notification_id, to or "", text), recipient))
         if emails:
             results = await self._send_emails(emails, now)
             for (item, _, recipient), result in zip(emails, results, strict=True):
@@ -265,17 +287,19 @@ class DeliveryReactor:
             sending = False
             await storing
 
-    def _email(self, request: NotificationRequested, recipient: Recipient | None) -> Email:
+    def _email(self, request: NotificationRequested, recipient: Recipient | None, sender: Recipient | None) -> Email:
         base = self._settings.public_web_url.rstrip("/")
         property_id = request.reference.get("propertyId") or request.content.variables.get("propertyId")
         link = f"{base}/properties/{property_id}" if property_id else None
         to = recipient.email if recipient else request.address
+        sender_name = _sender_name(request, sender)
         return Email(
             notification_id=request.notification_id,
             to=to or "",
-            rendered=render(request.content, recipient.name if recipient else None, link),
+            rendered=render(request.content, recipient.name if recipient else None, link, sender_name),
             marketing=request.kind == Kind.MARKETING,
             unsubscribe_url=f"{base}/settings/notifications?unsubscribe=marketing",
+            sender_name=sender_name,
         )
 
     async def _send_sms(self, sms: Sms) -> str | SendError:
@@ -337,6 +361,32 @@ class DeliveryReactor:
         await self._dead_letters([dead_letter(o) for o in outcomes if o.report == FAILED])
         done = [(o.notification_id, o.channel, o.report) for o in outcomes]
         await until_done("postgres reported", lambda: self._store.reported(done))
+
+
+@dataclass(frozen=True)
+class _Messages:
+    """What a round needs for users' messages: the keys that open them, and who blocked whom."""
+
+    keys: dict[str, bytes]
+    blocked: set[tuple[str, str]]
+
+    def opened(self, request: NotificationRequested) -> NotificationRequested | None:
+        """The request with its message opened, held in memory for this send only; None once a key is gone."""
+        sender, recipient = request.requested_by or "", request.user_id or ""
+        if sender not in self.keys or recipient not in self.keys:
+            return None
+        try:
+            content = open_message(request.content, (sender, self.keys[sender]), (recipient, self.keys[recipient]))
+        except UnreadablePersonalData:
+            return None
+        return request.model_copy(update={"content": content})
+
+
+def _sender_name(request: NotificationRequested, sender: Recipient | None) -> str | None:
+    """The label of a user's message; None for the platform's own."""
+    if request.kind != Kind.MESSAGE:
+        return None
+    return (sender.name if sender else None) or "a Hyderabad Infra user"
 
 
 def _scrubbed(error: SendError, recipient: Recipient | None) -> str:

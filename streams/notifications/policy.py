@@ -50,10 +50,14 @@ class IntakePlan:
 
 def channels_of(request: NotificationRequested) -> tuple[Channel, ...]:
     """`preferred` becomes every channel; the dispatcher suppresses those the recipient turned off, at the
-    moment of sending (so a change of mind before then is honoured, and the record says why)."""
+    moment of sending (so a change of mind before then is honoured, and the record says why). A user's
+    message always tries the inbox too: by default it is the only channel a recipient takes them on."""
     if request.channel == RequestedChannel.PREFERRED:
         return (Channel.IN_APP, Channel.EMAIL, Channel.SMS)
-    return (Channel(request.channel.value),)
+    channel = Channel(request.channel.value)
+    if request.kind == Kind.MESSAGE and channel != Channel.IN_APP:
+        return (Channel.IN_APP, channel)
+    return (channel,)
 
 
 def plan_intake(records: Sequence[RawRecord]) -> IntakePlan:
@@ -136,7 +140,11 @@ def decide(
     now: datetime,
     requested_at: datetime | None = None,
     expiry: timedelta | None = None,
+    sender: Recipient | None = None,
+    blocked: bool = False,
 ) -> Decision:
+    """`sender` and `blocked` matter for a user's message only: its writer as the users read model has
+    them now, and whether the recipient blocked them."""
     if requested_at is not None and expiry is not None and now - requested_at > expiry:
         # A reactor replayed from the start, or one that was down for days, does not send old news.
         return Suppress(f"expired: requested more than {expiry} before it could be sent")
@@ -146,6 +154,13 @@ def decide(
         return NotYet(f"user {request.user_id} is not in the users read model (yet)")
     if recipient.deleted:
         return Suppress("the recipient's account is closed")
+    if request.kind == Kind.MESSAGE:
+        if sender is None:
+            return NotYet(f"user {request.requested_by} is not in the users read model (yet)")
+        if sender.deleted:
+            return Suppress("the sender's account is closed")
+        if blocked:
+            return Suppress("the recipient does not take messages from the sender")
     if request.kind in PREFERENCE_KINDS and not preferences.channels.of(request.kind).allows(channel):
         return Suppress(f"the recipient turned off {channel.value} for {request.kind.value} notifications")
     if channel == Channel.EMAIL and not recipient.email:

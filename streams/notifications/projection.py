@@ -7,7 +7,12 @@ changes the Postgres sink applies, one function per event type.
 - `notification.sent/failed/deferred/suppressed`: the channel's state (the state endpoint).
 - `notification.read` / `notification.deleted`: the inbox row is read / removed.
 - `notification.preferences_updated`: the user's preferences, absolute.
-- `user.deleted` (on `users`): the user's notifications, channel states and preferences are erased.
+- `notification.sender_blocked/unblocked`: whether a user takes messages from a sender, absolute.
+- `user.deleted` (on `users`): the user's notifications, channel states, preferences and blocks are
+  erased, and the messages they wrote to others can no longer be read.
+
+A message's title and body arrive sealed with its two people's keys: the sink opens them as it writes
+the row (`Recorded.message`), and writes that it can no longer be read once either key is gone.
 """
 
 from collections.abc import Sequence
@@ -23,15 +28,20 @@ from schemas.notifications import (
     NOTIFICATION_PREFERENCES_UPDATED,
     NOTIFICATION_READ,
     NOTIFICATION_REQUESTED,
+    NOTIFICATION_SENDER_BLOCKED,
+    NOTIFICATION_SENDER_UNBLOCKED,
     NOTIFICATION_SENT,
     NOTIFICATION_SUPPRESSED,
     Channel,
+    Content,
+    Kind,
     NotificationDeferred,
     NotificationDeleted,
     NotificationFailed,
     NotificationPreferencesUpdated,
     NotificationRead,
     NotificationRequested,
+    NotificationSenderBlocked,
     NotificationSent,
     NotificationSuppressed,
     in_app,
@@ -58,6 +68,7 @@ class Recorded:
     body: str
     data: dict[str, Any]
     at: datetime
+    message: Content | None = None  # a user's message, sealed: the sink opens it for title and body
 
 
 @dataclass(frozen=True)
@@ -103,12 +114,21 @@ class PreferencesSet:
 
 
 @dataclass(frozen=True)
+class BlockSet:
+    user_id: str
+    sender_id: str
+    blocked: bool
+    version: int  # the event's offset: one user's blocks share a partition
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Erased:
     user_id: str
     at: datetime
 
 
-Change = Recorded | EnteredInbox | ChannelState | MarkedRead | Removed | PreferencesSet | Erased
+Change = Recorded | EnteredInbox | ChannelState | MarkedRead | Removed | PreferencesSet | BlockSet | Erased
 
 
 @dataclass(frozen=True)
@@ -136,7 +156,8 @@ def notification_changes(record: RawRecord) -> list[Change]:
     data = EVENTS.read(envelope).data
     if envelope.type == NOTIFICATION_REQUESTED:
         assert isinstance(data, NotificationRequested)
-        title, body = in_app(data.content)
+        message = data.content if data.kind == Kind.MESSAGE else None
+        title, body = ("", "") if message else in_app(data.content)
         extra: dict[str, Any] = dict(data.reference)
         if data.content.template:
             extra["template"] = data.content.template
@@ -151,6 +172,7 @@ def notification_changes(record: RawRecord) -> list[Change]:
                 body,
                 extra,
                 at,
+                message,
             )
         ]
     if envelope.type in (NOTIFICATION_SENT, NOTIFICATION_FAILED, NOTIFICATION_DEFERRED, NOTIFICATION_SUPPRESSED):
@@ -180,6 +202,11 @@ def notification_changes(record: RawRecord) -> list[Change]:
         if envelope.subject != data.user_id:
             raise EventDecodeError("preferences must be keyed (subject) by their user id")
         return [PreferencesSet(data.user_id, data.preferences().wire(), offset, at)]
+    if envelope.type in (NOTIFICATION_SENDER_BLOCKED, NOTIFICATION_SENDER_UNBLOCKED):
+        assert isinstance(data, NotificationSenderBlocked)
+        if envelope.subject != data.user_id:
+            raise EventDecodeError("blocks must be keyed (subject) by the user who blocks")
+        return [BlockSet(data.user_id, data.sender_id, envelope.type == NOTIFICATION_SENDER_BLOCKED, offset, at)]
     raise EventDecodeError(f"{envelope.type} does not belong on the notifications topic")
 
 

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 
 import aiosmtplib
 import httpx
 
 from config import Settings
-from schemas.notifications import Rendered
+from schemas.notifications import PLATFORM, Rendered
 
 log = logging.getLogger("streams.notifications.senders")
 
@@ -45,6 +45,7 @@ class Email:
     rendered: Rendered
     marketing: bool = False
     unsubscribe_url: str | None = None
+    sender_name: str | None = None  # a user's message: From names them, "… via Hyderabad Infra"
 
     @property
     def message_id(self) -> str:
@@ -55,6 +56,9 @@ class Email:
 
 def build_message(email: Email, sender: str) -> EmailMessage:
     message = EmailMessage()
+    if email.sender_name:
+        # A user's message leaves from our address, under their name: never as the platform itself.
+        sender = formataddr((f"{email.sender_name} via {PLATFORM}", envelope_sender(sender)))
     message["From"] = sender
     message["To"] = email.to
     message["Subject"] = email.rendered.subject

@@ -17,8 +17,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from schemas.notifications import in_app, open_message
+from schemas.personal import UnreadablePersonalData
 from streams.notifications.projection import (
     POSTGRES_CHECKPOINT,
+    BlockSet,
     Change,
     ChannelState,
     EnteredInbox,
@@ -79,6 +82,18 @@ ON CONFLICT (user_id) DO UPDATE SET
 WHERE notification_preferences.version < EXCLUDED.version
 """
 
+_BLOCK = f"""
+INSERT INTO notification_blocks (user_id, sender_id, blocked, version, updated_at)
+SELECT %(user_id)s, %(sender_id)s, %(blocked)s, %(version)s, %(at)s
+WHERE {_NOT_ERASED}
+ON CONFLICT (user_id, sender_id) DO UPDATE SET
+    blocked = EXCLUDED.blocked, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+WHERE notification_blocks.version < EXCLUDED.version
+"""
+
+# What a message says, in the inbox of someone whose correspondent closed their account.
+UNREADABLE_MESSAGE = "A message that can no longer be read: its sender or recipient closed their account"
+
 _ERASE = (
     """INSERT INTO notification_erased_users (user_id, erased_at) VALUES (%(user_id)s, %(at)s)
     ON CONFLICT (user_id) DO NOTHING""",
@@ -86,7 +101,18 @@ _ERASE = (
     WHERE notification_id IN (SELECT id FROM notifications WHERE user_id = %(user_id)s)""",
     "DELETE FROM notifications WHERE user_id = %(user_id)s",
     "DELETE FROM notification_preferences WHERE user_id = %(user_id)s",
+    "DELETE FROM notification_blocks WHERE user_id = %(user_id)s OR sender_id = %(user_id)s",
+    # The messages they wrote stay in their recipients' inboxes, but no longer say anything.
+    """UPDATE notifications SET title = %(unreadable)s, body = '', updated_at = %(at)s
+    WHERE requested_by = %(user_id)s AND kind = 'message' AND title <> %(unreadable)s""",
 )
+
+# The keys that open a message: none for a user already erased here, even if the user projection has
+# not deleted their key yet (the inbox must not be written in the clear after the erasure).
+_MESSAGE_KEYS = """
+SELECT k.user_id, k.key FROM user_keys k
+WHERE k.user_id = ANY(%s) AND NOT EXISTS (SELECT 1 FROM notification_erased_users e WHERE e.user_id = k.user_id)
+"""
 
 _LOCK_USERS = "SELECT pg_advisory_xact_lock(hashtext('notification_unread:' || u)) FROM unnest(%s::text[]) u"
 
@@ -101,8 +127,24 @@ RETURNING user_id, unread, version
 """
 
 
+async def _opened(cursor: AsyncCursor[Any], change: Recorded) -> tuple[str, str]:
+    """A message's (title, body) opened with both people's keys, or the unreadable placeholder."""
+    assert change.message is not None and change.requested_by is not None and change.user_id is not None
+    await cursor.execute(_MESSAGE_KEYS, ([change.requested_by, change.user_id],))
+    keys = {user_id: bytes(key) for user_id, key in await cursor.fetchall()}
+    sender, recipient = keys.get(change.requested_by), keys.get(change.user_id)
+    if sender is None or recipient is None:
+        return UNREADABLE_MESSAGE, ""
+    try:
+        opened = open_message(change.message, (change.requested_by, sender), (change.user_id, recipient))
+    except UnreadablePersonalData:
+        return UNREADABLE_MESSAGE, ""
+    return in_app(opened)
+
+
 async def _apply(cursor: AsyncCursor[Any], change: Change) -> None:
     if isinstance(change, Recorded):
+        title, body = (change.title, change.body) if change.message is None else await _opened(cursor, change)
         await cursor.execute(
             _RECORD,
             {
@@ -111,8 +153,8 @@ async def _apply(cursor: AsyncCursor[Any], change: Change) -> None:
                 "requested_by": change.requested_by,
                 "kind": change.kind,
                 "channel": change.channel,
-                "title": change.title,
-                "body": change.body,
+                "title": title,
+                "body": body,
                 "data": Jsonb(change.data),
                 "at": change.at,
             },
@@ -148,9 +190,22 @@ async def _apply(cursor: AsyncCursor[Any], change: Change) -> None:
                 "at": change.at,
             },
         )
+    elif isinstance(change, BlockSet):
+        await cursor.execute(
+            _BLOCK,
+            {
+                "user_id": change.user_id,
+                "sender_id": change.sender_id,
+                "blocked": change.blocked,
+                "version": change.version,
+                "at": change.at,
+            },
+        )
     elif isinstance(change, Erased):
         for statement in _ERASE:
-            await cursor.execute(statement, {"user_id": change.user_id, "at": change.at})
+            await cursor.execute(
+                statement, {"user_id": change.user_id, "at": change.at, "unreadable": UNREADABLE_MESSAGE}
+            )
 
 
 UnreadCounts = dict[str, tuple[int, int]]  # user id -> (unread, version)

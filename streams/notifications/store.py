@@ -69,6 +69,13 @@ WHERE dispatcher = %s AND notification_id = %s AND channel = %s AND report = %s
 _RECIPIENTS = "SELECT id, email_normalised, phone, name, deleted FROM users WHERE id = ANY(%s)"
 _PREFERENCES = "SELECT user_id, preferences FROM notification_preferences WHERE user_id = ANY(%s)"
 _ERASE = "DELETE FROM notification_deliveries WHERE user_id = ANY(%s)"
+# The keys that open messages (schemas.notifications.open_message), and who blocked whom (the projection's).
+_KEYS = "SELECT user_id, key FROM user_keys WHERE user_id = ANY(%s)"
+_BLOCKED = """
+SELECT b.user_id, b.sender_id FROM notification_blocks b
+JOIN unnest(%s::text[], %s::text[]) AS p(user_id, sender_id) ON b.user_id = p.user_id AND b.sender_id = p.sender_id
+WHERE b.blocked
+"""
 
 
 @dataclass(frozen=True)
@@ -221,3 +228,19 @@ class DeliveryStore:
             return
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(_ERASE, (list(user_ids),))
+
+    async def keys(self, user_ids: Sequence[str]) -> dict[str, bytes]:
+        """The personal keys of those still with an account (a closed account's key is gone)."""
+        if not user_ids:
+            return {}
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_KEYS, (list(user_ids),))
+            return {row[0]: bytes(row[1]) for row in await cursor.fetchall()}
+
+    async def blocked(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (recipient, sender) pairs, those where the recipient blocked the sender."""
+        if not pairs:
+            return set()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_BLOCKED, ([p[0] for p in pairs], [p[1] for p in pairs]))
+            return {(row[0], row[1]) for row in await cursor.fetchall()}

@@ -113,10 +113,12 @@ async def set_preferences(api, user_id, body):
 # ---- email and SMS through the API ----
 
 
-async def test_an_email_through_the_api_arrives_with_recipient_subject_and_both_parts(notifications, api):
+async def test_a_message_by_email_arrives_labelled_with_its_sender_in_plain_text(notifications, api):
     recipient, registered = await notifications.register()
-    sender, _ = await notifications.register()
-    body = {"userId": recipient, "subject": "About your villa in Kokapet", "text": "Is it still available?"}
+    sender, written = await notifications.register()
+    # Messages from other users come by email only to those who ask for it.
+    await set_preferences(api, recipient, {"channels": {"message": {"email": True}}})
+    body = {"userId": recipient, "subject": "About your villa in Kokapet", "text": "Is it <b>still</b> available?"}
     answer = await api.post("/api/notifications/email", json=body, headers=bearer(sender))
     assert answer.status_code == 202, answer.text
     data = answer.json()["data"]
@@ -127,8 +129,16 @@ async def test_an_email_through_the_api_arrives_with_recipient_subject_and_both_
     assert message["To"] == registered["email"] and stored.delivered_to == [registered["email"]]
     assert message["Subject"] == "About your villa in Kokapet"
     assert message["Message-ID"] == f"<{data['id']}@hyderabad-infra>"
-    assert stored.part("text/plain").strip() == "Is it still available?"
-    assert "<p>Is it still available?</p>" in stored.part("text/html")
+    assert message["From"].addresses[0].display_name == f"{written['name']} via Hyderabad Infra"
+    text = stored.part("text/plain")
+    assert text.startswith(f"Message from {written['name']} via Hyderabad Infra:")
+    assert "Is it <b>still</b> available?" in text and "never asks for your password" in text
+    # The HTML part is the text, escaped: what a user writes never becomes markup.
+    assert "Is it &lt;b&gt;still&lt;/b&gt; available?" in stored.part("text/html")
+    assert "<b>still</b>" not in stored.part("text/html")
+    entry = next(i for i in (await in_inbox(api, recipient, data["id"]))["items"] if i["id"] == data["id"])
+    assert entry["kind"] == "message" and entry["senderId"] == sender
+    assert entry["title"] == "About your villa in Kokapet" and entry["body"] == body["text"]
 
     # The sender may follow it; the request and outcome name the recipient by id only.
     token = {CONSISTENCY: answer.headers[CONSISTENCY], **bearer(sender)}
@@ -137,6 +147,132 @@ async def test_an_email_through_the_api_arrives_with_recipient_subject_and_both_
     )
     assert followed["userId"] == recipient and registered["email"] not in str(followed)
     assert channel(followed, "email")["attempts"] == 1
+
+
+async def test_a_message_is_in_app_only_unless_the_recipient_allows_more(notifications, api):
+    recipient, _ = await notifications.register()
+    sender, written = await notifications.register()
+    mailed = await api.post(
+        "/api/notifications/email",
+        json={"userId": recipient, "subject": "Your flat", "text": "Call me on my number."},
+        headers=bearer(sender),
+    )
+    texted = await api.post(
+        "/api/notifications/sms", json={"userId": recipient, "text": "Call me back."}, headers=bearer(sender)
+    )
+    assert mailed.status_code == texted.status_code == 202, (mailed.text, texted.text)
+    for answer in (mailed, texted):
+        notification = answer.json()["data"]["id"]
+        await in_inbox(api, recipient, notification)
+        token = {CONSISTENCY: answer.headers[CONSISTENCY], **bearer(sender)}
+        asked = "email" if answer is mailed else "sms"
+        followed = await eventually(
+            lambda n=notification, t=token: state(api, n, t), lambda s, c=asked: channel(s, c) is not None
+        )
+        assert channel(followed, asked)["state"] == "suppressed", followed
+        assert channel(followed, "in_app")["state"] == "sent"
+        assert notifications.mail(notification) == [] and notifications.texts(notification) == []
+
+    # Allowing SMS from other users: the next one comes by SMS too, labelled.
+    await set_preferences(api, recipient, {"channels": {"message": {"sms": True}}})
+    answer = await api.post(
+        "/api/notifications/sms", json={"userId": recipient, "text": "Visit at 5?"}, headers=bearer(sender)
+    )
+    [sms] = await eventually(
+        lambda: asyncio.sleep(0, notifications.texts(answer.json()["data"]["id"])), bool, within=30
+    )
+    assert sms["body"] == f"Message from {written['name']} via Hyderabad Infra: Visit at 5?"
+
+
+async def test_html_and_templates_are_the_platforms_and_messages_are_rate_limited_per_sender(notifications, api):
+    recipient, _ = await notifications.register()
+    sender, _ = await notifications.register()
+    html = {"userId": recipient, "subject": "Verify", "text": "t", "html": '<form action="https://x.in">'}
+    answer = await api.post("/api/notifications/email", json=html, headers=bearer(sender))
+    assert answer.status_code == 403 and answer.json()["errors"][0]["field"] == "html", answer.text
+    for kind in ("direct", "account"):
+        answer = await api.post(
+            "/api/notifications/email",
+            json={"userId": recipient, "kind": kind, "subject": "s", "text": "t"},
+            headers=bearer(sender),
+        )
+        assert answer.status_code == 403 and answer.json()["errors"][0]["field"] == "kind", answer.text
+    assert (await api.post("/api/notifications/email", json=html, headers=ADMIN)).status_code == 202
+
+    # The slice allows five messages per sender per hour; the sixth is 429 with the seconds to wait.
+    answers = [
+        await api.post("/api/notifications/sms", json={"userId": recipient, "text": f"#{n}"}, headers=bearer(sender))
+        for n in range(6)
+    ]
+    assert [a.status_code for a in answers] == [202] * 5 + [429], [a.text for a in answers]
+    assert answers[-1].json()["success"] is False and 3500 <= int(answers[-1].headers["Retry-After"]) <= 3600
+    # Another sender is not held back by the first.
+    other, _ = await notifications.register()
+    answer = await api.post("/api/notifications/sms", json={"userId": recipient, "text": "hi"}, headers=bearer(other))
+    assert answer.status_code == 202, answer.text
+
+
+async def test_a_blocked_sender_is_refused_until_unblocked(notifications, api):
+    recipient, _ = await notifications.register()
+    sender, _ = await notifications.register()
+    body = {"userId": recipient, "text": "Still interested?"}
+    blocked = await api.put(f"/api/notifications/blocks/{sender}", headers=bearer(recipient))
+    assert blocked.status_code == 200 and blocked.json()["data"]["blocked"] is True, blocked.text
+    token = {CONSISTENCY: blocked.headers[CONSISTENCY], **bearer(recipient)}
+    listed = await api.get("/api/notifications/blocks", headers=token)
+    assert listed.status_code == 200 and listed.json()["data"]["blocked"] == [sender]
+
+    answer = await api.post("/api/notifications/sms", json=body, headers=bearer(sender))
+    assert answer.status_code == 403 and answer.json()["errors"][0]["field"] == "userId", answer.text
+    # Blocks stop messages only: the platform's own still reach the recipient.
+    platform = await api.post("/api/notifications/sms", json={"userId": recipient, "text": "Visit ok"}, headers=ADMIN)
+    assert platform.status_code == 202
+
+    unblocked = await api.delete(f"/api/notifications/blocks/{sender}", headers=bearer(recipient))
+    assert unblocked.status_code == 200 and unblocked.json()["data"]["blocked"] is False
+    token = {CONSISTENCY: unblocked.headers[CONSISTENCY], **bearer(recipient)}
+    assert (await api.get("/api/notifications/blocks", headers=token)).json()["data"]["blocked"] == []
+    answer = await api.post("/api/notifications/sms", json=body, headers=bearer(sender))
+    assert answer.status_code == 202, answer.text
+    await in_inbox(api, recipient, answer.json()["data"]["id"])
+
+    for method, path, who in [
+        ("PUT", f"/api/notifications/blocks/{recipient}", recipient),
+        ("PUT", f"/api/notifications/blocks/user-{uuid.uuid4().hex}", recipient),
+    ]:
+        answer = await api.request(method, path, headers=bearer(who))
+        assert answer.status_code in (404, 422), answer.text
+
+
+async def test_a_message_queued_before_the_block_is_not_delivered(notifications, api):
+    recipient, _ = await notifications.register()
+    sender, _ = await notifications.register()
+    # Quiet hours ending in a few seconds hold the email meanwhile; the recipient blocks the sender.
+    now = datetime.now(UTC)
+    start, end = now - timedelta(seconds=2), now + timedelta(seconds=8)
+    quiet = {"start": start.strftime("%H:%M:%S"), "end": end.strftime("%H:%M:%S")}
+    await set_preferences(
+        api, recipient, {"channels": {"message": {"email": True}}, "quietHours": quiet, "timeZone": "UTC"}
+    )
+    answer = await api.post(
+        "/api/notifications/email", json={"userId": recipient, "subject": "s", "text": "t"}, headers=bearer(sender)
+    )
+    notification = answer.json()["data"]["id"]
+    token = {CONSISTENCY: answer.headers[CONSISTENCY], **bearer(sender)}
+    await eventually(
+        lambda: state(api, notification, token), lambda s: (channel(s, "email") or {}).get("state") == "deferred"
+    )
+    blocked = await api.put(f"/api/notifications/blocks/{sender}", headers=bearer(recipient))
+    token_b = {CONSISTENCY: blocked.headers[CONSISTENCY], **bearer(recipient)}
+    seen = await api.get("/api/notifications/blocks", headers=token_b)
+    assert seen.json()["data"]["blocked"] == [sender] and "X-Consistency" not in seen.headers
+    followed = await eventually(
+        lambda: state(api, notification, token),
+        lambda s: (channel(s, "email") or {}).get("state") == "suppressed",
+        within=30,
+    )
+    assert "does not take messages" in channel(followed, "email")["detail"]
+    assert notifications.mail(notification) == []
 
 
 async def test_an_admin_email_with_a_template_and_html_to_an_outside_address(notifications, api):
@@ -394,6 +530,7 @@ async def test_preferences_defaults_partial_update_and_validation(notifications,
     defaults = answer.json()["data"]
     assert defaults["isDefault"] is True and defaults["timeZone"] == "Asia/Kolkata" and defaults["quietHours"] is None
     assert defaults["channels"]["marketing"] == {"email": False, "sms": False, "inApp": False}
+    assert defaults["channels"]["message"] == {"email": False, "sms": False, "inApp": True}
 
     prefs = await set_preferences(
         api, user_id, {"channels": {"marketing": {"email": True}}, "quietHours": {"start": "22:00", "end": "07:00"}}
@@ -420,6 +557,9 @@ async def test_every_endpoint_needs_a_token(api):
         ("GET", "/api/notifications/preferences/user-x", None),
         ("PUT", "/api/notifications/preferences", {"timeZone": "Asia/Kolkata"}),
         ("GET", "/api/notifications/notif-x/state", None),
+        ("PUT", "/api/notifications/blocks/user-x", None),
+        ("DELETE", "/api/notifications/blocks/user-x", None),
+        ("GET", "/api/notifications/blocks", None),
     ]
     for method, path, body in calls:
         answer = await api.request(method, path, json=body)

@@ -134,6 +134,8 @@ def slice_env(base: dict[str, str], run: str, smtp_port: int, sms_port: int, tmp
         "HI_NOTIFICATION_RETRY_MAX_SECONDS": "1.0",
         "HI_NOTIFICATION_MAX_ATTEMPTS": "40",
         "HI_NOTIFICATION_POLL_SECONDS": "0.1",
+        # A sender's sixth message within the hour is refused (the rate-limit test writes six).
+        "HI_NOTIFICATION_MESSAGE_LIMIT": "5",
     }
 
 

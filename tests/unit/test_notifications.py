@@ -22,13 +22,18 @@ from schemas.notifications import (
     Preferences,
     QuietHours,
     RequestedChannel,
+    header_problem,
     in_app,
     indian_rupees,
     listing_alert_id,
+    open_message,
     quiet_until,
     render,
+    seal_message,
+    sms_text,
     welcome_id,
 )
+from schemas.personal import UnreadablePersonalData, new_personal_key
 from streams.notifications.delivery import DeliveryReactor
 from streams.notifications.policy import (
     Defer,
@@ -37,12 +42,20 @@ from streams.notifications.policy import (
     Recipient,
     SendNow,
     Suppress,
+    channels_of,
     decide,
     plan_intake,
     retry_delay,
     scrub,
 )
-from streams.notifications.projection import ChannelState, EnteredInbox, Erased, Recorded, plan_notifications
+from streams.notifications.projection import (
+    BlockSet,
+    ChannelState,
+    EnteredInbox,
+    Erased,
+    Recorded,
+    plan_notifications,
+)
 from streams.notifications.reports import FAILED, SENT, Outcome, dead_letter, outcome_event
 from streams.notifications.senders import (
     Email,
@@ -373,3 +386,102 @@ def test_projection_records_requests_inbox_entries_states_and_erasures():
     kinds = [type(c) for c in plan.changes]
     assert kinds == [Recorded, ChannelState, EnteredInbox, Erased] and not plan.dead_letters
     assert plan.changes[1].state == "sent" and plan.changes[1].offset == 1
+
+
+# ---- messages between users ----
+
+SENDER = ("user-2", new_personal_key())
+ADDRESSEE = ("user-1", new_personal_key())
+
+
+def a_message(channel: RequestedChannel = RequestedChannel.EMAIL) -> NotificationRequested:
+    content = seal_message(Content(subject="Your villa", text="Still available?"), SENDER, ADDRESSEE)
+    return NotificationRequested(
+        notification_id="notif-m",
+        user_id="user-1",
+        channel=channel,
+        kind=Kind.MESSAGE,
+        content=content,
+        requested_by="user-2",
+    )
+
+
+def test_a_message_opens_only_with_both_keys_and_never_travels_in_the_clear():
+    message = a_message()
+    assert "Still available" not in str(message.to_wire()) and "Your villa" not in str(message.to_wire())
+    opened = open_message(message.content, SENDER, ADDRESSEE)
+    assert (opened.subject, opened.text) == ("Your villa", "Still available?")
+    for sender, recipient in [(("user-2", new_personal_key()), ADDRESSEE), (SENDER, ("user-1", new_personal_key()))]:
+        with pytest.raises(UnreadablePersonalData):
+            open_message(message.content, sender, recipient)
+    with pytest.raises(ValidationError, match="sealed"):
+        NotificationRequested(
+            notification_id="notif-m",
+            user_id="user-1",
+            channel=RequestedChannel.EMAIL,
+            kind=Kind.MESSAGE,
+            content=Content(text="in the clear"),
+            requested_by="user-2",
+        )
+
+
+def test_a_message_tries_the_inbox_follows_preferences_and_stops_at_a_block_or_a_closed_sender():
+    message = a_message(RequestedChannel.SMS)
+    assert channels_of(message) == (Channel.IN_APP, Channel.SMS)
+    writer = Recipient("user-2", None, None, "Ravi", deleted=False)
+    now = at_ist(12)
+    assert isinstance(decide(message, Channel.IN_APP, RECIPIENT, prefs(), now, sender=writer), SendNow)
+    assert isinstance(decide(message, Channel.SMS, RECIPIENT, prefs(), now, sender=writer), Suppress)
+    allowed = prefs(message=ChannelChoice(email=False, sms=True, in_app=True))
+    assert isinstance(decide(message, Channel.SMS, RECIPIENT, allowed, now, sender=writer), SendNow)
+    blocked = decide(message, Channel.IN_APP, RECIPIENT, prefs(), now, sender=writer, blocked=True)
+    assert isinstance(blocked, Suppress) and "does not take messages" in blocked.reason
+    closed = Recipient("user-2", None, None, None, deleted=True)
+    assert isinstance(decide(message, Channel.IN_APP, RECIPIENT, prefs(), now, sender=closed), Suppress)
+    assert isinstance(decide(message, Channel.IN_APP, RECIPIENT, prefs(), now, sender=None), NotYet)
+
+
+def test_a_message_is_labelled_plain_text_in_every_copy():
+    content = Content(subject="Hi", text="<a href='x'>pay here</a>")
+    rendered = render(content, "Priya", None, "Ravi Kumar")
+    assert rendered.text.startswith("Message from Ravi Kumar via Hyderabad Infra:")
+    assert "<a href" not in rendered.html and "&lt;a href=" in rendered.html
+    assert sms_text(Content(text="Call me"), "Ravi Kumar") == "Message from Ravi Kumar via Hyderabad Infra: Call me"
+    email = Email("notif-m", "priya@example.in", rendered, sender_name="Ravi Kumar")
+    raw = bytes(build_message(email, "Hyderabad Infra <no-reply@example.in>"))
+    sent = BytesParser(policy=policy.default).parsebytes(raw)
+    assert sent["From"].addresses[0].display_name == "Ravi Kumar via Hyderabad Infra"
+    assert sent["From"].addresses[0].addr_spec == "no-reply@example.in"
+
+
+def test_a_subject_that_is_not_one_line_cannot_be_built_and_is_refused_at_the_door():
+    for subject in ("a\r\nBcc: x@y.in", "a\nb", "a\u2028b", "a\u2029b", "a\u0085b", "a\x1bb"):
+        assert header_problem(subject) is not None, repr(subject)
+    assert header_problem("Site visit \u2014 Kokapet \u20b995L") is None
+
+
+def test_projection_sets_blocks_keyed_by_the_user_who_blocks():
+    blocked = new_event(
+        type="notification.sender_blocked.v1",
+        subject="user-1",
+        service="t",
+        data={"userId": "user-1", "senderId": "user-2"},
+    )
+    unblocked = new_event(
+        type="notification.sender_unblocked.v1",
+        subject="user-1",
+        service="t",
+        data={"userId": "user-1", "senderId": "user-2"},
+    )
+    wrong_key = new_event(
+        type="notification.sender_blocked.v1",
+        subject="user-2",
+        service="t",
+        data={"userId": "user-1", "senderId": "user-2"},
+    )
+    plan = plan_notifications([record(blocked), record(unblocked, offset=1), record(wrong_key, offset=2)])
+    assert [(c.blocked, c.version) for c in plan.changes if isinstance(c, BlockSet)] == [(True, 0), (False, 1)]
+    assert [letter.position.offset for letter in plan.dead_letters] == [2]
+    message = a_message()
+    [recorded] = plan_notifications([record(requested_event(message), offset=3)]).changes
+    assert isinstance(recorded, Recorded) and recorded.message == message.content and recorded.body == ""
