@@ -7,6 +7,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -113,6 +114,74 @@ async def test_junk_sent_to_every_operation_never_gets_a_server_error(system):
                     broken.append((junk.method, junk.path[:80], junk.params, answer.status_code, body[:300]))
     assert sent > 400
     assert broken == []
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def service_pids(runner: subprocess.Popen[bytes]) -> dict[str, int]:
+    running = children_of(runner.pid)
+    return {spec.name: next(pid for pid, command in running.items() if spec.app in command) for spec in SERVICES}
+
+
+async def chunks(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
+
+
+async def test_hostile_bodies_to_every_operation_get_no_server_error_and_grow_no_process(system, settings):
+    """Bodies past the cap (with a length, and streamed without one), JSON nested 5,000 deep and 990 deep
+    around a NUL, and bodies under odd content types, to every operation of every service, as each kind of
+    caller: never a 5xx, and no service process grows by more than the body cap (RSS from /proc, measured
+    after a first round, which loads what the requests touch, and after a second)."""
+    cap = settings.max_json_body_bytes
+    tokens = [
+        {},
+        {"Authorization": f"Bearer {issue_access_token('user-' + 'f' * 32, 'USER')}"},
+        {"Authorization": f"Bearer {issue_access_token('user-' + 'a' * 32, 'ADMIN')}"},
+    ]
+    pids = service_pids(system)
+    broken: list[tuple] = []
+    sent = 0
+    async with httpx.AsyncClient(timeout=60) as client:
+        documents = {
+            spec.name: (await client.get(f"http://127.0.0.1:{spec.port}/openapi.json")).json() for spec in SERVICES
+        }
+
+        async def one_round() -> None:
+            nonlocal sent
+            for n, spec in enumerate(SERVICES):
+                for junk in JunkRequests(documents[spec.name], seed=100 + n).hostile_bodies(cap):
+                    assert junk.body is not None
+                    headers = {**tokens[sent % len(tokens)], **junk.headers}
+                    if junk.content_type:
+                        headers["Content-Type"] = junk.content_type
+                    sent += 1
+                    try:
+                        answer = await client.request(
+                            junk.method,
+                            f"http://127.0.0.1:{spec.port}{junk.path}",
+                            params=junk.params,
+                            headers=headers,
+                            content=chunks(junk.body) if junk.chunked else junk.body,
+                        )
+                    except httpx.TransportError as exc:  # the answer must arrive, not a dropped connection
+                        broken.append((spec.name, junk.method, junk.path[:80], repr(exc)))
+                        continue
+                    if (answer.status_code >= 500 and answer.status_code != 503) or "Traceback" in answer.text:
+                        broken.append((spec.name, junk.method, junk.path[:80], answer.status_code, answer.text[:300]))
+
+        await one_round()
+        before = {name: rss_bytes(pid) for name, pid in pids.items()}
+        await one_round()
+        grown = {name: rss_bytes(pid) - before[name] for name, pid in pids.items()}
+    assert sent > 400
+    assert broken == []
+    assert {name: growth for name, growth in grown.items() if growth > cap} == {}, grown
 
 
 def port_taken(port: int) -> bool:

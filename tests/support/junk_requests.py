@@ -1,11 +1,12 @@
 """Junk requests built from a service's own OpenAPI document: every operation, with random path and
-query values, headers and JSON bodies shaped like the schema but filled with the wrong things. Seeded,
-so a failure can be replayed."""
+query values, headers and JSON bodies shaped like the schema but filled with the wrong things; and
+hostile bodies for every operation: past the body cap (declared, or streamed without a length), nested
+thousands deep, and schema-shaped bodies under odd content types. Seeded, so a failure can be replayed."""
 
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +39,19 @@ STRINGS = [
 VALUES: list[Any] = [*STRINGS, None, -1, 0, 10**30, 1.5e308, True, [], {}, ["a"], {"a": 1}, [None], 3.14]
 
 
+# Content types FastAPI parses as JSON, and ones it does not: each must be refused or read, never a 5xx.
+ODD_CONTENT_TYPES = [
+    "application/merge-patch+json",
+    "application/vnd.api+json; charset=utf-8",
+    "application/json; charset=utf-16",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "application/xml",
+    "",
+]
+
+
 @dataclass
 class JunkRequest:
     method: str
@@ -46,6 +60,19 @@ class JunkRequest:
     headers: dict[str, str] = field(default_factory=dict)
     json_body: str | None = None
     file: bytes | None = None
+    # A hostile body: bytes sent as they are under `content_type`, streamed without a length if `chunked`.
+    body: bytes | None = None
+    content_type: str | None = None
+    chunked: bool = False
+
+
+def oversized_json(past: int) -> bytes:
+    """`[{},{},…]` just past `past` bytes: the shape that costs a parser most memory per byte."""
+    return b"[" + b"{}," * (past // 3 + 1) + b"{}]"
+
+
+def deeply_nested(levels: int, innermost: bytes = b"0") -> bytes:
+    return b"[" * levels + innermost + b"]" * levels
 
 
 class JunkRequests:
@@ -60,6 +87,28 @@ class JunkRequests:
                 if method in ("get", "post", "put", "delete", "patch"):
                     for _ in range(times):
                         yield self._request(method, path, operation)
+
+    def hostile_bodies(self, cap: int) -> Iterator[JunkRequest]:
+        """For every operation, whatever it takes: a body past `cap` declared and streamed, JSON nested past
+        Python's recursion and ~990 deep around a NUL, and a schema-shaped body under an odd content type."""
+        oversized = oversized_json(cap)
+        for path, operations in self._spec["paths"].items():
+            for method, operation in operations.items():
+                if method not in ("get", "post", "put", "delete", "patch"):
+                    continue
+                base = self._request(method, path, operation)
+                base.json_body, base.file = None, None
+                yield replace(base, body=oversized, content_type="application/json")
+                yield replace(base, body=oversized, content_type="application/json", chunked=True)
+                yield replace(base, body=deeply_nested(5000), content_type="application/json")
+                yield replace(base, body=deeply_nested(990, b'"\\u0000"'), content_type="application/json")
+                schema = self._body_schema(operation)
+                shaped = json.dumps(self._value(schema, 0), default=str).encode()
+                yield replace(base, body=shaped, content_type=self._random.choice(ODD_CONTENT_TYPES))
+
+    def _body_schema(self, operation: dict[str, Any]) -> Any:
+        content = (operation.get("requestBody") or {}).get("content", {})
+        return self._resolve(content.get("application/json", {}).get("schema", {}))
 
     def _request(self, method: str, path: str, operation: dict[str, Any]) -> JunkRequest:
         pick = self._random.choice
