@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     registration_max_per_address: int = Field(default=20, ge=1)
     registration_max_per_email: int = Field(default=5, ge=1)
     registration_window_seconds: int = Field(default=60 * 60, ge=1)
+    # User directory searches (GET /api/users/search) per signed-in user a minute.
+    user_search_max_per_minute: int = Field(default=30, ge=1)
     # The HMAC secret of email keys (`schemas/users.py` `email_key`): the registry's Kafka keys and table
     # never hold an address, nor a bare hash of one. Changing it re-keys every reservation: set it once.
     email_key_secret: SecretStr = SecretStr("hyderabad-local-email-key")

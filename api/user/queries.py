@@ -249,12 +249,11 @@ async def search(
         found = {
             "id": row["id"],
             "name": row["name"],
-            "role": row["role"],
             "propertyCount": row["property_count"],
             "memberSince": format_time(row["created_at"]),
         }
         if is_admin:
-            found |= {"email": row["email_normalised"], "phone": row["phone"]}
+            found |= {"role": row["role"], "email": row["email_normalised"], "phone": row["phone"]}
         return found
 
     return _page(rows, paging.limit, item), fresh

@@ -52,6 +52,8 @@ ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_le
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=40)]
 
 INVALID_LOGIN = "Invalid email or password"
+# Shorter prefixes would page through the whole directory a letter at a time.
+SEARCH_MIN_CHARS = 2
 
 
 def _settings(request: Request) -> Settings:
@@ -192,16 +194,32 @@ async def logout(user: CurrentUser, request: Request, body: LogoutIn | None = No
 # ---- users: literal paths before `/{user_id}` ----
 
 
-@users_router.get("/search", summary="Users by name prefix (and email prefix, for admins), role; cursor paging")
+@users_router.get("/search", summary="Signed in: users by name prefix (email prefix and role too, for admins)")
 async def search_users(
     request: Request,
-    viewer: OptionalUser,
+    viewer: CurrentUser,
     paging: PageQuery,
-    q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-    role: Annotated[Role | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=100, description=f"At least {SEARCH_MIN_CHARS} characters")] = None,
+    role: Annotated[Role | None, Query(description="Admins only")] = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    found, fresh = await queries.search(request, viewer, q, role, paging, consistency)
+    """The directory is for signed-in users, a page at a time: a name prefix of at least two characters
+    (admins may leave it out), at most `HI_USER_SEARCH_MAX_PER_MINUTE` searches a minute per user (429
+    with `Retry-After`); filtering by role is for admins (403), and only they see emails, phones, roles."""
+    is_admin = viewer.role == Role.ADMIN
+    if role is not None and not is_admin:
+        raise ApiError(403, "Only an admin may filter users by role", [field_error("role", "admin only")])
+    if not is_admin and len((q or "").strip()) < SEARCH_MIN_CHARS:
+        raise ApiError(422, "Invalid request: check q", [field_error("q", f"at least {SEARCH_MIN_CHARS} characters")])
+    settings = _settings(request)
+    await count_in_window(
+        request.app.state.redis,
+        f"rate:user-search:{viewer.subject}",
+        settings.user_search_max_per_minute,
+        60,
+        "Too many user searches; try again later",
+    )
+    found, fresh = await queries.search(request, viewer, q.strip() if q else None, role, paging, consistency)
     return ok(found, "Users", queries.freshness_headers(fresh))
 
 

@@ -49,6 +49,7 @@ async def strict_api(users, stack, tmp_path_factory):
         "HI_REGISTRATION_MAX_PER_ADDRESS": "3",
         "HI_REGISTRATION_MAX_PER_EMAIL": "2",
         "HI_LOGIN_ADDRESS_FREE_FAILURES": "8",
+        "HI_USER_SEARCH_MAX_PER_MINUTE": "5",
     }
     log = tmp_path_factory.mktemp("strict-user-service") / "user-service.log"
     service = ServiceProcess(by_name("user"), log, {**stack.as_env(), **TEST_SERVICE_ENV, **limits})
@@ -342,18 +343,22 @@ async def test_email_cannot_be_changed(api):
 # ---- search ----
 
 
+def bearer(role: str = "USER", user_id: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_access_token(user_id or new_id('user'), role)}"}
+
+
 async def test_search_by_name_prefix_and_email_for_admins_only(api):
     marker = "Zq" + uuid.uuid4().hex[:8]
     body, made = await sign_up(api, name=f"{marker} Rao")
     token = {CONSISTENCY: made.headers[CONSISTENCY]}
-    found = await api.get("/api/users/search", params={"q": marker.lower()}, headers=token)
+    found = await api.get("/api/users/search", params={"q": marker.lower()}, headers={**token, **bearer()})
     assert found.status_code == 200
     items = found.json()["data"]["items"]
     assert [item["name"] for item in items] == [f"{marker} Rao"] and "email" not in items[0]
-    by_email = await api.get("/api/users/search", params={"q": body["email"][:12]})
+    assert "role" not in items[0]
+    by_email = await api.get("/api/users/search", params={"q": body["email"][:12]}, headers=bearer())
     assert body["email"] not in by_email.text
-    admin = {"Authorization": f"Bearer {issue_access_token('user-admin', 'ADMIN')}"}
-    as_admin = await api.get("/api/users/search", params={"q": body["email"]}, headers=admin)
+    as_admin = await api.get("/api/users/search", params={"q": body["email"]}, headers=bearer("ADMIN"))
     assert [item["email"] for item in as_admin.json()["data"]["items"]] == [body["email"]]
 
 
@@ -362,12 +367,32 @@ async def test_search_pages_with_a_cursor(api):
     last = None
     for n in range(3):
         _, last = await sign_up(api, name=f"{marker} {n}")
-    token = {CONSISTENCY: last.headers[CONSISTENCY]}
-    first = (await api.get("/api/users/search", params={"q": marker, "limit": 2}, headers=token)).json()["data"]
+    token, auth = {CONSISTENCY: last.headers[CONSISTENCY]}, bearer()
+    page = {"q": marker, "limit": 2}
+    first = (await api.get("/api/users/search", params=page, headers={**token, **auth})).json()["data"]
     assert len(first["items"]) == 2 and first["nextCursor"]
-    rest = (await api.get("/api/users/search", params={"q": marker, "cursor": first["nextCursor"]})).json()["data"]
-    assert len(rest["items"]) == 1 and rest["nextCursor"] is None
-    assert (await api.get("/api/users/search", params={"role": "KING"})).status_code == 422
+    rest = await api.get("/api/users/search", params={"q": marker, "cursor": first["nextCursor"]}, headers=auth)
+    assert len(rest.json()["data"]["items"]) == 1 and rest.json()["data"]["nextCursor"] is None
+    assert (await api.get("/api/users/search", params={"role": "KING"}, headers=bearer("ADMIN"))).status_code == 422
+
+
+async def test_the_user_directory_is_for_signed_in_users_by_a_prefix_and_roles_are_for_admins(api):
+    assert (await api.get("/api/users/search", params={"q": "Priya"})).status_code == 401
+    for params in ({}, {"q": "P"}, {"q": " P "}):
+        short = await api.get("/api/users/search", params=params, headers=bearer())
+        assert short.status_code == 422 and short.json()["errors"][0]["field"] == "q", params
+    admins = await api.get("/api/users/search", params={"q": "Asha", "role": "ADMIN"}, headers=bearer())
+    assert admins.status_code == 403 and admins.json()["errors"][0]["field"] == "role"
+    listed = await api.get("/api/users/search", params={"role": "ADMIN"}, headers=bearer("ADMIN"))
+    assert listed.status_code == 200 and all(item["role"] == "ADMIN" for item in listed.json()["data"]["items"])
+
+
+async def test_user_searches_are_rate_limited_per_user(strict_api):
+    searcher = bearer()
+    answers = [await strict_api.get("/api/users/search", params={"q": "Priya"}, headers=searcher) for _ in range(6)]
+    assert [answer.status_code for answer in answers] == [200] * 5 + [429]
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    assert (await strict_api.get("/api/users/search", params={"q": "Priya"}, headers=bearer())).status_code == 200
 
 
 # ---- listings and their count ----
