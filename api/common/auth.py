@@ -23,13 +23,14 @@ from config.settings import Settings, get_settings
 logger = logging.getLogger("api.auth")
 
 ALGORITHM = "EdDSA"
-REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti"]
+# `sid` names the session (the login's refresh-token family): revoking it refuses all its access tokens.
+REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti", "sid"]
 # A few seconds of clock skew between the issuing and the verifying process.
 LEEWAY_SECONDS = 5
 
-# Set by a service that keeps a deny list (Redis): given (token id, user id), True means the token was
-# logged out or its account closed.
-RevocationCheck = Callable[[str, str], Awaitable[bool]]
+# Set by a service that keeps a deny list (Redis): given (token id, user id, session id), True means the
+# token's session was revoked (logout, a reused refresh token) or its account closed.
+RevocationCheck = Callable[[str, str, str], Awaitable[bool]]
 
 
 class Unauthorized(ApiError):
@@ -42,7 +43,7 @@ class AccessClaims:
     subject: str
     role: str
     token_id: str
-    session_id: str | None
+    session_id: str
     expires_at: datetime
 
 
@@ -71,9 +72,9 @@ def issue_access_token(
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "jti": uuid.uuid4().hex,
+        # A token made outside a login (the admin CLI, tests) is a session of its own.
+        "sid": session_id if session_id is not None else f"sess-{uuid.uuid4().hex}",
     }
-    if session_id is not None:
-        claims["sid"] = session_id
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
 
 
@@ -105,14 +106,14 @@ async def verify_access_token(
     except jwt.PyJWTError as exc:
         logger.info("rejected access token: %s", exc)
         raise Unauthorized() from None
-    if not all(isinstance(claims[name], str) for name in ("sub", "role", "jti")):
+    if not all(isinstance(claims[name], str) for name in ("sub", "role", "jti", "sid")):
         raise Unauthorized()
-    if is_revoked is not None and await is_revoked(claims["jti"], claims["sub"]):
+    if is_revoked is not None and await is_revoked(claims["jti"], claims["sub"], claims["sid"]):
         raise Unauthorized("Access token revoked")
     return AccessClaims(
         subject=claims["sub"],
         role=claims["role"],
         token_id=claims["jti"],
-        session_id=claims.get("sid"),
+        session_id=claims["sid"],
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )

@@ -20,7 +20,7 @@ from api.common.personal_keys import create_personal_key
 from api.common.personal_keys import personal_key as get_personal_key
 from api.common.rate_limits import count_in_window
 from api.common.responses import created, ok
-from api.common.revocation import deny, deny_account
+from api.common.revocation import deny_account
 from api.user import commands, queries, sessions
 from api.user.login_limits import LoginLimits
 from api.user.models import LoginIn, LogoutIn, ProfileUpdateIn, RefreshIn, RegisterIn
@@ -166,28 +166,28 @@ async def login(body: LoginIn, ctx: Context, request: Request, consistency: Cons
 
 @auth_router.post("/refresh", summary="Rotate the refresh token; reuse of a rotated one revokes the session")
 async def refresh(body: RefreshIn, request: Request) -> JSONResponse:
-    redis = request.app.state.redis
-    grant = await sessions.rotate(redis, body.refresh_token, _settings(request).refresh_ttl_seconds)
+    redis, settings = request.app.state.redis, _settings(request)
+    access_ttl = settings.jwt_access_ttl_seconds
+    grant = await sessions.rotate(redis, body.refresh_token, settings.refresh_ttl_seconds, access_ttl)
     role = await queries.live_role(request, grant.user_id)
     if role is None:
-        await sessions.revoke_family(redis, grant.family)
+        await sessions.revoke_family(redis, grant.family, access_ttl)
         raise Unauthorized("Account closed")
     return ok(await _session(request, grant.user_id, role, grant.family, new=False), "Token refreshed")
 
 
-@auth_router.post("/logout", summary="Revoke this session's refresh tokens and this access token everywhere")
+@auth_router.post("/logout", summary="Revoke this session: its refresh tokens and all its access tokens, everywhere")
 async def logout(user: CurrentUser, request: Request, body: LogoutIn | None = None) -> JSONResponse:
-    redis = request.app.state.redis
-    if user.session_id:
-        await sessions.revoke_family(redis, user.session_id)
+    redis, settings = request.app.state.redis, _settings(request)
+    access_ttl = settings.jwt_access_ttl_seconds
+    await sessions.revoke_family(redis, user.session_id, access_ttl)
     if body is not None and body.refresh_token:
         try:
-            grant = await sessions.rotate(redis, body.refresh_token, _settings(request).refresh_ttl_seconds)
+            grant = await sessions.rotate(redis, body.refresh_token, settings.refresh_ttl_seconds, access_ttl)
         except Unauthorized:
             grant = None
         if grant is not None and grant.user_id == user.subject:
-            await sessions.revoke_family(redis, grant.family)
-    await deny(redis, user.token_id, user.expires_at)
+            await sessions.revoke_family(redis, grant.family, access_ttl)
     return ok({"userId": user.subject}, "Logged out")
 
 

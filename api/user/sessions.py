@@ -14,6 +14,7 @@ import orjson
 from redis.asyncio import Redis
 
 from api.common.auth import Unauthorized
+from api.common.revocation import deny_session
 
 _REFRESH = "auth:refresh:"
 _USED = "auth:refresh-used:"
@@ -44,8 +45,9 @@ async def issue_refresh_token(redis: Redis, user_id: str, family: str, ttl: int,
     return token
 
 
-async def rotate(redis: Redis, token: str, ttl: int) -> RefreshGrant:
-    """The grant the token stands for, marking it used; 401 when unknown, revoked or reused."""
+async def rotate(redis: Redis, token: str, ttl: int, access_ttl: int) -> RefreshGrant:
+    """The grant the token stands for, marking it used; 401 when unknown, revoked or reused (which
+    revokes the session: its refresh tokens and every access token issued in it)."""
     digest = _digest(token)
     raw = await redis.get(_REFRESH + digest)
     if raw is None:
@@ -55,13 +57,16 @@ async def rotate(redis: Redis, token: str, ttl: int) -> RefreshGrant:
     if not await redis.exists(_FAMILY + grant.family):
         raise Unauthorized("Session revoked; log in again")
     if not await redis.set(_USED + digest, b"1", nx=True, ex=ttl):
-        await revoke_family(redis, grant.family)
+        await revoke_family(redis, grant.family, access_ttl)
         raise Unauthorized("Refresh token reused; every session token of this login is revoked")
     return grant
 
 
-async def revoke_family(redis: Redis, family: str) -> None:
+async def revoke_family(redis: Redis, family: str, access_ttl: int) -> None:
+    """The session ends: no refresh token of it rotates again, and no access token of it is accepted
+    (the family id is the tokens' `sid`)."""
     await redis.delete(_FAMILY + family)
+    await deny_session(redis, family, access_ttl)
 
 
 async def family_active(redis: Redis, family: str) -> bool:

@@ -276,6 +276,30 @@ async def test_logout_revokes_the_access_token_in_every_service_and_the_refresh_
     assert (await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})).status_code == 401
 
 
+async def test_logout_refuses_every_access_token_of_the_session_in_every_service(api, property_api):
+    user_id, auth, session, _ = await a_session(api)
+    rotated = await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})
+    assert rotated.status_code == 200, rotated.text
+    second = {"Authorization": f"Bearer {rotated.json()['data']['accessToken']}"}
+    _, elsewhere, _, _ = await a_session(api)  # another session of someone else is untouched
+    assert (await api.post("/api/auth/logout", headers=second)).status_code == 200
+    user_service = await api.put(f"/api/users/{user_id}", json={"name": "Priya R."}, headers=auth)
+    property_service = await property_api.post("/api/properties", json=SEED_BODY, headers=auth)
+    for refused in (user_service, property_service):
+        assert refused.status_code == 401 and refused.json()["message"] == "Access token revoked"
+    assert (await property_api.post("/api/properties", json=SEED_BODY, headers=elsewhere)).status_code == 201
+
+
+async def test_a_reused_refresh_token_refuses_every_access_token_of_its_session(api, property_api):
+    _, auth, session, _ = await a_session(api)
+    rotated = await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})
+    second = {"Authorization": f"Bearer {rotated.json()['data']['accessToken']}"}
+    assert (await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})).status_code == 401
+    for headers in (auth, second):
+        assert (await property_api.post("/api/properties", json=SEED_BODY, headers=headers)).status_code == 401
+        assert (await api.post("/api/auth/logout", headers=headers)).status_code == 401
+
+
 async def test_logout_needs_a_token(api):
     assert (await api.post("/api/auth/logout")).status_code == 401
 

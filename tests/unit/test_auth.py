@@ -68,7 +68,7 @@ def b64(raw: bytes) -> str:
 
 def claims_for(settings: Settings, **overrides) -> dict:
     now = int(time.time())
-    base = {"sub": "user-456", "role": "user", "iat": now, "exp": now + 300, "jti": "t1"}
+    base = {"sub": "user-456", "role": "user", "iat": now, "exp": now + 300, "jti": "t1", "sid": "sess-1"}
     return {**base, "iss": settings.jwt_issuer, "aud": settings.jwt_audience, **overrides}
 
 
@@ -102,7 +102,7 @@ async def test_token_carries_the_agreed_header_and_claims(settings):
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "EdDSA" and header["kid"] == current_kid(settings)
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert set(claims) == {"sub", "role", "iat", "exp", "iss", "aud", "jti"}
+    assert set(claims) == {"sub", "role", "iat", "exp", "iss", "aud", "jti", "sid"}
     assert claims["exp"] - claims["iat"] == settings.jwt_access_ttl_seconds
     assert (await verify_access_token(token, settings=settings)).subject == "user-1"
 
@@ -176,7 +176,7 @@ async def test_wrong_audience_or_issuer_is_401(client, settings, field):
     await assert_401(client, bearer(issue_access_token("user-456", "user", settings=other)))
 
 
-@pytest.mark.parametrize("missing", ["sub", "role", "exp", "jti"])
+@pytest.mark.parametrize("missing", ["sub", "role", "exp", "jti", "sid"])
 async def test_a_missing_claim_is_401(client, settings, missing):
     _, private = keyring_for(settings.keys_dir).signing_key()
     claims = claims_for(settings)
@@ -202,17 +202,18 @@ async def test_optional_user_is_none_without_a_token_but_still_checks_one_given(
     await assert_401(client, {"X-User-Id": "user-7"}, path="/api/maybe")
 
 
-async def test_revocation_hook_is_consulted(app, client, settings):
-    token = issue_access_token("user-456", "user", settings=settings)
-    revoked_jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+async def test_revocation_hook_is_consulted_with_the_session(app, client, settings):
+    token = issue_access_token("user-456", "user", session_id="sess-revoked", settings=settings)
 
-    async def is_revoked(jti: str, subject: str) -> bool:
-        assert subject == "user-456"
-        return jti == revoked_jti
+    async def is_revoked(token_id: str, subject: str, session_id: str) -> bool:
+        assert subject == "user-456" and token_id
+        return session_id == "sess-revoked"
 
+    same_session = issue_access_token("user-456", "user", session_id="sess-revoked", settings=settings)
     app.state.is_revoked = is_revoked
     body = await assert_401(client, bearer(token))
     assert body["message"] == "Access token revoked"
+    await assert_401(client, bearer(same_session))
     fresh = issue_access_token("user-456", "user", settings=settings)
     assert (await client.get("/api/me", headers=bearer(fresh))).status_code == 200
 
