@@ -281,13 +281,14 @@ async def test_logout_refuses_every_access_token_of_the_session_in_every_service
     rotated = await api.post("/api/auth/refresh", json={"refreshToken": session["refreshToken"]})
     assert rotated.status_code == 200, rotated.text
     second = {"Authorization": f"Bearer {rotated.json()['data']['accessToken']}"}
-    _, elsewhere, _, _ = await a_session(api)  # another session of someone else is untouched
+    other_id, elsewhere, _, _ = await a_session(api)  # someone else's session is untouched
     assert (await api.post("/api/auth/logout", headers=second)).status_code == 200
     user_service = await api.put(f"/api/users/{user_id}", json={"name": "Priya R."}, headers=auth)
     property_service = await property_api.post("/api/properties", json=SEED_BODY, headers=auth)
     for refused in (user_service, property_service):
         assert refused.status_code == 401 and refused.json()["message"] == "Access token revoked"
-    assert (await property_api.post("/api/properties", json=SEED_BODY, headers=elsewhere)).status_code == 201
+    untouched = await api.get(f"/api/users/{other_id}", headers=elsewhere)
+    assert untouched.status_code == 200 and "email" in untouched.json()["data"]
 
 
 async def test_a_reused_refresh_token_refuses_every_access_token_of_its_session(api, property_api):
