@@ -12,11 +12,15 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT = "development"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HI_", env_file=".env", extra="ignore")
 
+    # `development` (a developer's machine, tests) accepts the published defaults of the secrets below;
+    # any other environment refuses to start with them (`refuse_default_secrets`).
+    env: str = Field(default=DEVELOPMENT, pattern=r"^[a-z][a-z0-9-]{0,31}$")
     state_dir: Path = PROJECT_ROOT / ".state"
 
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -239,6 +243,39 @@ class Settings(BaseSettings):
         return self.jwt_key_dir or self.state_dir / "keys"
 
 
+# Secrets whose defaults are written above for everyone to read: fine on a developer's machine, a hole
+# anywhere else (with the default email secret, the email keys Kafka keeps forever can be matched
+# against address lists).
+DEFAULT_SECRETS = ("postgres_password", "email_key_secret", "sms_api_key")
+
+
+class InsecureSettings(RuntimeError):
+    """Startup refused: a secret still has its published default outside development."""
+
+
+def default_secrets(settings: Settings) -> list[str]:
+    """The environment variables of the secrets still at their defaults (names only, never values)."""
+    still = []
+    for name in DEFAULT_SECRETS:
+        default = Settings.model_fields[name].default
+        if getattr(settings, name).get_secret_value() == default.get_secret_value():
+            still.append(f"HI_{name.upper()}")
+    return still
+
+
+def refuse_default_secrets(settings: Settings) -> None:
+    if settings.env == DEVELOPMENT:
+        return
+    if unset := default_secrets(settings):
+        raise InsecureSettings(
+            f"HI_ENV={settings.env} refuses to start with development defaults: set {', '.join(unset)} "
+            "(each a secret of its own)"
+        )
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """Every process's settings; outside development, startup stops here if a secret is a default."""
+    settings = Settings()
+    refuse_default_secrets(settings)
+    return settings
