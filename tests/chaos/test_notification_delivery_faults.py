@@ -149,15 +149,19 @@ async def test_a_reactor_killed_mid_batch_loses_nothing_and_resends_only_what_wa
     assert len(set(arrived())) < len(ids), "the kill came too late to test anything"
 
     worker.start()
-    await eventually(lambda: asyncio.sleep(0, arrived()), lambda g: set(g) == set(ids), within=120)
-    await asyncio.sleep(2)  # a late duplicate would land now
+
+    async def recorded_as_sent() -> int:
+        cursor = await pg.execute(
+            "SELECT count(*) FROM notification_deliveries WHERE dispatcher = %s AND notification_id = ANY(%s)"
+            " AND state = 'sent'",
+            (notifications.delivery_group, ids),
+        )
+        return (await cursor.fetchone())[0]
+
+    # Every row recorded as sent, after its message was accepted: nothing is left to send, so no late
+    # duplicate can come after this.
+    await eventually(recorded_as_sent, lambda sent: sent == len(ids), within=120)
     got = arrived()
     duplicated = {n for n in got if got.count(n) > 1}
     assert set(got) == set(ids)
     assert duplicated <= in_flight, (len(duplicated), len(in_flight))
-    cursor = await pg.execute(
-        "SELECT count(*) FROM notification_deliveries WHERE dispatcher = %s AND notification_id = ANY(%s)"
-        " AND state = 'sent'",
-        (notifications.delivery_group, ids),
-    )
-    assert (await cursor.fetchone())[0] == len(ids)

@@ -37,27 +37,41 @@ def marked_event(topic: str, n: int, run_id: str) -> Envelope:
     )
 
 
-async def produce_marked(producer: AIOKafkaProducer, run_id: str, count: int, start: int = 0) -> list[str]:
-    """Spread `count` events over the archive test topics; returns their ids once the broker has them all."""
-    futures, ids = [], []
+Position = tuple[str, int, int]  # (topic, partition, offset)
+
+
+async def produce_marked(producer: AIOKafkaProducer, run_id: str, count: int, start: int = 0) -> dict[str, Position]:
+    """Spread `count` events over the archive test topics; returns where each event id landed, once the broker
+    has them all."""
+    futures = {}
     for n in range(start, start + count):
         topic = ARCHIVE_TEST_TOPICS[n % len(ARCHIVE_TEST_TOPICS)]
         event = marked_event(topic, n, run_id)
-        ids.append(event.id)
-        futures.append(await producer.send(topic, encode(event), key=event.subject.encode()))
-    for future in futures:
-        await future
-    return ids
+        futures[event.id] = await producer.send(topic, encode(event), key=event.subject.encode())
+    landed = {}
+    for event_id, future in futures.items():
+        metadata = await future
+        landed[event_id] = (metadata.topic, metadata.partition, metadata.offset)
+    return landed
 
 
-async def archived(pg: psycopg.AsyncConnection, run_id: str) -> tuple[int, int]:
-    """(rows, distinct event ids) archived for this run."""
-    cursor = await pg.execute(
-        "SELECT count(*), count(DISTINCT event_id) FROM event_store WHERE correlation_id = %s", (run_id,)
-    )
+async def archived(pg: psycopg.AsyncConnection, run_id: str) -> int:
+    """Rows archived for this run."""
+    cursor = await pg.execute("SELECT count(*) FROM event_store WHERE correlation_id = %s", (run_id,))
     row = await cursor.fetchone()
     assert row is not None
-    return row[0], row[1]
+    return int(row[0])
+
+
+async def archived_positions(pg: psycopg.AsyncConnection, run_id: str) -> dict[str, Position]:
+    """Where the archive says each of this run's events came from. The primary key already keeps an event
+    id once; this is what it does not keep: that every event produced is there, nothing else is, and each
+    row names the very record it was archived from."""
+    cursor = await pg.execute(
+        "SELECT event_id, source_topic, source_partition, source_offset FROM event_store WHERE correlation_id = %s",
+        (run_id,),
+    )
+    return {event_id: (topic, partition, offset) for event_id, topic, partition, offset in await cursor.fetchall()}
 
 
 def archive_worker(group: str, log_dir: Path, **env: str) -> WorkerProcess:
