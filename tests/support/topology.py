@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
-from faust.types import TP, FutureMessage, RecordMetadata
+from faust.types import TP, FutureMessage, Message, RecordMetadata
 
 from schemas.codec import decode
 from schemas.envelope import Envelope, new_event
 from schemas.topics import by_name
 from schemas.users import REGISTER_USER, RegisterUser
+from streams.positions import RawRecord
 from tests.support.waiting import eventually
 
 _PARTITIONER = DefaultPartitioner()
@@ -133,6 +135,29 @@ async def running(agent: faust.types.AgentT) -> AsyncIterator[tuple[faust.types.
         finally:
             for table in tables:
                 table.data.clear()
+
+
+async def put_records(agent: faust.types.AgentT, records: list[RawRecord]) -> None:
+    """As the test wrapper's `put`, with each record's topic, partition and offset its own: an agent of
+    several topics tells them apart by the topic, and the wrapper names none for such an agent."""
+    channel = agent.stream().channel  # type: ignore[attr-defined]
+    for record in records:
+        assert record.key is not None and record.value is not None
+        message = Message(
+            topic=record.position.topic,
+            partition=record.position.partition,
+            offset=record.position.offset,
+            timestamp=time.time(),
+            timestamp_type=0,
+            headers=None,
+            key=record.key,
+            value=record.value,
+            checksum=b"",
+            serialized_key_size=len(record.key),
+            serialized_value_size=len(record.value),
+            generation_id=agent.app.consumer_generation_id,
+        )
+        await channel.put(await channel.decode(message))
 
 
 def registration(user_id: str, email_key: str, command_id: str, email: str = "priya@example.com") -> Envelope:
