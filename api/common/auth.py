@@ -17,6 +17,7 @@ from pathlib import Path
 import jwt
 
 from api.common.errors import ApiError
+from api.common.kafka import Position
 from api.common.keys import KeyRing
 from config.settings import Settings, get_settings
 
@@ -28,9 +29,18 @@ REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud", "jti", "sid"]
 # A few seconds of clock skew between the issuing and the verifying process.
 LEEWAY_SECONDS = 5
 
-# Set by a service that keeps a deny list (Redis): given (token id, user id, session id), True means the
-# token's session was revoked (logout, a reused refresh token) or its account closed.
-RevocationCheck = Callable[[str, str, str], Awaitable[bool]]
+
+@dataclass(frozen=True)
+class Standing:
+    """The deny list's word on a verified token (its session revoked, or its account closed), and the
+    positions the user's own latest writes reached, read in the same round trip (`api/common/own_writes.py`)."""
+
+    revoked: bool
+    own_writes: tuple[Position, ...] = ()
+
+
+# Set by a service that keeps a deny list (Redis): given (token id, user id, session id), the token's standing.
+RevocationCheck = Callable[[str, str, str], Awaitable[Standing]]
 
 
 class Unauthorized(ApiError):
@@ -45,6 +55,8 @@ class AccessClaims:
     token_id: str
     session_id: str
     expires_at: datetime
+    # What this user's queries wait for without a consistency token (`api/common/own_writes.py`).
+    own_writes: tuple[Position, ...] = ()
 
 
 @lru_cache
@@ -108,7 +120,10 @@ async def verify_access_token(
         raise Unauthorized() from None
     if not all(isinstance(claims[name], str) for name in ("sub", "role", "jti", "sid")):
         raise Unauthorized()
-    if is_revoked is not None and await is_revoked(claims["jti"], claims["sub"], claims["sid"]):
+    standing = (
+        await is_revoked(claims["jti"], claims["sub"], claims["sid"]) if is_revoked is not None else Standing(False)
+    )
+    if standing.revoked:
         raise Unauthorized("Access token revoked")
     return AccessClaims(
         subject=claims["sub"],
@@ -116,4 +131,5 @@ async def verify_access_token(
         token_id=claims["jti"],
         session_id=claims["sid"],
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        own_writes=standing.own_writes,
     )

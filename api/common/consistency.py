@@ -1,4 +1,5 @@
-"""Read-your-writes: a query sent with `X-Consistency-Token` waits until its store has applied it.
+"""Read-your-writes: a query sent with `X-Consistency-Token` waits until its store has applied it
+(and a signed-in caller's query waits for the caller's own latest writes, `api/common/own_writes.py`).
 
 Every projection records, per store, the highest offset it has applied in each source partition
 (`projection_checkpoints`, written with or after the data it covers). A query names the projection
@@ -35,7 +36,8 @@ async def wait_for_positions(
     """True when the store has applied every position of `topics` in the token (or there is none)."""
     if not token:
         return True
-    wanted = [p for p in parse_consistency_token(token) if p.topic in topics]
+    # Routes take the token through `deps.ConsistencyToken`, which checked the client's part already.
+    wanted = [p for p in parse_consistency_token(token, limit=None) if p.topic in topics]
     deadline = time.monotonic() + within
     while wanted:
         wanted = pending(wanted, await applied_offsets(pool, projection))

@@ -3,7 +3,8 @@
     async def create(body: PropertyIn, user: CurrentUser, ctx: Context) -> ...
 
 `X-User-Id`, when sent, must equal the token's subject (403 otherwise). `X-Session-Id` and the
-correlation id travel onto every event the request produces.
+correlation id travel onto every event the request produces. `ConsistencyToken` is what a query waits
+for: the header's positions and the signed-in caller's own latest writes.
 """
 
 from dataclasses import dataclass
@@ -12,8 +13,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.common import own_writes
 from api.common.auth import AccessClaims, Unauthorized, verify_access_token
 from api.common.errors import ApiError, field_error
+from api.common.kafka import CONSISTENCY_HEADER
 from schemas.ids import new_id
 
 # Declares the scheme in OpenAPI (the "Authorize" button); we raise our own 401s, hence no auto_error.
@@ -49,6 +52,7 @@ async def optional_user(
             "X-User-Id does not match the access token",
             [field_error("X-User-Id", "must equal the subject of the access token")],
         )
+    own_writes.attribute_to(request, own_writes.user_writer(claims.subject))
     return claims
 
 
@@ -60,6 +64,27 @@ async def current_user(user: Annotated[AccessClaims | None, Depends(optional_use
 
 CurrentUser = Annotated[AccessClaims, Depends(current_user)]
 OptionalUser = Annotated[AccessClaims | None, Depends(optional_user)]
+
+ConsistencyHeader = Annotated[
+    str | None,
+    Header(
+        alias=CONSISTENCY_HEADER,
+        max_length=4000,
+        description=(
+            "The `X-Consistency-Token` of a command's answer: the query waits (bounded) until its store has "
+            "applied those positions. A signed-in caller's own latest writes are waited for without it; "
+            "send it for writes made elsewhere (another device, anonymously)."
+        ),
+    ),
+]
+
+
+async def consistency_positions(user: OptionalUser, sent: ConsistencyHeader = None) -> str | None:
+    """What a query waits for: the token sent, and the signed-in caller's own latest writes."""
+    return own_writes.with_own_writes(sent, user.own_writes if user else ())
+
+
+ConsistencyToken = Annotated[str | None, Depends(consistency_positions)]
 
 
 @dataclass(frozen=True)

@@ -130,10 +130,12 @@ def consistency_token(positions: Iterable[Position]) -> str:
     return ",".join(f"{topic}:{partition}:{offset}" for (topic, partition), offset in sorted(latest.items()))
 
 
-def parse_consistency_token(token: str) -> list[Position]:
+def parse_consistency_token(token: str, limit: int | None = MAX_TOKEN_POSITIONS) -> list[Position]:
+    """`limit` bounds what a client may send; a token merged with a session's own writes (already
+    checked parts, one per partition) is parsed without it."""
     parts = token.split(",")
     matches = [_TOKEN_PART.match(part.strip()) for part in parts]
-    if len(parts) > MAX_TOKEN_POSITIONS or not all(matches):
+    if (limit is not None and len(parts) > limit) or not all(matches):
         raise ApiError(
             400,
             f"Invalid {CONSISTENCY_HEADER}",

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from api.common import own_writes
 from api.common.commands import CommandBus
 from api.common.errors import error_response, field_error, install_error_handlers
 from api.common.kafka import EventProducer
@@ -148,11 +149,14 @@ def create_service(
                 await _start_command_bus(app, resolved, stack)
             yield
 
-    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    app = FastAPI(
+        title=title, description=f"{description}\n\n{own_writes.OPENAPI_RULE}", version=version, lifespan=lifespan
+    )
     app.state.service_name = name
     app.state.uses = used
     app.state.is_revoked = None  # the lifespan sets the Redis deny-list check when the service uses Redis
     install_error_handlers(app)
+    app.add_middleware(own_writes.RememberOwnWrites)
     app.add_middleware(RequestGuard)  # before the body is read: size, token present, what no store holds
     app.add_middleware(RequestLogMiddleware)  # added last, so outermost: it logs the refusals too
     _add_probes(app, name)

@@ -20,8 +20,7 @@ app = create_service(
         "`HI_BLOB_BACKEND=s3`). Facts go to the `files` topic (`file.uploaded`, `file.deleted`, "
         "`file.optimize_requested`, `file.optimized`, `file.optimization_failed`); the `file-projection` "
         "worker keeps the metadata in Postgres and each listing's file list in Redis; the `file-optimizer` "
-        "worker makes the variants. Upload, delete and optimise answers carry `X-Consistency-Token`; send it "
-        "back on a query to read your own write."
+        "worker makes the variants."
     ),
     uses={"kafka", "postgres", "redis"},
 )

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.common.auth import AccessClaims
-from api.common.deps import Context, CurrentUser, OptionalUser, RequestContext
+from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser, RequestContext
 from api.common.downloads import blob_response
 from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
@@ -51,7 +51,6 @@ FileId = Annotated[str, Path(pattern=r"^file-[A-Za-z0-9]{1,64}$", description="A
 PropertyId = Annotated[str, Path(pattern=r"^prop-[A-Za-z0-9]{1,64}$", description="A property id, `prop-…`")]
 JobId = Annotated[str, Path(pattern=r"^job-[A-Za-z0-9]{1,64}$", description="An optimisation job id, `job-…`")]
 IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
-ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
 VariantQuery = Annotated[
     str | None,
     Query(
@@ -181,7 +180,8 @@ async def upload_file(
     """Streamed straight to storage (never whole in memory), SHA-256 recorded. Form fields: `file`
     (required), `propertyId` (your listing), `kind` (`photo`, `floor_plan`, `document`; by default
     photo for images, document for PDFs). Images may be `HI_FILE_MAX_IMAGE_BYTES` (25 MB), other files
-    `HI_FILE_MAX_UPLOAD_BYTES` (256 MB). Send `X-Consistency-Token` of a just-created listing."""
+    `HI_FILE_MAX_UPLOAD_BYTES` (256 MB). A listing you have just created is waited for (send its
+    `X-Consistency-Token` if it was created elsewhere)."""
     settings = request.app.state.settings
     body = await receive(
         request,
@@ -429,7 +429,8 @@ async def optimization_job(
 ) -> JSONResponse:
     """`status`: `queued` (nothing made yet), `running` (`variantsDone` of `variantsTotal` made),
     `done` (with the variants and their URLs) or `failed` (with `error`). The requester, the file's
-    owner and admins may read it. Send the 202's `X-Consistency-Token` to see a job just queued."""
+    owner and admins may read it. A job you have just queued is waited for (from elsewhere, send the
+    202's `X-Consistency-Token`)."""
     fresh = await queries.caught_up(request, queries.FILES_POSTGRES_CHECKPOINT, consistency)
     found = await queries.job(request, job_id)
     if found is None:
@@ -472,7 +473,8 @@ async def property_files(
 ) -> JSONResponse:
     """Each with its download URL and its variants' URLs. Private documents are listed only for their
     owner, the listing's owner and admins."""
-    found = await queries.listing(request, property_id)
+    # The listing too may be one the caller has just created: it is looked up after the wait.
+    found = await queries.listing(request, property_id, consistency)
     if found is None:
         raise ApiError(404, f"Property {property_id} not found")
     items, fresh = await queries.property_files(request, property_id, consistency)
@@ -522,7 +524,7 @@ async def download(
         if user is None:
             raise ApiError(401, "This document is private: sign in", headers={"WWW-Authenticate": "Bearer"})
         if not (queries.is_admin(user) or user.subject == row["owner_id"]):
-            listing = await queries.listing(request, row["property_id"]) if row["property_id"] else None
+            listing = await queries.listing(request, row["property_id"], consistency) if row["property_id"] else None
             if listing is None or listing.owner_id != user.subject:
                 raise ApiError(403, "This document is private to its owner")
     sha256, size, content_type, filename = row["sha256"], row["size_bytes"], row["content_type"], row["filename"]

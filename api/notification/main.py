@@ -28,8 +28,7 @@ app = create_service(
         "{userId}`). Admins also send system kinds, HTML, templates (`welcome`, `listing_alert`) and to "
         "outside addresses. Quiet hours hold email and SMS of listing alerts, marketing, direct messages "
         "and messages until they end (account messages "
-        "follow the user's own action and go at once); the in-app inbox is silent and fills at once. "
-        "Commands answer with `X-Consistency-Token`; queries sent with it wait (bounded) for the store."
+        "follow the user's own action and go at once); the in-app inbox is silent and fills at once."
     ),
     uses={"kafka", "postgres", "redis"},
 )

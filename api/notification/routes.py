@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.common.auth import AccessClaims
-from api.common.deps import Context, CurrentUser
+from api.common.deps import ConsistencyToken, Context, CurrentUser
 from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
@@ -34,7 +34,6 @@ router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id, `user-…`")]
 NotificationId = Annotated[str, Path(pattern=NOTIFICATION_ID_PATTERN, description="A notification id, `notif-…`")]
 IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
-ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
 
 
 def _self_or_admin(user: AccessClaims, user_id: str) -> None:
@@ -99,8 +98,8 @@ async def send_sms(
 async def update_preferences(
     body: PreferencesIn, user: CurrentUser, ctx: Context, request: Request, consistency: ConsistencyToken = None
 ) -> JSONResponse:
-    """Send the previous answer's `X-Consistency-Token` when changing preferences twice in a row, so the
-    second change builds on the first."""
+    """Changing preferences twice in a row, the second change builds on the first (the caller's own
+    writes are waited for; from another session, send the previous answer's `X-Consistency-Token`)."""
     problems = commands.preference_problems(body)
     if problems:
         raise ApiError(422, "Invalid preferences", problems)

@@ -186,8 +186,9 @@ async def recent(
     return await _newest_first(request, " AND ".join(conditions), tuple(params), paging), fresh
 
 
-async def featured(request: Request, limit: int) -> dict[str, Any]:
+async def featured(request: Request, limit: int, token: str | None) -> tuple[dict[str, Any], bool]:
     """Admin-featured first (newest first), then the most viewed over the last 7 days (UTC)."""
+    fresh = await _caught_up(request, POSTGRES_CHECKPOINT, token)
     rows = await _fetch(
         request,
         f"""
@@ -206,7 +207,7 @@ async def featured(request: Request, limit: int) -> dict[str, Any]:
         (limit,),
     )
     items = [{**_listing(row), "viewsThisWeek": row["views_this_week"]} for row in rows]
-    return page(items, None)
+    return page(items, None), fresh
 
 
 async def similar(

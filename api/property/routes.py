@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from api.common.deps import Context, CurrentUser, OptionalUser
+from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser
 from api.common.downloads import blob_response
 from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER
@@ -43,7 +43,6 @@ PropertyId = Annotated[str, Path(pattern=r"^prop-[A-Za-z0-9]{1,64}$", descriptio
 UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
 IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
 IfMatch = Annotated[str | None, Header(alias=commands.IF_MATCH, max_length=40)]
-ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
 
 
 # ---- commands ----
@@ -139,7 +138,8 @@ async def record_view(
     property_id: PropertyId, user: OptionalUser, ctx: Context, request: Request, consistency: ConsistencyToken = None
 ) -> JSONResponse:
     """A fact, not a command: nothing to decide, so it is produced straight to `property-views`.
-    Send the create's `X-Consistency-Token` to view a listing you have just created."""
+    A listing you have just created can be viewed at once (anonymously, send the create's
+    `X-Consistency-Token`)."""
     await queries.require_listed(request, property_id, consistency)
     event = new_event(
         type=PROPERTY_VIEWED,
@@ -215,8 +215,11 @@ async def upload_images(
 
 
 @router.get("/featured", summary="Admin-featured listings first, then the most viewed of the last 7 days")
-async def featured_properties(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
-    return ok(await queries.featured(request, limit), "Featured properties")
+async def featured_properties(
+    request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    found, fresh = await queries.featured(request, limit, consistency)
+    return ok(found, "Featured properties", queries.freshness_headers(fresh))
 
 
 @router.get("/recent", summary="Newest listings, optionally in one location or of one type")

@@ -20,9 +20,8 @@ app = create_service(
         "registers each saved search as a percolator query, and the saved-search matcher produces "
         "`search.saved_match` the moment a new or changed listing matches (at most once per listing). A "
         "signed-in user's search produces `search.performed` (their history) and answers with its "
-        "`X-Consistency-Token`. Send a command's `X-Consistency-Token` on a query to read your own write: "
-        "a listing you just created is found, a search you just saved is listed (and alerting); the query "
-        "waits up to 2 s, then answers with `X-Consistency: stale`."
+        "`X-Consistency-Token`. Reading your own writes (below): a listing you just created is found, a "
+        "search you just saved is listed (and alerting), a search you just ran is in your history."
     ),
     uses={"kafka", "opensearch", "postgres", "redis"},
 )

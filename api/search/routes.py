@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.common.auth import AccessClaims
-from api.common.deps import Context, CurrentUser, OptionalUser, RequestContext
+from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser, RequestContext
 from api.common.errors import ApiError, DependencyUnavailable, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
@@ -47,7 +47,6 @@ UserOrSavedSearchId = Annotated[
         description="A user id (`user-…`: their saved searches) or a saved search id (`search-…`: that one)",
     ),
 ]
-ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
 IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
 Money = Annotated[int | None, Query(ge=0, le=10**12)]
 
@@ -176,11 +175,13 @@ async def search_suggestions(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=100, description="What has been typed so far")],
     limit: Annotated[int, Query(ge=1, le=20)] = 8,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     if not q.strip():
         raise ApiError(422, "Invalid request: check q", [field_error("q", "must contain a letter or digit")])
+    fresh = await queries.listings_caught_up(request, consistency)
     items = await queries.suggestions(request, q.strip(), limit)
-    return ok({"items": items, "nextCursor": None}, "Suggestions")
+    return ok({"items": items, "nextCursor": None}, "Suggestions", queries.freshness_headers(fresh))
 
 
 # ---- history ----
@@ -281,7 +282,8 @@ async def delete_saved_search(
     ctx: Context,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    """Send the save's `X-Consistency-Token` to delete a search saved a moment ago."""
+    """A search saved a moment ago can be deleted at once (from another session, send the save's
+    `X-Consistency-Token`)."""
     await queries.saved_caught_up(request, consistency)
     row = await queries.saved_search(request, saved_search_id)
     if row is None:

@@ -32,9 +32,8 @@ app = create_service(
         "version) and deletes the user's key, the user's listings are delisted, every access token of the "
         "account is refused at once, login and refresh fail, GET answers 404. Personal fields only ever "
         "travel sealed with that per-user key, so the events Kafka keeps forever become unreadable "
-        "(crypto-shredding).\n\n"
-        "Command answers carry `X-Consistency-Token`; send it back on a query (or on login right after "
-        "registering) to read your own write."
+        "(crypto-shredding). Login waits (bounded) for the address's own registration: sign in right "
+        "after signing up, no token needed."
     ),
     uses={"kafka", "postgres", "redis"},
     sends_commands=True,

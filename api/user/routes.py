@@ -10,9 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from api.common import own_writes
 from api.common.auth import Unauthorized, issue_access_token
 from api.common.client_address import request_address
-from api.common.deps import Context, CurrentUser, OptionalUser
+from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser
 from api.common.errors import ApiError, field_error
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
 from api.common.pagination import PageQuery
@@ -48,7 +49,6 @@ auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/users", tags=["users"])
 
 UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
-ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=40)]
 
 INVALID_LOGIN = "Invalid email or password"
@@ -120,6 +120,8 @@ async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResp
         session_id=ctx.session_id,
         correlation_id=ctx.correlation_id,
     )
+    # Login looks the address up by its key: it waits for this registration without a token.
+    own_writes.attribute_to(request, own_writes.email_writer(envelope.subject))
     outcome = await commands.register(request.app.state.commands, envelope)
     data = {
         "id": user_id,
@@ -138,12 +140,16 @@ async def login(body: LoginIn, ctx: Context, request: Request, consistency: Cons
     attempts down, never lock anyone out: past 5 failures of one account from one address, 10 of one
     account from anywhere, or 100 from one address, the next attempt there waits 1, 2, 4 … s (429 with
     `Retry-After` during the wait; up to 15 min, 1 min for the account as a whole); a success forgives
-    the account's. The `X-Consistency-Token` answered finds the login in the user's history at once."""
+    the account's. Waits (bounded) for the address's own registration, so signing in right after
+    signing up works without a token. The `X-Consistency-Token` answered finds the login in the user's
+    history at once (and the new session's queries wait for it by themselves)."""
     settings = _settings(request)
     email, address = normalise_email(body.email), request_address(request)
     limits = LoginLimits(request.app.state.redis, settings)
     await limits.attempt(email, address)
-    await queries.caught_up(request, queries.POSTGRES_CHECKPOINT, consistency)
+    key = email_key(email, settings.email_key_secret.get_secret_value().encode())
+    registered = await own_writes.recall(request.app.state.redis, own_writes.email_writer(key))
+    await queries.caught_up(request, queries.POSTGRES_CHECKPOINT, own_writes.with_own_writes(consistency, registered))
     found = await queries.credentials(request, email)
     if not await verify_password(found.password_hash if found else None, body.password) or found is None:
         raise Unauthorized(INVALID_LOGIN)
@@ -159,7 +165,8 @@ async def login(body: LoginIn, ctx: Context, request: Request, consistency: Cons
         sessionid=family,
         correlationid=ctx.correlation_id,
     )
-    # The login is part of the user's history: its token lets the client read it there at once.
+    # The login is part of the user's history: its token (and the session's own writes) find it there at once.
+    own_writes.attribute_to(request, own_writes.user_writer(found.user_id))
     position = await request.app.state.producer.publish(USERS.name, fact)
     return ok(session, "Logged in", {CONSISTENCY_HEADER: consistency_token([position])})
 
@@ -269,10 +276,11 @@ async def delete_user(
     if_match: IfMatch = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    """Send a property command's `X-Consistency-Token` to be sure a listing created just before is
-    delisted too: the listings to delist are read from the property read model, named in the deletion,
-    and delisted by the account decider with it (each through the property decider, as the owner's or
-    the admin's delete). `delistedProperties` counts those decided within the wait; the others follow."""
+    """A listing created just before is delisted too (the caller's own writes are waited for; send a
+    property command's `X-Consistency-Token` for one created from another session): the listings to
+    delist are read from the property read model, named in the deletion, and delisted by the account
+    decider with it (each through the property decider, as the owner's or the admin's delete).
+    `delistedProperties` counts those decided within the wait; the others follow."""
     commands.require_self_or_admin(user, user_id)
     await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
     listings = tuple(await queries.live_listing_ids(request, user_id))

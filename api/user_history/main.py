@@ -21,8 +21,7 @@ app = create_service(
         "a time) while the current one keeps answering, and swaps it in when it has caught up; with `until` "
         "it makes a separate read-only copy of history as it was then, read with `?snapshot=<jobId>`. "
         "`GET /api/user-history/replay/{jobId}` reports state, phase, events processed and total, rate and "
-        "ETA. Send a command's `X-Consistency-Token` on a query to read your own write (the query waits up to "
-        "2 s, then answers with `X-Consistency: stale`)."
+        "ETA."
     ),
     uses={"kafka", "postgres", "redis"},
 )

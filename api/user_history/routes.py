@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from api.common.auth import AccessClaims
 from api.common.consistency import wait_for_positions
-from api.common.deps import Context, CurrentUser
+from api.common.deps import ConsistencyToken, Context, CurrentUser
 from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
@@ -39,7 +39,6 @@ router = APIRouter(prefix="/api/user-history", tags=["user history"])
 
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id, `user-…`")]
 JobId = Annotated[str, Path(pattern=r"^job-[A-Za-z0-9]{1,64}$", description="A replay job id, `job-…`")]
-ConsistencyToken = Annotated[str | None, Header(alias=CONSISTENCY_HEADER, max_length=4000)]
 IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
 TypeFilter = Annotated[
     str | None,
@@ -229,8 +228,11 @@ async def _replayer_caught_up(request: Request, token: str | None) -> bool:
 
 
 @router.get("/replay", summary="Admin: rebuild jobs, newest first")
-async def list_replays(user: CurrentUser, request: Request, paging: PageQuery) -> JSONResponse:
+async def list_replays(
+    user: CurrentUser, request: Request, paging: PageQuery, consistency: ConsistencyToken = None
+) -> JSONResponse:
     _require_admin(user)
+    fresh = await _replayer_caught_up(request, consistency)
     after = None
     if paging.cursor is not None:
         try:
@@ -252,7 +254,9 @@ async def list_replays(user: CurrentUser, request: Request, paging: PageQuery) -
     last = rows[-1] if more else None
     next_cursor = encode_cursor({"t": last["requested_at"].isoformat(), "id": last["job_id"]}) if last else None
     retention = request.app.state.settings.history_snapshot_retention_seconds
-    return ok(page([_job(row, retention) for row in rows], next_cursor), "Rebuild jobs")
+    return ok(
+        page([_job(row, retention) for row in rows], next_cursor), "Rebuild jobs", queries.freshness_headers(fresh)
+    )
 
 
 @router.get("/replay/{job_id}", summary="Admin: a rebuild job's state, events processed and total, rate, ETA")

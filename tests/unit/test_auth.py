@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
-from api.common.auth import issue_access_token, keyring_for, verify_access_token
+from api.common.auth import Standing, issue_access_token, keyring_for, verify_access_token
 from api.common.deps import Context, CurrentUser, OptionalUser
 from api.common.keys import KeyRing
 from api.common.responses import ok
@@ -205,9 +205,9 @@ async def test_optional_user_is_none_without_a_token_but_still_checks_one_given(
 async def test_revocation_hook_is_consulted_with_the_session(app, client, settings):
     token = issue_access_token("user-456", "user", session_id="sess-revoked", settings=settings)
 
-    async def is_revoked(token_id: str, subject: str, session_id: str) -> bool:
+    async def is_revoked(token_id: str, subject: str, session_id: str) -> Standing:
         assert subject == "user-456" and token_id
-        return session_id == "sess-revoked"
+        return Standing(revoked=session_id == "sess-revoked")
 
     same_session = issue_access_token("user-456", "user", session_id="sess-revoked", settings=settings)
     app.state.is_revoked = is_revoked
