@@ -13,9 +13,8 @@ from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token, pa
 from api.common.own_writes import decode, with_own_writes
 
 SERVICES = ("user", "property", "search", "user_history", "notification", "file")
-# Queries that read no projection: probes, and a listing's image bytes (in the blob store before the
-# command answers).
-READ_NO_PROJECTION = {"/health", "/ready", "/api/properties/{property_id}/images/{sha256}"}
+# The probes read no projection.
+READ_NO_PROJECTION = {"/health", "/ready"}
 
 
 def test_without_own_writes_the_token_sent_is_waited_for_as_it_is():
