@@ -9,6 +9,7 @@ Activities never hold a person's email, phone or name: only ids and non-personal
 """
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from schemas.envelope import format_time
+from schemas.personal import SEARCH_NAME, SEARCH_QUERY, is_sealed
 from schemas.registry import EventData
 
 # ---- activities ----
@@ -165,3 +167,42 @@ class JobPhase(StrEnum):
     CATCHING_UP = "catching_up"
     SWAPPING = "swapping"
     DONE = "done"
+
+
+# ---- a person's own words in their history ----
+# A search's words and a saved search's name are sealed with the user's key (schemas/personal.py); the
+# projection keeps them sealed (it holds no keys) and the history service opens them when it answers.
+
+
+def search_summary(query: str | None) -> str:
+    if query and not is_sealed(query):
+        return f"Searched for {query!r}"
+    return "Searched" if query else "Searched with filters"
+
+
+def saved_search_summary(name: str | None) -> str:
+    return f"Saved the search {name!r}" if name and not is_sealed(name) else "Saved a search"
+
+
+def opened_activity(document: dict[str, Any], open_text: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """The activity with its sealed words opened by `open_text(field, sealed)` (None: the key is gone,
+    the words are left out)."""
+    activity_type, details = document.get("type"), document.get("details") or {}
+
+    def opened(field: str, value: Any) -> Any:
+        return open_text(field, value) if is_sealed(value) else value
+
+    if activity_type == SEARCH_PERFORMED and is_sealed(details.get("query")):
+        query = opened(SEARCH_QUERY, details["query"])
+        return {**document, "summary": search_summary(query), "details": {**details, "query": query}}
+    if activity_type == SEARCH_SAVED:
+        criteria = dict(details.get("criteria") or {})
+        if is_sealed(criteria.get("q")):
+            criteria["q"] = opened(SEARCH_QUERY, criteria["q"])
+        name = opened(SEARCH_NAME, details.get("name"))
+        return {
+            **document,
+            "summary": saved_search_summary(name),
+            "details": {**details, "name": name, "criteria": criteria},
+        }
+    return document

@@ -1,10 +1,11 @@
 """Personal data in events and commands, sealed with the person's own key (crypto-shredding).
 
 Kafka topics keep events forever and cannot forget one person's part of them. So a user's email,
-name, phone and password hash, the names of the files they upload and the messages they write to
-other users never travel in the clear: each is sealed with a 256-bit key of that user's own (Postgres
-`user_keys`; a message with both people's keys, `schemas.notifications.seal_message`), and closing the
-account deletes the key. From then on every copy (the topic, its replicas, `event_store`, a decider's
+name, phone and password hash, the names of the files they upload, the words they search for, the
+names of their saved searches and the messages they write to other users never travel in the clear:
+each is sealed with a 256-bit key of that user's own (Postgres `user_keys`; a message with both
+people's keys, `schemas.notifications.seal_message`), and closing the account deletes the key. From
+then on every copy (the topic, its replicas, `event_store`, a decider's
 changelog, a backup) is ciphertext nobody can open, while the non-personal facts around it (ids,
 versions, counts, listings) stay readable.
 
@@ -34,6 +35,8 @@ PASSWORD_HASH = "passwordHash"  # noqa: S105 (a field name, not a password)
 FILENAME = "filename"  # of a file the person uploaded
 MESSAGE_SUBJECT = "messageSubject"  # of a message one user writes to another
 MESSAGE_TEXT = "messageText"
+SEARCH_QUERY = "searchQuery"  # the free text of a search they ran or saved
+SEARCH_NAME = "searchName"  # what they named a saved search
 
 
 class UnreadablePersonalData(ValueError):

@@ -158,7 +158,8 @@ def _pruned(value: Any) -> Any:
 
 
 class SearchPerformed(EventData):
-    """A signed-in user's search: the text and the filters they used (criteria minus `q`)."""
+    """A signed-in user's search: the text (sealed with their key, `schemas/personal.py`
+    `SEARCH_QUERY`) and the filters they used (criteria minus `q`)."""
 
     user_id: str
     query: str | None = None
@@ -167,9 +168,12 @@ class SearchPerformed(EventData):
 
 
 class SearchSaved(EventData):
+    """The name (`SEARCH_NAME`) and the criteria's free text `q` (`SEARCH_QUERY`) travel sealed with the
+    owner's key; the door checked their lengths, the sealed values are longer."""
+
     saved_search_id: str
     owner_id: str
-    name: str = Field(min_length=1, max_length=MAX_SEARCH_NAME)
+    name: str = Field(min_length=1)
     criteria: dict[str, Any]
 
 

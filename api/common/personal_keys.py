@@ -1,6 +1,7 @@
 """`user_keys`, from the command side: the user service creates a person's key before their registration
 is sent and fetches it to seal a profile change; the file and property services fetch it to seal the
-names of the files a person uploads. The user projection deletes it when the account is closed.
+names of the files a person uploads, the search service the words they search for and the names of
+their saved searches. The user projection deletes it when the account is closed.
 
 Written here, by the command side, because a key must exist before any event sealed with it does; it is
 not a read model (nothing in it is derived from events).
@@ -26,8 +27,13 @@ async def personal_key(pool: AsyncConnectionPool, user_id: str) -> bytes | None:
     return bytes(row[0]) if row else None
 
 
+def sealed_text(key: bytes | None, user_id: str, field: str, text: str) -> str:
+    """A person's own words sealed with their key (`personal_key`) for an event kept forever. A user
+    without a key (no personal data of theirs exists anywhere) keeps the text in the clear."""
+    return seal(key, user_id, field, text) if key is not None else text
+
+
 def sealed_filename(key: bytes | None, owner_id: str, filename: str) -> str:
-    """A file's name sealed with its uploader's key (`personal_key`): people name files after themselves
-    ("Priya Reddy sale deed.pdf"), and the name travels in `file.uploaded` events kept forever. An
-    uploader without a key (no personal data of theirs exists anywhere) keeps the name in the clear."""
-    return seal(key, owner_id, FILENAME, filename) if key is not None else filename
+    """People name files after themselves ("Priya Reddy sale deed.pdf"), and the name travels in
+    `file.uploaded` events."""
+    return sealed_text(key, owner_id, FILENAME, filename)

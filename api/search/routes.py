@@ -4,8 +4,10 @@ commands (save, delete a saved search) and the facts of searches run produce to 
 import logging
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 
 from api.common.auth import AccessClaims
 from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser, RequestContext
@@ -13,11 +15,13 @@ from api.common.errors import ApiError, DependencyUnavailable, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
 from api.common.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT, PageQuery, decode_cursor
+from api.common.personal_keys import personal_key, sealed_text
 from api.common.responses import created, ok
 from api.search import queries
 from api.search.models import AdvancedSearchIn, Facet, SaveSearchIn, Sort
 from schemas.envelope import new_event
 from schemas.ids import new_id
+from schemas.personal import SEARCH_NAME, SEARCH_QUERY
 from schemas.properties import PropertyType, Role
 from schemas.searches import (
     MAX_QUERY_CHARS,
@@ -69,15 +73,24 @@ async def _record_search(
     request: Request, user: AccessClaims | None, ctx: RequestContext, criteria: SearchCriteria, total: int
 ) -> dict[str, str]:
     """A signed-in user's search becomes a `search.performed` fact (their history); the answer carries
-    its position. Kafka being down costs the history entry, never the search: logged, not raised."""
+    its position. Kafka being down costs the history entry, never the search: logged, not raised; so does
+    Postgres, which holds the key the words are sealed with (they never travel in the clear)."""
     if user is None:
         return {}
     filters = criteria.to_wire()
     filters.pop("q", None)
+    query = None
+    if criteria.q is not None:
+        try:
+            key = await personal_key(request.app.state.pg_pool, user.subject)
+        except (psycopg.OperationalError, PoolTimeout):
+            log.warning("search by %s not recorded in history: postgres unavailable", user.subject)
+            return {}
+        query = sealed_text(key, user.subject, SEARCH_QUERY, criteria.q)
     event = new_event(
         type=SEARCH_PERFORMED,
         subject=user.subject,
-        data=SearchPerformed(user_id=user.subject, query=criteria.q, filters=filters, result_count=total).to_wire(),
+        data=SearchPerformed(user_id=user.subject, query=query, filters=filters, result_count=total).to_wire(),
         service="search",
         userid=user.subject,
         sessionid=ctx.session_id,
@@ -220,12 +233,20 @@ async def save_search(
                 f"You already have {settings.max_saved_searches_per_user} saved searches; delete one first",
                 [field_error("name", "saved search limit reached")],
             )
+        key = await personal_key(request.app.state.pg_pool, user.subject)
+        sealed_criteria = dict(criteria)
+        if body.criteria.q is not None:
+            sealed_criteria["q"] = sealed_text(key, user.subject, SEARCH_QUERY, body.criteria.q)
+        saved = SearchSaved(
+            saved_search_id=saved_search_id,
+            owner_id=user.subject,
+            name=sealed_text(key, user.subject, SEARCH_NAME, body.name),
+            criteria=sealed_criteria,
+        )
         event = new_event(
             type=SEARCH_SAVED,
             subject=saved_search_id,
-            data=SearchSaved(
-                saved_search_id=saved_search_id, owner_id=user.subject, name=body.name, criteria=criteria
-            ).to_wire(),
+            data=saved.to_wire(),
             service="search",
             userid=user.subject,
             sessionid=ctx.session_id,

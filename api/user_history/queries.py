@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.personal_keys import personal_key
 from api.common.responses import require_day
 from api.user_history.timeline import bucket_by_day, day_bounds, last_days_start, zone
 from schemas.envelope import format_time
@@ -34,10 +35,12 @@ from schemas.history import (
     SEARCH_SAVED,
     activity_document,
     generation_schema,
+    opened_activity,
     postgres_checkpoint,
     recent_keys,
     redis_checkpoint,
 )
+from schemas.personal import UnreadablePersonalData, unseal
 from schemas.topics import FILES, PROPERTIES, PROPERTY_VIEWS, SEARCHES, USERS
 
 T = TypeVar("T")
@@ -145,6 +148,26 @@ async def archive_caught_up(request: Request, token: str | None) -> bool:
 # ---- activities ----
 
 
+async def _opener(request: Request, user_id: str) -> Callable[[str, str], str | None]:
+    """Opens the user's sealed words (searches, saved-search names) with their key; None once it is gone."""
+    key = await personal_key(request.app.state.pg_pool, user_id)
+
+    def open_text(field: str, value: str) -> str | None:
+        if key is None:
+            return None
+        try:
+            return unseal(key, user_id, field, value)
+        except UnreadablePersonalData:
+            return None
+
+    return open_text
+
+
+async def _opened(request: Request, user_id: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    open_text = await _opener(request, user_id)
+    return [opened_activity(document, open_text) for document in documents]
+
+
 def activity(row: dict[str, Any]) -> dict[str, Any]:
     return activity_document(
         event_id=row["event_id"],
@@ -214,7 +237,8 @@ async def activities(
         next_cursor = encode_cursor({"t": last["occurred_at"].isoformat(), "id": last["event_id"]}) if last else None
         return page([activity(row) for row in rows], next_cursor)
 
-    return await in_generation(request, user_id, snapshot, read, lambda: page([], None))
+    found = await in_generation(request, user_id, snapshot, read, lambda: page([], None))
+    return {**found, "items": await _opened(request, user_id, found["items"])}
 
 
 async def recent(request: Request, user_id: str, limit: int) -> list[dict[str, Any]]:
@@ -239,7 +263,7 @@ async def recent(request: Request, user_id: str, limit: int) -> list[dict[str, A
         )
         return [activity(row) for row in await cursor.fetchall()]
 
-    return await in_generation(request, user_id, None, read, list)
+    return await _opened(request, user_id, await in_generation(request, user_id, None, read, list))
 
 
 # ---- raw events ----
@@ -386,9 +410,13 @@ async def timeline(
         next_cursor = encode_cursor({"day": days[-1].isoformat()}) if more else None
         return {"items": items, "nextCursor": next_cursor, "timeZone": tz_name}
 
-    return await in_generation(
+    found = await in_generation(
         request, user_id, snapshot, read, lambda: {"items": [], "nextCursor": None, "timeZone": tz_name}
     )
+    open_text = await _opener(request, user_id)
+    for day in found["items"]:
+        day["activities"] = [opened_activity(document, open_text) for document in day["activities"]]
+    return found
 
 
 # ---- stats ----

@@ -34,6 +34,7 @@ from streams.files.projection import (
     VariantsMade,
     list_document,
 )
+from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
 from streams.properties.sinks import raise_checkpoints
 
@@ -110,8 +111,6 @@ WHERE owner_id = %(user_id)s AND NOT (erased AND filename IS NULL)
 _OWNERS_PROPERTIES = "SELECT DISTINCT property_id FROM files WHERE owner_id = %s AND property_id IS NOT NULL"
 
 _ERASED_OWNERS = "SELECT user_id FROM file_erased_owners WHERE user_id = ANY(%s)"
-# The uploaders' keys, to open the file names sealed with them (schemas/personal.py).
-_KEYS = "SELECT user_id, key FROM user_keys WHERE user_id = ANY(%s)"
 _PROPERTIES_OF = "SELECT DISTINCT property_id FROM files WHERE id = ANY(%s) AND property_id IS NOT NULL"
 
 _BUMP_LISTS = """
@@ -193,8 +192,7 @@ class PostgresFileSink:
         if owners:
             cursor = await conn.execute(_ERASED_OWNERS, (owners,))
             erased_owners = {row[0] for row in await cursor.fetchall()}
-            cursor = await conn.execute(_KEYS, (owners,))
-            keys = {user_id: bytes(key) for user_id, key in await cursor.fetchall()}
+            keys = await personal_keys(conn, owners)  # to open the file names sealed with them
         optimized: list[str] = []
         for change in changes:
             if isinstance(change, FileStored):

@@ -22,7 +22,7 @@ from typing import Any
 
 from schemas.codec import EventDecodeError, decode_storable
 from schemas.envelope import Envelope
-from schemas.history import ACTIVITY_CATEGORIES, VIEWED, activity_document
+from schemas.history import ACTIVITY_CATEGORIES, VIEWED, activity_document, saved_search_summary, search_summary
 from schemas.registry import EVENTS
 from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
@@ -236,7 +236,7 @@ def _search_performed(envelope: Envelope, data: dict[str, Any], position: Source
     count = data.get("resultCount")
     if not isinstance(filters, dict) or (count is not None and not isinstance(count, int)):
         raise EventDecodeError(f"{envelope.type}: filters must be an object and resultCount an integer")
-    summary = f"Searched for {query!r}" if query else "Searched with filters"
+    summary = search_summary(query)
     return [_activity(envelope, position, user, summary, {"query": query, "filters": filters, "resultCount": count})]
 
 
@@ -245,7 +245,7 @@ def _search_saved(envelope: Envelope, data: dict[str, Any], position: SourcePosi
     owner = _text(data, "ownerId", envelope.type)
     name = data.get("name")
     details = {"savedSearchId": saved, "name": name, "criteria": data.get("criteria") or {}}
-    summary = f"Saved the search {name!r}" if name else "Saved a search"
+    summary = saved_search_summary(name)
     return [_activity(envelope, position, owner, summary, details)]
 
 

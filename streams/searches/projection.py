@@ -5,18 +5,22 @@ saved search's current row -> its percolator document.
   search's events share one partition (keyed by its id), so the record's offset orders them and is the
   row's version.
 - `search.performed.v1` -> a `search_history` row, keyed by the event id (a redelivery is the same row).
+- A search's words and a saved search's name travel sealed with the user's key (`schemas/personal.py`);
+  `opened` opens them with the keys the sink reads, and drops the change when the key is gone (the
+  account is closed: nothing of it is written, its erasure is on the way).
 - `search.saved_match.v1` -> nothing here (the matcher produced it; history and notifications read it).
 - `user.deleted.v1` on `users` -> erase: that user's saved searches and history go, and anything of
   theirs replayed later is ignored. Other user events are the user projection's business.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from schemas.codec import EventDecodeError, decode, decode_storable
 from schemas.envelope import format_time
+from schemas.personal import SEARCH_NAME, SEARCH_QUERY, UnreadablePersonalData, is_sealed, unseal
 from schemas.registry import EVENTS
 from schemas.search_query import percolator_query
 from schemas.searches import (
@@ -48,6 +52,7 @@ class SavedSearchWritten:
     version: int  # the record's offset
     event_id: str
     at: datetime
+    sealed_query: str | None = None  # the criteria's `q`, until `opened` puts it back in
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,21 @@ def _from_searches(record: RawRecord) -> SearchChange | None:
         if isinstance(data, SearchSaved):
             if data.saved_search_id != envelope.subject:
                 raise EventDecodeError(f"{envelope.type}: subject {envelope.subject} is not {data.saved_search_id}")
+            criteria = dict(data.criteria)
+            sealed_query = criteria.pop("q") if is_sealed(criteria.get("q")) else None
             try:
-                criteria = SearchCriteria.model_validate(data.criteria)
+                checked = SearchCriteria.model_validate(criteria)
             except ValueError as exc:
                 raise EventDecodeError(f"{envelope.type}: invalid criteria: {exc}") from None
             return SavedSearchWritten(
-                data.saved_search_id, data.owner_id, data.name, criteria.to_wire(), offset, envelope.id, envelope.time
+                data.saved_search_id,
+                data.owner_id,
+                data.name,
+                checked.to_wire(),
+                offset,
+                envelope.id,
+                envelope.time,
+                sealed_query,
             )
         assert isinstance(data, SavedSearchDeleted)
         return SavedSearchRemoved(data.saved_search_id, data.owner_id, offset, envelope.id, envelope.time)
@@ -130,6 +144,42 @@ def search_change(record: RawRecord) -> SearchChange | None:
     if record.position.topic == SEARCHES.name:
         return _from_searches(record)
     raise EventDecodeError(f"the search projection does not read {record.position.topic}")
+
+
+def sealed_for(changes: Sequence[SearchChange]) -> Collection[str]:
+    """The users whose keys `opened` needs for these changes."""
+    users: set[str] = set()
+    for change in changes:
+        if isinstance(change, SavedSearchWritten) and (change.sealed_query or is_sealed(change.name)):
+            users.add(change.owner_id)
+        elif isinstance(change, SearchRecorded) and is_sealed(change.query):
+            users.add(change.user_id)
+    return users
+
+
+def _open(keys: Mapping[str, bytes], user_id: str, field: str, value: str) -> str:
+    if not is_sealed(value):
+        return value  # older events, and users without a key, carry their words in the clear
+    key = keys.get(user_id)
+    if key is None:
+        raise UnreadablePersonalData(f"{field}: the key of {user_id} is gone")
+    return unseal(key, user_id, field, value)
+
+
+def opened(change: SearchChange, keys: Mapping[str, bytes]) -> SearchChange | None:
+    """The change with its user's words opened; None when they cannot be (the key is gone)."""
+    try:
+        if isinstance(change, SavedSearchWritten):
+            owner, criteria = change.owner_id, change.criteria
+            if change.sealed_query is not None:
+                criteria = {**criteria, "q": _open(keys, owner, SEARCH_QUERY, change.sealed_query)}
+            name = _open(keys, owner, SEARCH_NAME, change.name)
+            return replace(change, name=name, criteria=criteria, sealed_query=None)
+        if isinstance(change, SearchRecorded) and change.query is not None:
+            return replace(change, query=_open(keys, change.user_id, SEARCH_QUERY, change.query))
+    except UnreadablePersonalData:
+        return None
+    return change
 
 
 def plan_searches(records: Sequence[RawRecord]) -> SearchPlan:

@@ -2,7 +2,8 @@
 
 - `PostgresSearchSink`: `saved_searches` (guarded by the version = the record's offset), `search_history`
   (insert once per event id), erasure of a deleted user, and the `searches-postgres` checkpoint, all in
-  one transaction. Returns the current row of every saved search touched, which feeds the percolator.
+  one transaction, with the sealed words opened by the users' keys read in it. Returns the current row
+  of every saved search touched, which feeds the percolator.
 - `OpenSearchSavedSearchSink`: the percolator documents, written from those rows with external versions
   (a stale or repeated write is refused by OpenSearch itself: 409, which is success here).
 - `PostgresMatchLedger`: the (saved search, listing) pairs the matcher has alerted on.
@@ -19,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.searches import saved_match_event_id
+from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
 from streams.properties.sinks import SearchUnavailable, raise_checkpoints, write_versioned
 from streams.searches.matching import ListedProperty, SavedSearchHit
@@ -30,7 +32,9 @@ from streams.searches.projection import (
     SearchChange,
     SearchRecorded,
     UserErased,
+    opened,
     saved_search_document,
+    sealed_for,
 )
 
 # A save by a user already erased (a replay of the topic) is ignored; so is anything older than the row.
@@ -130,8 +134,10 @@ class PostgresSearchSink:
         touched (also when nothing changed, so a redelivery still reaches the percolator)."""
         touched = {c.saved_search_id for c in changes if isinstance(c, SavedSearchWritten | SavedSearchRemoved)}
         async with self._pool.connection() as conn, conn.transaction():
+            keys = await personal_keys(conn, sealed_for(changes))
+            readable = [c for c in (opened(c, keys) for c in changes) if c is not None]
             run: list[SearchChange] = []
-            for change in [*changes, None]:
+            for change in [*readable, None]:
                 # Consecutive changes of one kind go as one executemany (pipelined); order is kept.
                 flush = run and (
                     change is None or isinstance(change, UserErased) or _statement(change) != _statement(run[0])

@@ -8,6 +8,7 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
 from streams.properties.sinks import raise_checkpoints
 from streams.redis_documents import WRITE_IF_NEWER
@@ -58,7 +59,6 @@ WHERE users.version < EXCLUDED.version
 
 _STATEMENTS = {"registered": _REGISTERED, "profile": _PROFILE, "erased": _ERASED, "touched": _TOUCHED}
 
-_KEYS = "SELECT user_id, key FROM user_keys WHERE user_id = ANY(%s)"
 _FORGET_KEY = "DELETE FROM user_keys WHERE user_id = %s"
 
 _CURRENT_ROWS = """
@@ -92,10 +92,7 @@ class PostgresUserSink:
         deletes its user's key there too (crypto-shredding: every sealed copy becomes unreadable)."""
         ids = sorted({c.user_id for c in changes})
         async with self._pool.connection() as conn, conn.transaction():
-            keys: dict[str, bytes] = {}
-            if ids:
-                cursor = await conn.execute(_KEYS, (ids,))
-                keys = {user_id: bytes(key) for user_id, key in await cursor.fetchall()}
+            keys = await personal_keys(conn, ids)
             async with conn.cursor() as cursor:
                 for change in changes:
                     await cursor.execute(

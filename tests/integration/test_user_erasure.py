@@ -1,24 +1,31 @@
 """Closing an account erases the person everywhere (crypto-shredding), against the real stack.
 
 A user registers, logs in on two devices, changes name and phone, lists a property with a photo named
-after them; every event is archived. Before the deletion the scanner finds them in Postgres and Redis
+after them, searches for words of their own and saves a search under a name of their own; every event
+is archived. Before the deletion the scanner finds them in Postgres and Redis
 (so it can find things), and Kafka already holds nothing of them in the clear. After DELETE: login
 fails, the profile is 404, the listing is delisted, the other device's token is refused, the user's key
 is gone, and a Postgres dump, every Redis key, every OpenSearch document and every message of every
-Kafka topic hold none of the email, phones or names. The non-personal facts (the account's events, the
-listing's) remain.
+Kafka topic hold none of the email, phones, names, search words or saved-search names. The non-personal
+facts (the account's events, the listing's) remain.
 """
 
 import uuid
 from collections.abc import Awaitable
 
+import httpx
 import psycopg
 import pytest
 
+from api.services import by_name
+from schemas.topics import SEARCHES, USERS
 from tests.support.archive import archive_worker
 from tests.support.erasure import kafka_everything, opensearch_everything, postgres_dump, redis_everything
 from tests.support.files import png_image
+from tests.support.processes import WorkerProcess
 from tests.support.properties import SEED_BODY
+from tests.support.property_projection import start_group_at_end
+from tests.support.services import ServiceProcess
 from tests.support.users import PASSWORD, running_user_slice
 from tests.support.waiting import eventually
 
@@ -29,13 +36,33 @@ CONSISTENCY = "X-Consistency-Token"
 async def users(stack, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("user-erasure")
     group = f"erasure-archive-{uuid.uuid4().hex[:8]}"
-    archive = archive_worker(group, log_dir, HI_ARCHIVE_TOPICS="users,properties,files")
+    archive = archive_worker(group, log_dir, HI_ARCHIVE_TOPICS="users,properties,files,searches")
     archive.start()
     try:
         async with running_user_slice(log_dir, stack.as_env()) as slice_:
             yield slice_
     finally:
         archive.stop()
+
+
+@pytest.fixture(scope="module")
+async def search(stack, settings, tmp_path_factory):
+    """The search service and a search projection of this module (its group starts at the end)."""
+    log_dir = tmp_path_factory.mktemp("erasure-search")
+    group = f"erasure-search-projection-{uuid.uuid4().hex[:8]}"
+    await start_group_at_end(settings.kafka_bootstrap, group, (SEARCHES.name, USERS.name))
+    projection = WorkerProcess(
+        "streams.searches.projection_worker", {"HI_SEARCH_PROJECTION_GROUP": group}, log_dir / "projection.log"
+    )
+    service = ServiceProcess(by_name("search"), log_dir / "search-service.log", stack.as_env())
+    projection.start()
+    try:
+        await service.start()
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+            yield client
+    finally:
+        service.stop()
+        projection.stop()
 
 
 def a_person() -> dict[str, str]:
@@ -82,8 +109,19 @@ async def holds(dump: Awaitable[bytes], needle: bytes) -> bool:
     return needle.lower() in (await dump).lower()
 
 
-async def test_a_closed_account_leaves_no_personal_data_anywhere(users, settings, pg):
-    person, renamed = a_person(), a_person()
+async def holds_none(dump: bytes, needles: set[bytes]) -> bool:
+    return not found_in(dump, needles)
+
+
+def their_words() -> dict[str, str]:
+    """What a person types into search: words found nowhere else."""
+    marker = a_person()["name"].split()[1].lower()
+    return {"query": f"{marker} lakeview", "name": f"{marker.capitalize()} family flat hunt", "saved": f"{marker}ville"}
+
+
+async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, settings, pg):
+    person, renamed, words = a_person(), a_person(), their_words()
+    search_api = search
     async with users.client() as api, users.properties.client() as property_api:
         made = await api.post("/api/auth/register", json={k: person[k] for k in ("email", "password", "name", "phone")})
         assert made.status_code == 201, made.text
@@ -114,6 +152,23 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, settings
             f"{where}/images", files=[("images", photo)], headers={**phone, CONSISTENCY: listing.headers[CONSISTENCY]}
         )
         assert added.status_code in (200, 201), added.text
+        # People search for, and name their saved searches with, words of their own.
+        searched = await search_api.get("/api/search/properties", params={"q": words["query"]}, headers=phone)
+        assert searched.status_code == 200, searched.text
+        saved = await search_api.post(
+            "/api/search/save", json={"name": words["name"], "criteria": {"q": words["saved"]}}, headers=phone
+        )
+        assert saved.status_code == 201, saved.text
+        mine = await search_api.get(
+            f"/api/search/saved/{user_id}", headers={**phone, CONSISTENCY: saved.headers[CONSISTENCY]}
+        )
+        [listed] = mine.json()["data"]["items"]
+        assert (listed["name"], listed["criteria"]["q"]) == (words["name"], words["saved"])
+        history = await search_api.get(
+            f"/api/search/history/{user_id}", headers={**phone, CONSISTENCY: searched.headers[CONSISTENCY]}
+        )
+        assert [item["query"] for item in history.json()["data"]["items"]] == [words["query"]]
+        typed = {value.encode() for value in words.values()}
         seen = await api.get(f"/api/users/{user_id}", headers={**phone, CONSISTENCY: changed.headers[CONSISTENCY]})
         assert seen.json()["data"]["name"] == renamed["name"]
         everyone = personal_values(person, renamed)  # the email never changes: renamed's is a control
@@ -127,8 +182,9 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, settings
         }
         marker = person["name"].split()[1].encode()
         await eventually(lambda: holds(opensearch_everything(settings), marker), bool)
+        assert found_in(postgres_dump(settings), typed) == typed
         # ...and Kafka, the record kept forever, never held them in the clear.
-        assert found_in(await kafka_everything(settings), everyone) == set()
+        assert found_in(await kafka_everything(settings), everyone | typed) == set()
 
         closed = await api.delete(f"/api/users/{user_id}", headers={**phone, CONSISTENCY: listing.headers[CONSISTENCY]})
         assert closed.status_code == 200, closed.text
@@ -146,7 +202,9 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, settings
     assert await archived(pg, user_id, "user.registered.v1") == 1
     assert await archived(pg, user_id, "user.profile_updated.v1") == 1
 
-    assert found_in(postgres_dump(settings), everyone) == set()
-    assert found_in(await redis_everything(settings), everyone) == set()
-    assert found_in(await opensearch_everything(settings), everyone) == set()
-    assert found_in(await kafka_everything(settings), everyone) == set()
+    everything = everyone | typed
+    await eventually(lambda: holds_none(postgres_dump(settings), typed), bool, within=60)  # the search projection
+    assert found_in(postgres_dump(settings), everything) == set()
+    assert found_in(await redis_everything(settings), everything) == set()
+    assert found_in(await opensearch_everything(settings), everything) == set()
+    assert found_in(await kafka_everything(settings), everything) == set()
