@@ -24,7 +24,7 @@ import faust
 from psycopg_pool import AsyncConnectionPool
 
 from streams.batches import record_of, until_done
-from streams.dead_letters import DeadLetter, or_dead_letter
+from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord, SourcePosition
 
 log = logging.getLogger("streams.parking")
@@ -311,3 +311,13 @@ async def run_in_key_order(
             await order.run([record_of(event) for event in events], work)
     finally:
         redrives.cancel()
+
+
+def key_order(app: faust.App, pool: AsyncConnectionPool, dead_letter_consumer: str) -> KeyOrder:
+    """A projection app's `KeyOrder`: parked under its group (the app id, so a test's group has rows of
+    its own), dead letters to `app`'s producer with `dlq.consumer` = `dead_letter_consumer`."""
+
+    async def publish(letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(app, letters)
+
+    return KeyOrder(ParkingLot(pool, app.conf.id), publish, dead_letter_consumer)

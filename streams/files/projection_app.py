@@ -4,7 +4,8 @@ Its own Faust app and consumer group (`settings.file_projection_group`, default 
 One thin agent on `files` and `users`: plan (pure) -> Postgres (files, jobs, list versions and the
 checkpoint `files-postgres`, one transaction, returns each touched listing's files) -> Redis
 `files:property:{id}` -> checkpoint `files-redis`. Stores that are down are waited for; poison goes
-to `dead-letters` (`dlq.consumer=file-projection`). Faust acks a batch even when its body raised, so
+to `dead-letters` (`dlq.consumer=file-projection`), and the later events of its key are parked until
+it is redriven or skipped (`streams/parking.py`). Faust acks a batch even when its body raised, so
 nothing is thrown from here.
 """
 
@@ -18,10 +19,11 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import FILES, USERS
 from streams.app import create_app
-from streams.batches import apply_isolating_refusals, record_of, until_done
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.batches import apply_isolating_refusals, until_done
+from streams.dead_letters import DeadLetter
 from streams.files.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, PlannedChange, plan_files
 from streams.files.sinks import PostgresFileSink, PropertyList, RedisFileListSink
+from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
 from streams.properties.sinks import PostgresCheckpoints
 
@@ -30,18 +32,16 @@ log = logging.getLogger("streams.files.projection")
 
 class FileProjector:
     def __init__(
-        self, postgres: PostgresFileSink, redis: RedisFileListSink, checkpoints: PostgresCheckpoints, app: faust.App
+        self, postgres: PostgresFileSink, redis: RedisFileListSink, checkpoints: PostgresCheckpoints, order: KeyOrder
     ) -> None:
         self._postgres = postgres
         self._redis = redis
         self._checkpoints = checkpoints
-        self._app = app
-
-    async def _dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        await publish_dead_letters(self._app, letters)
+        self._order = order
+        self._dead_letters = order.dead_letters
 
     async def project(self, records: Sequence[RawRecord]) -> None:
-        plan = plan_files(records)
+        plan = self._order.plan(records, plan_files)
         await self._dead_letters(plan.dead_letters)
         lists = await self._write_postgres(plan.changes, plan.positions)
         refused = await until_done("redis", lambda: self._redis.write(lists))
@@ -64,7 +64,9 @@ class FileProjector:
     async def _write_postgres(
         self, changes: Sequence[PlannedChange], positions: Sequence[SourcePosition]
     ) -> list[PropertyList]:
-        written = await apply_isolating_refusals("file", self._postgres.apply, changes, positions, self._dead_letter)
+        written = await apply_isolating_refusals(
+            "file", self._postgres.apply, changes, positions, self._dead_letter, self._order.holds
+        )
         return list({listed.property_id: listed for listed in written}.values())
 
     async def _dead_letter(self, record: RawRecord, error: str) -> None:
@@ -82,11 +84,10 @@ async def project_files(stream: faust.StreamT[bytes]) -> None:
     redis = Redis.from_url(settings.redis_url)
     # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
     await pool.open(wait=False)
-    projector = FileProjector(PostgresFileSink(pool), RedisFileListSink(redis), PostgresCheckpoints(pool), app)
+    order = key_order(app, pool, PROJECTION_CONSUMER)
+    projector = FileProjector(PostgresFileSink(pool), RedisFileListSink(redis), PostgresCheckpoints(pool), order)
     try:
-        async for events in stream.take_events(500, within=0.02):
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+        await run_in_key_order(app, order, stream.take_events(500, within=0.02), projector.project)
     finally:
         await redis.aclose()
         await pool.close()

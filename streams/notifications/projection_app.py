@@ -4,8 +4,11 @@ Its own Faust app and consumer group (`settings.notification_projection_group`, 
 `notification-projection`). One thin agent on `notifications` and `users`: plan (pure) -> Postgres
 (rows, unread recounts, checkpoint `notifications-postgres`, one transaction) -> Redis unread counts
 -> checkpoint `notifications-redis`. Stores that are down are waited for; poison goes to
-`dead-letters` (`dlq.consumer=notification-projection`).
+`dead-letters` (`dlq.consumer=notification-projection`), and the later events of its key are parked
+until it is redriven or skipped (`streams/parking.py`).
 """
+
+from collections.abc import Sequence
 
 import faust
 from psycopg_pool import AsyncConnectionPool
@@ -14,10 +17,10 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import NOTIFICATIONS, USERS
 from streams.app import create_app
-from streams.batches import record_of, until_done
-from streams.dead_letters import or_dead_letter, publish_dead_letters
+from streams.batches import until_done
 from streams.notifications.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_notifications
 from streams.notifications.sinks import PostgresNotificationSink, RedisUnreadSink
+from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
 
@@ -32,16 +35,16 @@ class NotificationProjector:
         postgres: PostgresNotificationSink,
         redis: RedisUnreadSink,
         checkpoints: PostgresCheckpoints,
-        app: faust.App,
+        order: KeyOrder,
     ) -> None:
         self._postgres = postgres
         self._redis = redis
         self._checkpoints = checkpoints
-        self._app = app
+        self._order = order
 
-    async def project(self, records: list[RawRecord]) -> None:
-        plan = plan_notifications(records)
-        await publish_dead_letters(self._app, plan.dead_letters)
+    async def project(self, records: Sequence[RawRecord]) -> None:
+        plan = self._order.plan(records, plan_notifications)
+        await self._order.dead_letters(plan.dead_letters)
         counts = await until_done("postgres", lambda: self._postgres.apply(plan.changes, plan.positions))
         await until_done("redis", lambda: self._redis.write(counts))
         await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
@@ -52,13 +55,12 @@ async def project_notifications(stream: faust.StreamT[bytes]) -> None:
     pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
     redis = Redis.from_url(settings.redis_url)
     await pool.open(wait=False)
+    order = key_order(app, pool, PROJECTION_CONSUMER)
     projector = NotificationProjector(
-        PostgresNotificationSink(pool), RedisUnreadSink(redis), PostgresCheckpoints(pool), app
+        PostgresNotificationSink(pool), RedisUnreadSink(redis), PostgresCheckpoints(pool), order
     )
     try:
-        async for events in stream.take_events(500, within=0.02):
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+        await run_in_key_order(app, order, stream.take_events(500, within=0.02), projector.project)
     finally:
         await redis.aclose()
         await pool.close()

@@ -28,7 +28,7 @@ from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
 from streams.batches import apply_isolating_refusals, record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
-from streams.parking import KeyOrder, ParkingLot, run_in_key_order
+from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
 from streams.properties.projection import (
     PROJECTION_CONSUMER,
@@ -142,10 +142,7 @@ class _Stores:
         async def dead_letters(letters: Sequence[DeadLetter]) -> None:
             await publish_dead_letters(app, letters)
 
-        # Parked under the group's name: a worker under another group (a test's) has its own rows.
-        self.order = KeyOrder(
-            ParkingLot(self.pool, settings.property_projection_group), dead_letters, PROJECTION_CONSUMER
-        )
+        self.order = key_order(app, self.pool, PROJECTION_CONSUMER)
         return PropertyProjector(
             PostgresPropertySink(self.pool),
             PostgresViewSink(self.pool),

@@ -5,11 +5,12 @@ Its own Faust app, so its own consumer group (`settings.search_projection_group`
 searches, history, erasures + checkpoint `searches-postgres`, one transaction, returns the current rows
 of the saved searches touched) -> the percolator index (alias `saved-searches`, external versions, refresh) ->
 checkpoint `saved-searches-opensearch` (`…@<alias>` for another alias). Stores that are down are
-waited for; poison goes to `dead-letters` (`dlq.consumer=search-projection`).
+waited for; poison goes to `dead-letters` (`dlq.consumer=search-projection`), and the later events of
+its key are parked until it is redriven or skipped (`streams/parking.py`).
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import faust
 import httpx
@@ -18,8 +19,9 @@ from psycopg_pool import AsyncConnectionPool
 from config import get_settings
 from schemas.topics import SEARCHES, USERS
 from streams.app import create_app
-from streams.batches import record_of, until_done
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.batches import until_done
+from streams.dead_letters import DeadLetter
+from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
 from streams.searches.projection import OPENSEARCH_CHECKPOINT, PROJECTION_CONSUMER, plan_searches
@@ -37,17 +39,18 @@ class SearchProjector:
         postgres: PostgresSearchSink,
         percolator: OpenSearchSavedSearchSink,
         checkpoints: PostgresCheckpoints,
-        dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+        order: KeyOrder,
         checkpoint: str = OPENSEARCH_CHECKPOINT,
     ) -> None:
         self._postgres = postgres
         self._checkpoint = checkpoint
         self._percolator = percolator
         self._checkpoints = checkpoints
-        self._dead_letters = dead_letters
+        self._order = order
+        self._dead_letters = order.dead_letters
 
     async def project(self, records: Sequence[RawRecord]) -> None:
-        plan = plan_searches(records)
+        plan = self._order.plan(records, plan_searches)
         await self._dead_letters(plan.dead_letters)
         rows = await until_done("postgres", lambda: self._postgres.apply(plan.changes, plan.positions))
         refused = await until_done("opensearch", lambda: self._percolator.write(rows))
@@ -73,21 +76,18 @@ async def project_searches(stream: faust.StreamT[bytes]) -> None:
     search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
     await pool.open(wait=False)
 
-    async def dead_letters(letters: Sequence[DeadLetter]) -> None:
-        await publish_dead_letters(app, letters)
-
+    order = key_order(app, pool, PROJECTION_CONSUMER)
     projector = SearchProjector(
         PostgresSearchSink(pool),
         OpenSearchSavedSearchSink(search, settings.opensearch_saved_searches_alias),
         PostgresCheckpoints(pool),
-        dead_letters,
+        order,
         # One checkpoint per alias: a projection into a test's alias vouches only for that one.
         checkpoint=settings.saved_searches_checkpoint,
     )
     try:
-        async for events in stream.take_events(500, within=settings.search_projection_batch_seconds):
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+        batches = stream.take_events(500, within=settings.search_projection_batch_seconds)
+        await run_in_key_order(app, order, batches, projector.project)
     finally:
         await search.aclose()
         await pool.close()

@@ -3,7 +3,8 @@
 Its own Faust app and consumer group (`settings.user_projection_group`, default `user-projection`).
 One thin agent on `users`: plan (pure) -> Postgres (rows + checkpoint `users-postgres`, one
 transaction, returns current rows) -> Redis `user:{id}` -> checkpoint `users-redis`. Stores that are
-down are waited for; poison goes to `dead-letters` (`dlq.consumer=user-projection`).
+down are waited for; poison goes to `dead-letters` (`dlq.consumer=user-projection`), and the user's
+later events are parked until it is redriven or skipped (`streams/parking.py`).
 """
 
 import logging
@@ -16,8 +17,9 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import USERS
 from streams.app import create_app
-from streams.batches import record_of, until_done
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.batches import until_done
+from streams.dead_letters import DeadLetter
+from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
 from streams.users.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_users
@@ -28,18 +30,16 @@ log = logging.getLogger("streams.users.projection")
 
 class UserProjector:
     def __init__(
-        self, postgres: PostgresUserSink, redis: RedisUserSink, checkpoints: PostgresCheckpoints, app: faust.App
+        self, postgres: PostgresUserSink, redis: RedisUserSink, checkpoints: PostgresCheckpoints, order: KeyOrder
     ) -> None:
         self._postgres = postgres
         self._redis = redis
         self._checkpoints = checkpoints
-        self._app = app
-
-    async def _dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        await publish_dead_letters(self._app, letters)
+        self._order = order
+        self._dead_letters = order.dead_letters
 
     async def project(self, records: Sequence[RawRecord]) -> None:
-        plan = plan_users(records)
+        plan = self._order.plan(records, plan_users)
         await self._dead_letters(plan.dead_letters)
         rows = await until_done("postgres", lambda: self._postgres.apply(plan.changes, plan.positions))
         rows = [row for row in rows if row.complete]
@@ -65,11 +65,10 @@ async def project_users(stream: faust.StreamT[bytes]) -> None:
     pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
     redis = Redis.from_url(settings.redis_url)
     await pool.open(wait=False)
-    projector = UserProjector(PostgresUserSink(pool), RedisUserSink(redis), PostgresCheckpoints(pool), app)
+    order = key_order(app, pool, PROJECTION_CONSUMER)
+    projector = UserProjector(PostgresUserSink(pool), RedisUserSink(redis), PostgresCheckpoints(pool), order)
     try:
-        async for events in stream.take_events(500, within=0.05):
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project)
+        await run_in_key_order(app, order, stream.take_events(500, within=0.05), projector.project)
     finally:
         await redis.aclose()
         await pool.close()
