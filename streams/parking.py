@@ -231,7 +231,7 @@ class KeyOrder:
         self._publish = publish
         self._dead_letter_consumer = dead_letter_consumer
         self._lock = asyncio.Lock()
-        self._order = BatchOrder()
+        self._order: BatchOrder | None = None
 
     async def run(self, records: Sequence[RawRecord], work: Work) -> None:
         async with self._lock:
@@ -248,18 +248,25 @@ class KeyOrder:
         try:
             await or_dead_letter(None, self._dead_letter_consumer, records, work, publish=self.dead_letters)
         finally:
-            self._order = BatchOrder()
+            self._order = None
         return order
 
+    def _current(self) -> BatchOrder:
+        """Only inside `run` or `redrive`: what is held elsewhere would never be parked."""
+        if self._order is None:
+            raise RuntimeError(f"{self._lot.consumer}: a batch planned outside KeyOrder.run")
+        return self._order
+
     def plan(self, records: Sequence[RawRecord], planner: Callable[[Sequence[RawRecord]], P]) -> P:
-        return plan_in_key_order(self._order, records, planner)
+        return plan_in_key_order(self._current(), records, planner)
 
     def holds(self, record: RawRecord) -> bool:
-        return self._order.holds(record)
+        return self._current().holds(record)
 
     async def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        order = self._current()
         for letter in letters:
-            self._order.dead(letter)
+            order.dead(letter)
         await self._publish(letters)
 
     async def redrive(self, assigned: Collection[tuple[str, int]] | None, work: Work) -> int:
