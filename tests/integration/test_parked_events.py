@@ -38,6 +38,8 @@ async def group(settings, tmp_path_factory):
     worker.start()
     yield group
     worker.stop()
+    async with await psycopg.AsyncConnection.connect(settings.postgres_dsn, autocommit=True) as pg:
+        await pg.execute("DELETE FROM parked_events WHERE consumer = %s", (group,))
 
 
 async def trigger_on_properties(pg, name: str, body: sql.Composable) -> None:

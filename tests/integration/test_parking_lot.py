@@ -60,6 +60,8 @@ async def projection(settings, producer):
     async with AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2) as pool:
         projection.order = KeyOrder(ParkingLot(pool, consumer), publish, consumer)
         yield projection
+        async with pool.connection() as conn:
+            await conn.execute("DELETE FROM parked_events WHERE consumer = %s", (consumer,))
 
 
 async def parked(pg, consumer):
