@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     registration_max_per_address: int = Field(default=20, ge=1)
     registration_max_per_email: int = Field(default=5, ge=1)
     registration_window_seconds: int = Field(default=60 * 60, ge=1)
+    # Views of a listing (api/property/views.py): one counted per viewer in the window; at most this many
+    # anonymous viewers (address + user agent) of one listing per address and window; views an address
+    # may send a minute (429 past it).
+    view_window_seconds: int = Field(default=30 * 60, ge=1)
+    view_max_anonymous_per_address: int = Field(default=5, ge=1)
+    view_max_per_address_per_minute: int = Field(default=600, ge=1)
     # User directory searches (GET /api/users/search) per signed-in user a minute.
     user_search_max_per_minute: int = Field(default=30, ge=1)
     # The HMAC secret of email keys (`schemas/users.py` `email_key`): the registry's Kafka keys and table

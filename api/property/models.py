@@ -44,6 +44,7 @@ class PropertyChangedOut(ApiModel):
 
 class ViewRecordedOut(ApiModel):
     property_id: str
+    counted: bool
 
 
 class ImagesAddedOut(ApiModel):

@@ -14,7 +14,7 @@ from api.common.idempotency import IDEMPOTENCY_HEADER
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
 from api.common.pagination import PageQuery
 from api.common.responses import created, ok
-from api.property import commands, queries
+from api.property import commands, queries, views
 from api.property.images import announce_files, checked_images, commit_images, sniff_image_type
 from api.property.models import PropertyCreateIn, PropertyUpdateIn
 from schemas.envelope import new_event
@@ -133,14 +133,21 @@ async def delete_property(
     )
 
 
-@router.post("/{property_id}/view", status_code=202, summary="Track a view (anonymous allowed)")
+@router.post(
+    "/{property_id}/view", status_code=202, summary="Track a view (anonymous allowed; once per viewer and 30 min)"
+)
 async def record_view(
     property_id: PropertyId, user: OptionalUser, ctx: Context, request: Request, consistency: ConsistencyToken = None
 ) -> JSONResponse:
     """A fact, not a command: nothing to decide, so it is produced straight to `property-views`.
-    A listing you have just created can be viewed at once (anonymously, send the create's
-    `X-Consistency-Token`)."""
+    Send the create's `X-Consistency-Token` to view a listing you have just created. A viewer's view
+    counts once per window (`counted` says whether this one did; only a counted view has a token),
+    and an address sending views too fast gets 429."""
     await queries.require_listed(request, property_id, consistency)
+    viewer = await views.counted_view(request, property_id, user)
+    if viewer is None:
+        data = {"propertyId": property_id, "counted": False}
+        return JSONResponse({"success": True, "message": "View already counted", "data": data}, status_code=202)
     event = new_event(
         type=PROPERTY_VIEWED,
         subject=property_id,
@@ -150,9 +157,13 @@ async def record_view(
         sessionid=ctx.session_id,
         correlationid=ctx.correlation_id,
     )
-    position: Position = await request.app.state.producer.publish(PROPERTY_VIEWS.name, event)
+    try:
+        position: Position = await request.app.state.producer.publish(PROPERTY_VIEWS.name, event)
+    except BaseException:
+        await views.forget_view(request, property_id, viewer)
+        raise
     return JSONResponse(
-        {"success": True, "message": "View recorded", "data": {"propertyId": property_id}},
+        {"success": True, "message": "View recorded", "data": {"propertyId": property_id, "counted": True}},
         status_code=202,
         headers={CONSISTENCY_HEADER: consistency_token([position])},
     )
