@@ -75,6 +75,10 @@ async def only_the_worker_under_test(settings, group, run_id):
         await trigger_on_properties(pg, name, body)
         yield
         await drop_trigger(pg, name)
+        # The other projections on the stack that park (a test slice's) parked this test's keys too.
+        await pg.execute(
+            "DELETE FROM parked_events WHERE left(key, %s) = %s", (len(f"prop-{run_id}-"), f"prop-{run_id}-")
+        )
 
 
 @pytest.fixture
