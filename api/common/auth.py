@@ -20,6 +20,7 @@ from api.common.errors import ApiError
 from api.common.kafka import Position
 from api.common.keys import KeyRing
 from config.settings import Settings, get_settings
+from schemas.properties import Role
 
 logger = logging.getLogger("api.auth")
 
@@ -57,6 +58,12 @@ class AccessClaims:
     expires_at: datetime
     # What this user's queries wait for without a consistency token (`api/common/own_writes.py`).
     own_writes: tuple[Position, ...] = ()
+
+
+def actor_role(claims: AccessClaims) -> Role:
+    """The role a command says its actor has: the verified token's, and only that. Command bodies refuse
+    unknown fields, so no request can put a role of its own into a command."""
+    return Role.ADMIN if claims.role == Role.ADMIN else Role.USER
 
 
 @lru_cache

@@ -20,7 +20,6 @@ from api.common.kafka import CONSISTENCY_HEADER
 from schemas.envelope import Envelope, new_event
 from schemas.ids import new_id
 from schemas.outcomes import CommandOutcome, Verdict
-from schemas.properties import Role
 from schemas.registry import EventData
 from schemas.topics import PROPERTY_COMMANDS
 
@@ -39,10 +38,6 @@ def parse_if_match(value: str | None) -> int | None:
     if not match:
         raise ApiError(422, "Invalid If-Match", [field_error(IF_MATCH, 'expected the ETag of a GET, e.g. "3"')])
     return int(match[1])
-
-
-def actor_role(user: AccessClaims) -> Role:
-    return Role.ADMIN if user.role == Role.ADMIN else Role.USER
 
 
 def command_ids(scope: str, user: AccessClaims, idempotency_key: str | None) -> tuple[str, str]:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from api.common.auth import actor_role
 from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser
 from api.common.downloads import blob_response
 from api.common.errors import ApiError, field_error
@@ -82,7 +83,7 @@ async def update_property(
         raise ApiError(422, "Nothing to update", [field_error("body", "send at least one field")])
     command_id, _ = commands.command_ids(f"property.update:{property_id}", user, idempotency_key)
     update = UpdateProperty(
-        changes=changes, expected_version=commands.parse_if_match(if_match), actor_role=commands.actor_role(user)
+        changes=changes, expected_version=commands.parse_if_match(if_match), actor_role=actor_role(user)
     )
 
     async def answer() -> JSONResponse:
@@ -113,7 +114,7 @@ async def delete_property(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     command_id, _ = commands.command_ids(f"property.delete:{property_id}", user, idempotency_key)
-    delete = DeleteProperty(expected_version=commands.parse_if_match(if_match), actor_role=commands.actor_role(user))
+    delete = DeleteProperty(expected_version=commands.parse_if_match(if_match), actor_role=actor_role(user))
 
     async def answer() -> JSONResponse:
         outcome = await commands.decide(
@@ -182,7 +183,7 @@ async def upload_images(
     if len(images) > MAX_IMAGES_PER_PROPERTY:
         raise ApiError(422, "Too many images", [field_error("images", f"at most {MAX_IMAGES_PER_PROPERTY}")])
     owner = await queries.listed_owner(request, property_id, consistency)
-    if owner is not None and owner != user.subject and commands.actor_role(user) != Role.ADMIN:
+    if owner is not None and owner != user.subject and actor_role(user) != Role.ADMIN:
         raise ApiError(403, "Only the owner or an admin may change this property")
     store, max_pixels = app_blob_store(request), request.app.state.settings.file_max_image_pixels
     async with checked_images(images, store, max_pixels) as checked:
@@ -197,7 +198,7 @@ async def upload_images(
                 )
                 for image in stored
             ),
-            actor_role=commands.actor_role(user),
+            actor_role=actor_role(user),
         )
         command_id, _ = commands.command_ids(f"property.images:{property_id}", user, idempotency_key)
 

@@ -110,10 +110,6 @@ async def close_account(
     return raise_rejection(outcome), delistings
 
 
-def actor_role(user: AccessClaims) -> Role:
-    return Role.ADMIN if user.role == Role.ADMIN else Role.USER
-
-
 def require_self_or_admin(user: AccessClaims, user_id: str) -> None:
     if user.subject != user_id and user.role != Role.ADMIN:
         raise ApiError(403, "Only the user or an admin may do this")

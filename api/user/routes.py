@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.common import own_writes
-from api.common.auth import Unauthorized, issue_access_token
+from api.common.auth import Unauthorized, actor_role, issue_access_token
 from api.common.client_address import request_address
 from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser
 from api.common.errors import ApiError, field_error
@@ -261,7 +261,7 @@ async def update_user(
     update = UpdateProfile(
         changes=commands.sealed_profile_changes(personal_key, user_id, changes),
         expected_version=_parse_if_match(if_match),
-        actor_role=commands.actor_role(user),
+        actor_role=actor_role(user),
     )
     outcome = await commands.decide(request, commands.account_command(UPDATE_PROFILE, user_id, update, user, ctx))
     return ok({"id": user_id, "version": outcome.version}, "User updated", commands.decision_headers(outcome))
@@ -284,9 +284,7 @@ async def delete_user(
     commands.require_self_or_admin(user, user_id)
     await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
     listings = tuple(await queries.live_listing_ids(request, user_id))
-    delete = DeleteAccount(
-        expected_version=_parse_if_match(if_match), actor_role=commands.actor_role(user), listings=listings
-    )
+    delete = DeleteAccount(expected_version=_parse_if_match(if_match), actor_role=actor_role(user), listings=listings)
     command = commands.account_command(DELETE_ACCOUNT, user_id, delete, user, ctx)
     outcome, delistings = await commands.close_account(request, command, listings)
     positions = tuple(position for answer in delistings.values() for position in answer.positions)
@@ -321,7 +319,7 @@ async def recount_properties(
     commands.require_self_or_admin(user, user_id)
     await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
     count = await queries.count_live_listings(request, user_id)
-    record = RecordPropertyCount(property_count=count, actor_role=commands.actor_role(user))
+    record = RecordPropertyCount(property_count=count, actor_role=actor_role(user))
     outcome = await commands.decide(
         request, commands.account_command(RECORD_PROPERTY_COUNT, user_id, record, user, ctx)
     )
