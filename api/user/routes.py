@@ -152,6 +152,7 @@ async def login(body: LoginIn, ctx: Context, request: Request, consistency: Cons
     await queries.caught_up(request, queries.POSTGRES_CHECKPOINT, own_writes.with_own_writes(consistency, registered))
     found = await queries.credentials(request, email)
     if not await verify_password(found.password_hash if found else None, body.password) or found is None:
+        await limits.failed(email, address)
         raise Unauthorized(INVALID_LOGIN)
     await limits.succeeded(email, address)
     family = sessions.new_family()
