@@ -201,6 +201,13 @@ class Settings(BaseSettings):
     # Links in messages (listing pages, preferences for unsubscribing).
     public_web_url: str = "http://127.0.0.1:8085"
 
+    # Prometheus metrics: services at /metrics (off only to measure their cost); a stream worker on its own
+    # port, 0 meaning none (ops/run.py gives each worker one), refreshing consumer lag every interval.
+    metrics_enabled: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_interval_seconds: float = Field(default=5.0, gt=0)
+
     # How long `/ready` waits for one dependency before calling it down.
     ready_timeout_seconds: float = Field(default=1.5, gt=0)
 

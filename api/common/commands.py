@@ -14,12 +14,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.common.errors import ApiError, DependencyUnavailable
 from api.common.kafka import EventProducer
+from api.common.metrics import observe_command
 from schemas.codec import EventDecodeError, decode
 from schemas.envelope import Envelope
 from schemas.outcomes import CommandOutcome, Verdict
 from schemas.topics import COMMAND_OUTCOMES
 
 log = logging.getLogger("api.commands")
+
+# The outcome label of a command its decider did not answer in time (the endpoint answers 503).
+NO_DECISION = "no_decision"
 
 
 class NoDecision(ApiError):
@@ -66,13 +70,16 @@ class CommandBus:
             id_: loop.create_future() for id_ in (command.id, *follow_ups)
         }
         self._waiting.update(futures)
-        deadline = loop.time() + self.wait_seconds
+        started = loop.time()
+        deadline = started + self.wait_seconds
         try:
             await self._producer.publish(topic, command, key=command.subject)
             try:
                 outcome = await asyncio.wait_for(futures[command.id], self.wait_seconds)
             except TimeoutError:
+                observe_command(topic, NO_DECISION, self.wait_seconds)
                 raise NoDecision(self.wait_seconds) from None
+            observe_command(topic, outcome.verdict.value, loop.time() - started)
             later = [futures[id_] for id_ in follow_ups]
             if outcome.verdict != Verdict.ACCEPTED or not later:
                 return outcome, {}

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from psycopg_pool import AsyncConnectionPool
 
 from api.common.kafka import Position, parse_consistency_token
+from api.common.metrics import observe_consistency_wait
 
 POLL_SECONDS = 0.005
 
@@ -38,12 +39,14 @@ async def wait_for_positions(
         return True
     # Routes take the token through `deps.ConsistencyToken`, which checked the client's part already.
     wanted = [p for p in parse_consistency_token(token, limit=None) if p.topic in topics]
-    deadline = time.monotonic() + within
-    while wanted:
+    if not wanted:
+        return True
+    started = time.monotonic()
+    deadline = started + within
+    while True:
         wanted = pending(wanted, await applied_offsets(pool, projection))
-        if not wanted:
-            break
-        if time.monotonic() >= deadline:
-            return False
+        now = time.monotonic()
+        if not wanted or now >= deadline:
+            observe_consistency_wait(projection, not wanted, now - started)
+            return not wanted
         await asyncio.sleep(POLL_SECONDS)
-    return True

@@ -23,6 +23,7 @@ from api.common.commands import CommandBus
 from api.common.errors import error_response, field_error, install_error_handlers
 from api.common.kafka import EventProducer
 from api.common.logs import RequestLogMiddleware, configure_logging
+from api.common.metrics import observe_request
 from api.common.readiness import (
     Check,
     kafka_check,
@@ -34,6 +35,7 @@ from api.common.readiness import (
 from api.common.request_guard import RequestGuard
 from api.common.responses import ok
 from api.common.revocation import deny_list_check
+from api.common.status import LogEnds, ReadModels, add_status_routes
 from config.settings import Settings, get_settings
 
 Dependency = Literal["kafka", "postgres", "redis", "opensearch"]
@@ -90,6 +92,10 @@ async def _open_clients(
         app.state.opensearch = search
         checks.append(opensearch_check(search))
     app.state.readiness_checks = checks
+    if app.state.read_models is not None:
+        log_ends = LogEnds(settings.kafka_bootstrap)
+        stack.push_async_callback(log_ends.stop)
+        app.state.log_ends = log_ends
 
 
 async def _start_command_bus(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
@@ -129,6 +135,7 @@ def create_service(
     description: str,
     uses: Iterable[Dependency],
     sends_commands: bool = False,
+    read_models: ReadModels | None = None,
     version: str = "0.1.0",
     settings: Settings | None = None,
 ) -> FastAPI:
@@ -137,6 +144,8 @@ def create_service(
         raise ValueError("a service that sends commands uses kafka")
     if not used <= DEPENDENCIES:
         raise ValueError(f"unknown dependencies {sorted(used - DEPENDENCIES)}; known: {sorted(DEPENDENCIES)}")
+    if read_models is not None and not {"kafka", "postgres"} <= used:
+        raise ValueError("a service with read models uses kafka and postgres (log ends and checkpoints)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,9 +164,14 @@ def create_service(
     app.state.service_name = name
     app.state.uses = used
     app.state.is_revoked = None  # the lifespan sets the Redis deny-list check when the service uses Redis
+    app.state.read_models = read_models
+    # Read here, not in the lifespan: middleware is fixed before the app starts. Off only to measure its cost.
+    with_metrics = (settings or get_settings()).metrics_enabled
     install_error_handlers(app)
     app.add_middleware(own_writes.RememberOwnWrites)
     app.add_middleware(RequestGuard)  # before the body is read: size, token present, what no store holds
-    app.add_middleware(RequestLogMiddleware)  # added last, so outermost: it logs the refusals too
+    # Added last, so outermost: it logs (and counts) the refusals too.
+    app.add_middleware(RequestLogMiddleware, observe=observe_request if with_metrics else None)
     _add_probes(app, name)
+    add_status_routes(app, name, with_metrics)
     return app

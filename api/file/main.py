@@ -1,6 +1,7 @@
 """File service (port 8086): `uvicorn api.file.main:app --port 8086`."""
 
 from api.common.service import create_service
+from api.file.queries import READ_MODELS
 from api.file.routes import router
 
 app = create_service(
@@ -23,5 +24,6 @@ app = create_service(
         "worker makes the variants."
     ),
     uses={"kafka", "postgres", "redis"},
+    read_models=READ_MODELS,
 )
 app.include_router(router)

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from api.common.auth import AccessClaims
 from api.common.consistency import wait_for_positions
+from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.files import PRIVATE_KINDS, file_document
 from schemas.properties import Role
@@ -31,6 +32,12 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
 
 # The file projection reads `files` and `users` (erasures); a token may name either.
 _FILE_TOPICS = frozenset({FILES.name, USERS.name})
+# What `/status` reports on: the files in Postgres and Redis, and the listings ownership is checked against.
+READ_MODELS = fixed(
+    ReadModel(FILES_POSTGRES_CHECKPOINT, _FILE_TOPICS),
+    ReadModel(FILES_REDIS_CHECKPOINT, _FILE_TOPICS),
+    ReadModel(PROPERTIES_POSTGRES_CHECKPOINT, frozenset({PROPERTIES.name})),
+)
 
 
 async def caught_up(

@@ -1,6 +1,7 @@
 """Notification service (port 8085): `uvicorn api.notification.main:app --port 8085`."""
 
 from api.common.service import create_service
+from api.notification.queries import READ_MODELS
 from api.notification.routes import router
 
 app = create_service(
@@ -31,5 +32,6 @@ app = create_service(
         "follow the user's own action and go at once); the in-app inbox is silent and fills at once."
     ),
     uses={"kafka", "postgres", "redis"},
+    read_models=READ_MODELS,
 )
 app.include_router(router)

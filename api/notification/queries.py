@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.notifications import DEFAULT_PREFERENCES, Kind, Preferences
 from schemas.topics import NOTIFICATIONS, USERS
@@ -20,6 +21,8 @@ from schemas.topics import NOTIFICATIONS, USERS
 POSTGRES_CHECKPOINT = "notifications-postgres"
 REDIS_CHECKPOINT = "notifications-redis"
 _TOPICS = frozenset({NOTIFICATIONS.name, USERS.name})
+# What `/status` reports on: the inbox and preferences in Postgres, unread counts in Redis.
+READ_MODELS = fixed(ReadModel(POSTGRES_CHECKPOINT, _TOPICS), ReadModel(REDIS_CHECKPOINT, _TOPICS))
 
 
 async def caught_up(request: Request, token: str | None, *, redis: bool = False) -> bool:

@@ -1,6 +1,7 @@
 """Property service (port 8082): `uvicorn api.property.main:app --port 8082`."""
 
 from api.common.service import create_service
+from api.property.queries import READ_MODELS
 from api.property.routes import router
 
 app = create_service(
@@ -20,6 +21,7 @@ app = create_service(
         "content-addressed and served at `/api/properties/{id}/images/{sha256}`."
     ),
     uses={"kafka", "postgres", "redis", "opensearch"},
+    read_models=READ_MODELS,
     sends_commands=True,
 )
 app.include_router(router)

@@ -16,15 +16,23 @@ from psycopg.rows import dict_row
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.properties import PropertyType
-from schemas.topics import PROPERTIES
+from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 
 POSTGRES_CHECKPOINT = "properties-postgres"
 REDIS_CHECKPOINT = "properties-redis"
 OPENSEARCH_CHECKPOINT = "properties-opensearch"
 SEARCH_ALIAS = "properties"
 _EVENT_TOPICS = frozenset({PROPERTIES.name})
+# What `/status` reports on: details and lists (with view counts) from Postgres and Redis, similar listings
+# from OpenSearch.
+READ_MODELS = fixed(
+    ReadModel(POSTGRES_CHECKPOINT, frozenset({PROPERTIES.name, PROPERTY_VIEWS.name})),
+    ReadModel(REDIS_CHECKPOINT, frozenset({PROPERTIES.name, PROPERTY_VIEWS.name})),
+    ReadModel(OPENSEARCH_CHECKPOINT, _EVENT_TOPICS),
+)
 
 _LISTING_COLUMNS = """
     p.id, p.owner_id, p.title, p.description, p.location, p.price, p.property_type, p.bedrooms, p.bathrooms,

@@ -1,6 +1,7 @@
 """Search service (port 8083): `uvicorn api.search.main:app --port 8083`."""
 
 from api.common.service import create_service
+from api.search.queries import read_models
 from api.search.routes import router
 
 app = create_service(
@@ -24,5 +25,6 @@ app = create_service(
         "search you just saved is listed (and alerting), a search you just ran is in your history."
     ),
     uses={"kafka", "opensearch", "postgres", "redis"},
+    read_models=read_models,
 )
 app.include_router(router)

@@ -8,6 +8,7 @@ written after Postgres, so a saved search seen there also alerts), `searches-pos
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,12 +20,13 @@ from psycopg.rows import dict_row
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, DependencyUnavailable, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.status import ReadModel
 from api.search.models import Facet, Sort
 from schemas.envelope import format_time
 from schemas.localities import CANONICAL_NAME
 from schemas.search_query import search_query
 from schemas.searches import SearchCriteria
-from schemas.topics import PROPERTIES, SEARCHES
+from schemas.topics import PROPERTIES, SEARCHES, USERS
 
 log = logging.getLogger("api.search")
 
@@ -64,6 +66,17 @@ async def listings_caught_up(request: Request, token: str | None) -> bool:
 
 async def saved_caught_up(request: Request, token: str | None) -> bool:
     return await _caught_up(request, request.app.state.settings.saved_searches_checkpoint, _SEARCH_TOPICS, token)
+
+
+async def read_models(request: Request) -> Sequence[ReadModel]:
+    """What `/status` reports on: the listings and saved-searches aliases this service was pointed at, and
+    the search history in Postgres (closed accounts' erasures come from `users`)."""
+    settings = request.app.state.settings
+    return (
+        ReadModel(settings.properties_search_checkpoint, _LISTING_TOPICS),
+        ReadModel(settings.saved_searches_checkpoint, _SEARCH_TOPICS | {USERS.name}),
+        ReadModel(SEARCHES_POSTGRES, _SEARCH_TOPICS | {USERS.name}),
+    )
 
 
 async def history_caught_up(request: Request, token: str | None) -> bool:

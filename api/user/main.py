@@ -1,6 +1,7 @@
 """User service (port 8081): `uvicorn api.user.main:app --port 8081`."""
 
 from api.common.service import create_service
+from api.user.queries import READ_MODELS
 from api.user.routes import auth_router, users_router
 
 app = create_service(
@@ -36,6 +37,7 @@ app = create_service(
         "after signing up, no token needed."
     ),
     uses={"kafka", "postgres", "redis"},
+    read_models=READ_MODELS,
     sends_commands=True,
 )
 app.include_router(auth_router)

@@ -15,6 +15,7 @@ from api.common.auth import AccessClaims
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.topics import PROPERTIES, USERS
 from schemas.users import Role
@@ -22,6 +23,12 @@ from schemas.users import Role
 POSTGRES_CHECKPOINT = "users-postgres"
 REDIS_CHECKPOINT = "users-redis"
 PROPERTIES_CHECKPOINT = "properties-postgres"
+# What `/status` reports on: the stores this service reads.
+READ_MODELS = fixed(
+    ReadModel(POSTGRES_CHECKPOINT, frozenset({USERS.name})),
+    ReadModel(REDIS_CHECKPOINT, frozenset({USERS.name})),
+    ReadModel(PROPERTIES_CHECKPOINT, frozenset({PROPERTIES.name})),
+)
 
 
 def freshness_headers(fresh: bool) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """User-history service (port 8084): `uvicorn api.user_history.main:app --port 8084`."""
 
 from api.common.service import create_service
+from api.user_history.queries import read_models
 from api.user_history.routes import router
 
 app = create_service(
@@ -24,5 +25,6 @@ app = create_service(
         "ETA."
     ),
     uses={"kafka", "postgres", "redis"},
+    read_models=read_models,
 )
 app.include_router(router)

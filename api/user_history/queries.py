@@ -28,6 +28,7 @@ from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from api.common.personal_keys import personal_key
 from api.common.responses import require_day
+from api.common.status import ReadModel
 from api.user_history.timeline import bucket_by_day, day_bounds, last_days_start, zone
 from schemas.envelope import format_time
 from schemas.history import (
@@ -41,7 +42,7 @@ from schemas.history import (
     redis_checkpoint,
 )
 from schemas.personal import UnreadablePersonalData, unseal
-from schemas.topics import FILES, PROPERTIES, PROPERTY_VIEWS, SEARCHES, USERS
+from schemas.topics import FILES, PROPERTIES, PROPERTY_VIEWS, SEARCHES, USER_HISTORY_REPLAYS, USERS
 
 T = TypeVar("T")
 
@@ -124,18 +125,37 @@ async def caught_up(request: Request, store: str, token: str | None) -> bool:
     if not token:
         return True
     ns = namespace(request)
-    async with request.app.state.pg_pool.connection() as conn:
-        cursor = await conn.execute("SELECT generation FROM user_history_live WHERE namespace = %s", (ns,))
-        row = await cursor.fetchone()
+    # Nothing live yet: the wait still validates the token and gives up after its bound.
+    generation = await _live_generation(request) or 0
+    projection = redis_checkpoint(ns, generation) if store == "redis" else postgres_checkpoint(ns, generation)
     settings = request.app.state.settings
-    if row is None:
-        # Nothing is live yet; the wait still validates the token and gives up after its bound.
-        projection = postgres_checkpoint(ns, 0)
-    else:
-        projection = redis_checkpoint(ns, row[0]) if store == "redis" else postgres_checkpoint(ns, row[0])
     return await wait_for_positions(
         request.app.state.pg_pool, projection, HISTORY_TOPICS, token, settings.consistency_wait_seconds
     )
+
+
+async def _live_generation(request: Request) -> int | None:
+    async with request.app.state.pg_pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT generation FROM user_history_live WHERE namespace = %s", (namespace(request),)
+        )
+        row = await cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def read_models(request: Request) -> list[ReadModel]:
+    """What `/status` reports on: the live generation's Postgres and Redis stores, the event archive the raw
+    events are read from, and the rebuild jobs' table."""
+    ns = namespace(request)
+    models = [ReadModel(ARCHIVE_CHECKPOINT, HISTORY_TOPICS)]
+    generation = await _live_generation(request)
+    if generation is not None:
+        models += [
+            ReadModel(postgres_checkpoint(ns, generation), HISTORY_TOPICS),
+            ReadModel(redis_checkpoint(ns, generation), HISTORY_TOPICS),
+        ]
+    models.append(ReadModel(f"user-history-replayer:{ns}", frozenset({USER_HISTORY_REPLAYS.name})))
+    return models
 
 
 async def archive_caught_up(request: Request, token: str | None) -> bool:
