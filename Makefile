@@ -1,6 +1,7 @@
 # Hyderabad Infra. Two commands on a fresh machine:
 #   make run    installs what is missing, starts Kafka, Postgres, Redis, OpenSearch, the stream
 #               workers and the six services, prints where they are; Ctrl-C stops them.
+#               `make run OBSERVE=1` also starts Debian's prometheus (if installed) on 127.0.0.1:9090.
 #   make test   the full suite against the real stack (started when needed).
 # The native stack (Kafka, PostgreSQL, Redis, OpenSearch on 127.0.0.1; data in .state/ or
 # $HI_STATE_DIR) is driven by ops/stack.sh; PARTS limits it, e.g. `make up PARTS=postgres`.
@@ -14,7 +15,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 .PHONY: run test install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay bench-mix
 
 run: install up prepare
-	$(PY) -m ops.run
+	$(PY) -m ops.run $(if $(OBSERVE),--observe)
 
 test: install up
 	ops/test.sh

@@ -7,17 +7,22 @@ its own the others are stopped too, so a broken part is noticed rather than left
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import FrameType
 
 from api.services import SERVICES
 from config import get_settings
 
 STOP_GRACE_SECONDS = 15
+# Stream workers serve their metrics from this port up, one each in the order below (services serve theirs
+# at /metrics on their own port); ops/prometheus/prometheus.yml scrapes the same ports.
+FIRST_WORKER_METRICS_PORT = 9101
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,16 @@ class Part:
     # `python -m ops.healthcheck` arguments that tell it is healthy: a worker once its consumer group has
     # settled, a service once /ready answers. docker-compose.yml runs them (tests/unit/test_compose.py).
     probe: tuple[str, ...] = ()
+    metrics_port: int | None = None  # a stream worker's `HI_METRICS_PORT`
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"HI_METRICS_PORT": str(self.metrics_port)} if self.metrics_port else {}
+
+    def metrics_url(self, host: str) -> str | None:
+        if self.metrics_port:
+            return f"http://{host}:{self.metrics_port}/metrics"
+        return f"{self.url}/metrics" if self.url else None
 
 
 def parts(host: str) -> list[Part]:
@@ -62,6 +77,9 @@ def parts(host: str) -> list[Part]:
             "streams.notifications.projection_worker",
             settings.notification_projection_group,
         ),
+    ]
+    workers = [replace(w, metrics_port=FIRST_WORKER_METRICS_PORT + n) for n, w in enumerate(workers)]
+    sinks = [
         # Where notifications go on a developer's machine: `python -m ops.mailbox list`, `ops.sms_sink list`.
         Part(
             "mailbox",
@@ -84,7 +102,26 @@ def parts(host: str) -> list[Part]:
         for spec in SERVICES
     ]
     # A part's name keys its process and names its log (tests/unit/test_run_parts.py keeps them unique).
-    return workers + services
+    return workers + sinks + services
+
+
+PROMETHEUS_CONFIG = Path(__file__).resolve().parent / "prometheus" / "prometheus.yml"
+PROMETHEUS_ADDRESS = "127.0.0.1:9090"
+
+
+def prometheus_part() -> Part | None:
+    """Debian's `prometheus` scraping every part's metrics (ops/prometheus/prometheus.yml), when installed."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        return None
+    data = get_settings().state_dir / "prometheus"
+    command = [
+        binary,
+        f"--config.file={PROMETHEUS_CONFIG}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address={PROMETHEUS_ADDRESS}",
+    ]
+    return Part("prometheus", command, url=f"http://{PROMETHEUS_ADDRESS}")
 
 
 def start(part: Part) -> subprocess.Popen[bytes]:
@@ -92,7 +129,13 @@ def start(part: Part) -> subprocess.Popen[bytes]:
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{part.name}.log").open("ab") as log:
         # Own process group: Ctrl-C reaches only us, and we stop the children in order.
-        return subprocess.Popen(part.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            part.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **part.env},
+        )
 
 
 def stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -112,6 +155,7 @@ def stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.run", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--observe", action="store_true", help="also start Prometheus (`make run OBSERVE=1`)")
     args = parser.parse_args(argv)
 
     stopping = False
@@ -124,11 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     everything = parts(args.host)
+    observer = prometheus_part() if args.observe else None
+    if args.observe and observer is None:
+        print("prometheus is not installed (Debian: apt-get install prometheus); not observing", file=sys.stderr)
     children = {part.name: start(part) for part in everything}
     print("Hyderabad Infra is running (Ctrl-C stops it):", flush=True)
     for part in everything:
-        where = f"{part.url}/docs  (ready: {part.url}/ready)" if part.url else "stream worker"
-        print(f"  {part.name:<14} {where}", flush=True)
+        where = f"{part.url}/docs  (ready: {part.url}/ready, staleness: {part.url}/status)" if part.url else ""
+        metrics = part.metrics_url(args.host)
+        print(f"  {part.name:<26} {where or (f'metrics: {metrics}' if metrics else 'local sink')}", flush=True)
+    print(f"  {'metrics':<26} each service at /metrics, each stream worker at the port above", flush=True)
+    if observer is not None:
+        children[observer.name] = start(observer)
+        print(f"  {'prometheus':<26} {observer.url}  (dashboard: ops/grafana/hyderabad-infra.json)", flush=True)
     print(f"  logs           {get_settings().state_dir / 'logs'}", flush=True)
     exit_code = 0
     try:

@@ -9,10 +9,12 @@ import sys
 import faust
 
 from config import Settings
+from streams.consumer_lag import ConsumerLag
+from streams.metrics import serve
 
 
 def create_app(app_id: str, settings: Settings) -> faust.App:
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.streams_store,
@@ -29,6 +31,24 @@ def create_app(app_id: str, settings: Settings) -> faust.App:
         web_enabled=False,
         autodiscover=False,
     )
+    _export_metrics(app, settings)
+    return app
+
+
+def _export_metrics(app: faust.App, settings: Settings) -> None:
+    """Serve the worker's metrics on `settings.metrics_port` (none when 0) and sample its group's lag."""
+    if not settings.metrics_port:
+        return
+
+    def groups() -> dict[str, set[str]]:
+        # The app id is the consumer group; its topics are those its agents subscribed to.
+        return {app.conf.id: {name for channel in app.topics for name in getattr(channel, "topics", ())}}
+
+    async def export_metrics() -> None:
+        if serve(settings.metrics_host, settings.metrics_port):
+            await ConsumerLag(settings.kafka_bootstrap, groups).run(settings.metrics_interval_seconds)
+
+    app.task(export_metrics)
 
 
 def run_worker(app: faust.App, argv: list[str] | None = None) -> None:

@@ -93,4 +93,6 @@ async def apply_isolating_refusals(
 
 def record_of(event: faust.EventT) -> RawRecord:
     message = event.message
-    return RawRecord(message.key, message.value, SourcePosition(message.topic, message.partition, message.offset))
+    return RawRecord(
+        message.key, message.value, SourcePosition(message.topic, message.partition, message.offset), message.timestamp
+    )

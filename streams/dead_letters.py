@@ -19,6 +19,7 @@ from schemas.topics import (
     DLQ_SOURCE_PARTITION_HEADER,
     DLQ_SOURCE_TOPIC_HEADER,
 )
+from streams import metrics
 from streams.positions import RawRecord, SourcePosition
 
 log = logging.getLogger("streams.dead_letters")
@@ -56,6 +57,7 @@ async def publish_dead_letters(app: faust.App, letters: Sequence[DeadLetter]) ->
             letter.consumer,
             letter.error,
         )
+        metrics.dead_lettered(letter.consumer, letter.error)
         await app.producer.send_and_wait(
             DEAD_LETTERS.name,
             letter.key,
@@ -81,6 +83,7 @@ async def or_dead_letter(
     for attempt in range(1, attempts + 1):
         try:
             await work(records)
+            metrics.applied(consumer, records)
             return
         except Exception as exc:
             log.exception("%s: batch of %d failed (attempt %d of %d)", consumer, len(records), attempt, attempts)
@@ -92,3 +95,4 @@ async def or_dead_letter(
     else:
         assert app is not None, "or_dead_letter needs an app or a publish"
         await publish_dead_letters(app, letters)
+    metrics.applied(consumer, records)  # handled: they are on the dead-letter topic now

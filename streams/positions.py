@@ -17,3 +17,4 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     position: SourcePosition
+    timestamp: float | None = None  # Kafka's, in seconds: how old the event is when a projection applies it

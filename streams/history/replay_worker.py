@@ -33,7 +33,9 @@ from config import Settings, get_settings
 from schemas.codec import EventDecodeError, decode
 from schemas.history import REBUILD_HISTORY, JobPhase, JobState, RebuildHistory
 from schemas.topics import DEAD_LETTERS, USER_HISTORY_REPLAYS
+from streams import metrics
 from streams.batches import until_done
+from streams.consumer_lag import ConsumerLag
 from streams.dead_letters import DeadLetter
 from streams.history.generations import Generation, by_job, drop_generation, ensure_live
 from streams.history.rebuild import JobSpec, Progress, Rebuild, offsets_json, rebuild_group
@@ -107,6 +109,10 @@ class ReplayWorker:
                 asyncio.create_task(self.follow_commands(), name="follow-replay-commands"),
                 asyncio.create_task(self.run_jobs(), name="run-replay-jobs"),
             ]
+            if self.settings.metrics_port and metrics.serve(self.settings.metrics_host, self.settings.metrics_port):
+                group = {self.settings.history_replay_group: [USER_HISTORY_REPLAYS.name]}
+                lag = ConsumerLag(self.settings.kafka_bootstrap, lambda: group)
+                tasks.append(asyncio.create_task(lag.run(self.settings.metrics_interval_seconds), name="lag"))
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
@@ -245,6 +251,9 @@ class ReplayWorker:
             return
 
         async def report(progress: Progress, generation: Generation | None) -> None:
+            metrics.REBUILD_PROCESSED.labels(spec.job_id).set(progress.processed)
+            metrics.REBUILD_TOTAL.labels(spec.job_id).set(progress.total)
+            metrics.REBUILD_RATE.labels(spec.job_id).set(progress.rate() or 0.0)
             await until_done("postgres", lambda: self._report(spec, group, progress, generation, rebuild))
 
         rebuild = Rebuild(
@@ -264,6 +273,7 @@ class ReplayWorker:
             },
         )
         log.info("job %s: %s rebuild of namespace %s started", spec.job_id, spec.kind, spec.namespace)
+        metrics.REBUILD_RUNNING.set(1)
         try:
             await rebuild.run()
         except asyncio.CancelledError:
@@ -275,6 +285,12 @@ class ReplayWorker:
         else:
             await self._finish(spec.job_id, JobState.COMPLETED, None)
             log.info("job %s completed", spec.job_id)
+        finally:
+            # One job runs at a time: its series go with it, so the job label stays bounded.
+            metrics.REBUILD_RUNNING.set(0)
+            for gauge in (metrics.REBUILD_PROCESSED, metrics.REBUILD_TOTAL, metrics.REBUILD_RATE):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(spec.job_id)
         await self._delete_group(group)
 
     async def _report(

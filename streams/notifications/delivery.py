@@ -36,6 +36,7 @@ from schemas.notifications import (
 from schemas.personal import UnreadablePersonalData
 from schemas.registry import EVENTS
 from schemas.topics import NOTIFICATIONS
+from streams import metrics
 from streams.batches import until_done
 from streams.dead_letters import DeadLetter
 from streams.notifications.policy import (
@@ -357,6 +358,8 @@ class DeliveryReactor:
             return
         now = self._clock()
         events = [outcome_event(o, causes.get(o.notification_id), now) for o in outcomes]
+        for outcome in outcomes:
+            metrics.notified(outcome.channel, outcome.report)
         await asyncio.gather(*(self._produce(NOTIFICATIONS.name, e.subject.encode(), encode(e)) for e in events))
         await self._dead_letters([dead_letter(o) for o in outcomes if o.report == FAILED])
         done = [(o.notification_id, o.channel, o.report) for o in outcomes]

@@ -1,0 +1,31 @@
+"""Stream worker metrics that need no broker: dead-letter reasons stay a few kinds whatever the error
+says, and a projection's last-event age is measured from the newest event it applied."""
+
+import time
+
+from prometheus_client import REGISTRY
+
+from streams.metrics import applied, dead_letter_reason
+from streams.positions import RawRecord, SourcePosition
+
+
+def test_a_dead_letter_reason_is_one_of_a_few_kinds_not_the_error_text():
+    assert dead_letter_reason("property-projection failed: KeyError: 'prop-123'") == "crash:KeyError"
+    assert dead_letter_reason("postgres refused the event: value too long for prop-9") == "refused by postgres"
+    assert dead_letter_reason("malformed JSON: unexpected character at line 1") == "undecodable"
+    assert dead_letter_reason("invalid property.updated.v1 data: price: must be positive") == "undecodable"
+    assert dead_letter_reason("email: permanent: 550 no such mailbox") == "delivery gave up"
+    assert dead_letter_reason("cannot optimise file-0a1b: cannot identify image file") == "other"
+
+
+def test_the_last_event_age_is_measured_from_the_newest_applied_event():
+    now = time.time()
+    records = [
+        RawRecord(b"k", b"v", SourcePosition("properties", 0, n), timestamp=now - age) for n, age in enumerate((90, 30))
+    ]
+    applied("unit-test-projection", records)
+    age = REGISTRY.get_sample_value("hi_projection_last_event_age_seconds", {"projection": "unit-test-projection"})
+    assert age is not None and 30 <= age < 40
+    applied("unit-test-projection", records[:1])  # an older event applied late does not make it younger or older
+    age = REGISTRY.get_sample_value("hi_projection_last_event_age_seconds", {"projection": "unit-test-projection"})
+    assert age is not None and 30 <= age < 40
