@@ -1,10 +1,14 @@
 """Stream worker metrics that need no broker: dead-letter reasons stay a few kinds whatever the error
-says, and a projection's last-event age is measured from the newest event it applied."""
+says, a projection's last-event age is measured from the newest event it applied, and the Grafana
+dashboard reads only series that exist."""
 
+import json
+import re
 import time
 
 from prometheus_client import REGISTRY
 
+from config.settings import PROJECT_ROOT
 from streams.metrics import applied, dead_letter_reason
 from streams.positions import RawRecord, SourcePosition
 
@@ -29,3 +33,27 @@ def test_the_last_event_age_is_measured_from_the_newest_applied_event():
     applied("unit-test-projection", records[:1])  # an older event applied late does not make it younger or older
     age = REGISTRY.get_sample_value("hi_projection_last_event_age_seconds", {"projection": "unit-test-projection"})
     assert age is not None and 30 <= age < 40
+
+
+def test_the_dashboard_reads_only_series_the_parts_export():
+    import api.common.metrics  # noqa: F401  (registers the services' metrics beside the workers')
+
+    dashboard = json.loads((PROJECT_ROOT / "ops" / "grafana" / "hyderabad-infra.json").read_text())
+    exported = {sample_name(family.name, family.type) for family in REGISTRY.collect() if family.name.startswith("hi_")}
+    exported = {name for names in exported for name in names}
+    read = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bhi_\w+", target["expr"])
+    }
+    assert read, "the dashboard has panels"
+    assert read <= exported, sorted(read - exported)
+
+
+def sample_name(name: str, kind: str) -> tuple[str, ...]:
+    if kind == "counter":
+        return (f"{name}_total",)
+    if kind == "histogram":
+        return (f"{name}_bucket", f"{name}_count", f"{name}_sum")
+    return (name,)
