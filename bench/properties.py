@@ -22,6 +22,9 @@ Measures, in one run:
      and the ratio (target >= 0.6).
   3. Freshness: for N creates, the time from the 201 to the row in Postgres, the key in Redis, the
      document in OpenSearch (realtime GET) and in search results (after refresh): p50/p99.
+  4. The cost of metrics: the same GETs against a second property service started with
+     HI_METRICS_ENABLED=false, alternated with the one that counts (3 rounds each, same run).
+     `--only metrics-cost` runs this part alone (after the listings it reads are made).
 Listings are `ops/demo_data.py`'s, by bench users. Stops everything it started; the listings stay,
 as any listing does in an event-sourced system (the event log is the record).
 """
@@ -52,14 +55,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from api.common.auth import issue_access_token
-from api.services import ServiceSpec
+from api.services import ServiceSpec, by_name
 from config import get_settings
 from ops.demo_data import create_listings, demo_listing
 from schemas.codec import decode
 from schemas.outcomes import CommandOutcome
 from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
 from tests.support.properties import PropertySlice, running_property_slice
-from tests.support.services import free_port
+from tests.support.services import ServiceProcess, free_port
 from tests.support.waiting import eventually
 
 TARGET_GET_RATIO = 0.6
@@ -412,6 +415,35 @@ async def bench_get(slice_: PropertySlice, ids: list[str], concurrency: int, sec
     print("  during the details run: " + cpu_line(usage))
 
 
+async def bench_metrics_cost(slice_: PropertySlice, ids: list[str], concurrency: int, seconds: float) -> None:
+    """Alternates (so the machine's other load falls on both alike) the counting service and one without
+    request metrics; the rounds' medians and their ratio."""
+    without = ServiceProcess(
+        by_name("property"), LOG_DIR / "property-service-no-metrics.log", {"HI_METRICS_ENABLED": "false"}
+    )
+    await without.start()
+    paths = [f"/api/properties/{i}" for i in ids]
+    rates: dict[str, list[float]] = {"metrics on": [], "metrics off": []}
+    p99: dict[str, list[float]] = {"metrics on": [], "metrics off": []}
+    try:
+        for round_ in range(1, 4):
+            for name, url in (("metrics off", without.url), ("metrics on", slice_.service.url)):
+                result = await closed_loop(url, paths, concurrency, seconds)
+                rate = result["requests"] / result["seconds"]
+                ms = [1000 * s for s in result["latencies"]]
+                rates[name].append(rate)
+                p99[name].append(pct(ms, 99))
+                print(
+                    f"  round {round_} {name:<12} {rate:8.0f} req/s  p50 {pct(ms, 50):6.1f} ms"
+                    f"  p99 {pct(ms, 99):6.1f} ms  errors {result['errors']}"
+                )
+    finally:
+        without.stop()
+    on, off = pct(rates["metrics on"], 50), pct(rates["metrics off"], 50)
+    print(f"  median req/s: metrics off {off:.0f}, on {on:.0f}: on/off {on / off:.3f} ({100 * (on / off - 1):+.1f}%)")
+    print(f"  median p99: off {pct(p99['metrics off'], 50):.1f} ms, on {pct(p99['metrics on'], 50):.1f} ms")
+
+
 # ---------------------------------------------------------------- 3. freshness of the read models
 
 
@@ -540,15 +572,27 @@ async def main(args: argparse.Namespace) -> None:
             ids = await create_listings(client, args.get_listings, seed, concurrency=8)
         await wait_until_projected(get_settings().postgres_dsn, ids[-1])
 
-        print(f"\n1. POST /api/properties, open loop, {args.seconds:g} s per rate (latency from the scheduled send)")
-        for rate in args.rates:
-            await bench_create_rate(slice_, rate, args.seconds, meter, seed + rate)
+        if args.only in (None, "creates"):
+            print(
+                f"\n1. POST /api/properties, open loop, {args.seconds:g} s per rate (latency from the scheduled send)"
+            )
+            for rate in args.rates:
+                await bench_create_rate(slice_, rate, args.seconds, meter, seed + rate)
 
-        print(f"\n2. GET, closed loop, {args.concurrency} concurrent clients, {args.get_seconds:g} s each")
-        await bench_get(slice_, ids, args.concurrency, args.get_seconds, meter)
+        if args.only in (None, "get"):
+            print(f"\n2. GET, closed loop, {args.concurrency} concurrent clients, {args.get_seconds:g} s each")
+            await bench_get(slice_, ids, args.concurrency, args.get_seconds, meter)
 
-        print(f"\n3. Freshness: {args.freshness} creates at 50/s, time from the 201 to visible")
-        await bench_freshness(slice_, args.freshness, seed + 7)
+        if args.only in (None, "freshness"):
+            print(f"\n3. Freshness: {args.freshness} creates at 50/s, time from the 201 to visible")
+            await bench_freshness(slice_, args.freshness, seed + 7)
+
+        if args.only in (None, "metrics-cost"):
+            print(
+                f"\n4. The cost of metrics: GET, closed loop, {args.concurrency} clients,"
+                f" {args.get_seconds:g} s per round"
+            )
+            await bench_metrics_cost(slice_, ids, args.concurrency, args.get_seconds)
     print("\nstopped the service, the workers and the echo app")
 
 
@@ -560,6 +604,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--get-seconds", type=float, default=10.0)
     parser.add_argument("--get-listings", type=int, default=200, help="listings the GETs pick from")
     parser.add_argument("--freshness", type=int, default=200, help="creates timed to visibility")
+    parser.add_argument("--only", choices=["creates", "get", "freshness", "metrics-cost"], help="one part alone")
     parser.add_argument("--load-generator", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",")]
