@@ -233,6 +233,11 @@ class Settings(BaseSettings):
         return "saved-searches-opensearch" if alias == "saved-searches" else f"saved-searches-opensearch@{alias}"
 
     @property
+    def history_topic_override(self) -> list[str]:
+        """`history_topics` as names; empty: history reads its five topics (workers and service alike)."""
+        return [name.strip() for name in self.history_topics.split(",") if name.strip()]
+
+    @property
     def postgres_dsn(self) -> str:
         return (
             f"host={self.postgres_host} port={self.postgres_port} dbname={self.postgres_db} "

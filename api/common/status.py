@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -67,7 +68,9 @@ class LogEnds:
     """Kafka's log end offsets, read with a consumer outside any group (it never joins or commits)."""
 
     def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap = bootstrap_servers
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+        self._admin: AIOKafkaAdminClient | None = None
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -80,14 +83,31 @@ class LogEnds:
 
     async def of(self, topics: frozenset[str]) -> dict[tuple[str, int], int]:
         await self._ensure_started()
-        partitions = [TopicPartition(t, p) for t in sorted(topics) for p in range(by_name(t).partitions)]
+        partitions = [TopicPartition(t, p) for t in sorted(topics) for p in await self._partitions(t)]
         ends = await self._consumer.end_offsets(partitions)
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
+    async def _partitions(self, topic: str) -> list[int]:
+        """From the catalogue; a topic outside it (a test's, a benchmark's) from Kafka's metadata."""
+        with suppress(KeyError):
+            return list(range(by_name(topic).partitions))
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            await self._admin.start()
+        return await described_partitions(self._admin, topic)
+
     async def stop(self) -> None:
+        if self._admin is not None:
+            with suppress(Exception):
+                await self._admin.close()
         if self._started:
             with suppress(Exception):
                 await self._consumer.stop()
+
+
+async def described_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
+    [described] = await admin.describe_topics([topic])
+    return sorted(p["partition"] for p in described["partitions"])
 
 
 _CHECKPOINTS = """

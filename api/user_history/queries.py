@@ -147,12 +147,14 @@ async def read_models(request: Request) -> list[ReadModel]:
     """What `/status` reports on: the live generation's Postgres and Redis stores, the event archive the raw
     events are read from, and the rebuild jobs' table."""
     ns = namespace(request)
-    models = [ReadModel(ARCHIVE_CHECKPOINT, HISTORY_TOPICS)]
+    # The topics the history workers read (HI_HISTORY_TOPICS narrows them, for benchmarks and tests).
+    topics = frozenset(request.app.state.settings.history_topic_override) or HISTORY_TOPICS
+    models = [ReadModel(ARCHIVE_CHECKPOINT, topics)]
     generation = await _live_generation(request)
     if generation is not None:
         models += [
-            ReadModel(postgres_checkpoint(ns, generation), HISTORY_TOPICS),
-            ReadModel(redis_checkpoint(ns, generation), HISTORY_TOPICS),
+            ReadModel(postgres_checkpoint(ns, generation), topics),
+            ReadModel(redis_checkpoint(ns, generation), topics),
         ]
     models.append(ReadModel(f"user-history-replayer:{ns}", frozenset({USER_HISTORY_REPLAYS.name})))
     return models

@@ -7,5 +7,4 @@ HISTORY_TOPICS = (USERS, PROPERTIES, PROPERTY_VIEWS, SEARCHES, FILES)
 
 
 def history_topic_names(settings: Settings) -> list[str]:
-    override = [name.strip() for name in settings.history_topics.split(",") if name.strip()]
-    return override or [topic.name for topic in HISTORY_TOPICS]
+    return settings.history_topic_override or [topic.name for topic in HISTORY_TOPICS]

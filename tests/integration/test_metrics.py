@@ -1,10 +1,11 @@
 """Metrics an operator scrapes while traffic flows: a service's requests and read-model staleness, a stream
 worker's consumer lag and last-event age; the lag rises while the worker is stopped and falls back to 0
-once it runs again.
+once it runs again. And a command left without a decision, a read that gave up waiting for its store.
 
-The worker is the property search projection under a group of its own, writing into an alias of its own,
-so its checkpoint (`properties-opensearch@<alias>`) is this test's alone; the search service is pointed at
-that alias, so its `/status` and `/metrics` report on exactly that read model.
+The worker is the event archive under a group of its own reading a topic of the test's own
+(`HI_ARCHIVE_TOPICS`), and the user-history service is pointed at that topic (`HI_HISTORY_TOPICS`), so its
+`event-archive` read model covers exactly what the test produces: the shared topics carry every other
+test's traffic on this machine, and their lag is never reliably 0.
 """
 
 import shutil
@@ -12,19 +13,23 @@ import uuid
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.services import by_name
 from config.settings import PROJECT_ROOT
-from ops.search_index import BODIES, create_index, new_index_name
-from schemas.topics import PROPERTIES
-from tests.support.processes import WorkerProcess
-from tests.support.property_projection import created, produce, start_group_at_end
+from schemas.codec import encode
+from schemas.topics import DEFAULT_PARTITIONS, PROPERTY_COMMANDS
+from tests.support.archive import archive_worker
+from tests.support.properties import SEED_BODY, bearer
+from tests.support.property_projection import created
 from tests.support.services import ServiceProcess, free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.stack
+
+ARCHIVE = "event-archive"  # the archive's consumer name and its read model's checkpoint name
 
 
 def samples(text: str, name: str, **labels: str) -> list[float]:
@@ -36,70 +41,60 @@ def samples(text: str, name: str, **labels: str) -> list[float]:
     ]
 
 
-def one_id_per_partition(run: str) -> list[str]:
-    """Property ids whose keys land on each partition of `properties` once, so every partition has a
-    checkpoint of the test's read model (a partition never applied counts whole in its lag)."""
-    partitioner, every = DefaultPartitioner(), list(range(PROPERTIES.partitions))
+def one_key_per_partition(run: str) -> list[str]:
+    """Property ids whose keys land on each partition once, so every partition has a checkpoint of the
+    read model (a partition it never applied counts whole in its lag)."""
+    partitioner, every = DefaultPartitioner(), list(range(DEFAULT_PARTITIONS))
     chosen: dict[int, str] = {}
     n = 0
-    while len(chosen) < PROPERTIES.partitions:
+    while len(chosen) < DEFAULT_PARTITIONS:
         candidate = f"prop-{run}-{n}"
         chosen.setdefault(partitioner(candidate.encode(), every, every), candidate)
         n += 1
     return list(chosen.values())
 
 
-def _make_alias(opensearch_url: str, alias: str) -> None:
-    with httpx.Client(base_url=opensearch_url, timeout=30) as client:
-        index = new_index_name(alias)
-        create_index(client, index, BODIES["properties"]())
-        client.post("/_aliases", json={"actions": [{"add": {"index": index, "alias": alias}}]}).raise_for_status()
-
-
-def _drop_alias(opensearch_url: str, alias: str) -> None:
-    with httpx.Client(base_url=opensearch_url, timeout=30) as client:
-        client.delete(f"/{alias}-v*")
-
-
 @pytest.fixture
 async def observed(settings, tmp_path, pg):
     run = uuid.uuid4().hex[:10]
-    alias, group = f"metrics-test-{run}", f"metrics-test-{run}"
-    _make_alias(settings.opensearch_url, alias)
-    await start_group_at_end(settings.kafka_bootstrap, group, (PROPERTIES.name,))
-    env = {"HI_OPENSEARCH_PROPERTIES_ALIAS": alias}
+    topic = group = f"metrics-test-{run}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, num_partitions=DEFAULT_PARTITIONS, replication_factor=1)])
     worker_port = free_port()
-    worker = WorkerProcess(
-        "streams.properties.search_worker",
-        {
-            **env,
-            "HI_PROPERTY_SEARCH_PROJECTION_GROUP": group,
-            "HI_METRICS_PORT": str(worker_port),
-            "HI_METRICS_INTERVAL_SECONDS": "0.5",
-        },
-        tmp_path / "worker.log",
+    metrics = {"HI_METRICS_PORT": str(worker_port), "HI_METRICS_INTERVAL_SECONDS": "0.5"}
+    worker = archive_worker(group, tmp_path, HI_ARCHIVE_TOPICS=topic, **metrics)
+    service = ServiceProcess(
+        by_name("user-history"),
+        tmp_path / "user-history.log",
+        {"HI_HISTORY_TOPICS": topic, "HI_HISTORY_NAMESPACE": f"mt{run}"},
     )
-    service = ServiceProcess(by_name("search"), tmp_path / "search.log", env)
     worker.start()
     try:
         await service.start()
-        yield run, group, f"properties-opensearch@{alias}", worker, f"http://127.0.0.1:{worker_port}", service
+        yield run, topic, group, worker, f"http://127.0.0.1:{worker_port}", service
     finally:
         service.stop()
         worker.stop()
-        _drop_alias(settings.opensearch_url, alias)
-        await pg.execute(
-            "DELETE FROM projection_checkpoints WHERE projection = %s", (f"properties-opensearch@{alias}",)
-        )
+        await admin.delete_topics([topic])
+        await admin.close()
+        await pg.execute("DELETE FROM event_store WHERE source_topic = %s", (topic,))
+        await pg.execute("DELETE FROM projection_checkpoints WHERE topic = %s", (topic,))
         await pg.commit()
         shutil.rmtree(PROJECT_ROOT / f"{group}-data", ignore_errors=True)
 
 
 async def test_scraped_metrics_show_requests_lag_and_staleness_and_the_lag_of_a_stopped_worker(observed, producer):
-    run, group, read_model, worker, worker_url, service = observed
+    run, topic, group, worker, worker_url, service = observed
     owner = f"user-{run}"
-    ids = one_id_per_partition(run)
-    await produce(producer, *(created(property_id, owner, run, n) for n, property_id in enumerate(ids)))
+
+    async def produce(*property_ids: str) -> None:
+        events = [created(property_id, owner, run, n) for n, property_id in enumerate(property_ids)]
+        sent = [await producer.send(topic, encode(e), key=e.subject.encode()) for e in events]
+        for future in sent:
+            await future
+
+    await produce(*one_key_per_partition(run))
 
     async with httpx.AsyncClient(timeout=10) as client:
 
@@ -111,49 +106,79 @@ async def test_scraped_metrics_show_requests_lag_and_staleness_and_the_lag_of_a_
             assert answer.status_code == 200, answer.text
             return answer.text
 
-        async def status_lag() -> int | None:
+        async def status_lag() -> int:
             answer = await client.get(f"{service.url}/status")
             assert answer.status_code == 200, answer.text
             models = {m["readModel"]: m for m in answer.json()["data"]["readModels"]}
-            return models[read_model]["lag"]
+            assert models[ARCHIVE]["topics"] == [topic]
+            return int(models[ARCHIVE]["lag"])
 
         def worker_lag(text: str) -> float | None:
-            lags = samples(text, "hi_consumer_lag", group=group, topic=PROPERTIES.name)
-            return sum(lags) if len(lags) == PROPERTIES.partitions else None
+            lags = samples(text, "hi_consumer_lag", group=group, topic=topic)
+            return sum(lags) if len(lags) == DEFAULT_PARTITIONS else None
 
-        # Traffic while the worker applies: searches answered by the service.
+        # Traffic while the worker applies: a user reading their raw events.
         for _ in range(5):
-            answer = await client.get(f"{service.url}/api/search/properties", params={"q": "Gachibowli"})
+            answer = await client.get(f"{service.url}/api/user-history/{owner}/events", headers=bearer(owner))
             assert answer.status_code == 200, answer.text
 
         # The worker caught up: its group's lag is 0 on every partition, its last event is recent.
         text = await eventually(lambda: scrape(worker_url), lambda t: worker_lag(t) == 0, within=90, every=0.5)
-        assert samples(text, "hi_consumer_committed_offset", group=group, topic=PROPERTIES.name)
-        [age] = samples(text, "hi_projection_last_event_age_seconds", projection="property-search-projection")
+        assert samples(text, "hi_consumer_committed_offset", group=group, topic=topic, partition="0") == [1.0]
+        assert samples(text, "hi_consumer_log_end_offset", group=group, topic=topic, partition="0") == [1.0]
+        [age] = samples(text, "hi_projection_last_event_age_seconds", projection=ARCHIVE)
         assert 0 <= age < 300
 
-        # The service: requests by route template, and the read model it serves caught up with a recent event.
+        # The service: requests by route template; the read model it serves caught up, its last event recent.
         text = await eventually(
             lambda: scrape(service.url),
-            lambda t: samples(t, "hi_read_model_lag", read_model=read_model) == [0.0],
+            lambda t: samples(t, "hi_read_model_lag", read_model=ARCHIVE) == [0.0],
             within=60,
             every=0.5,
         )
-        [searches] = samples(text, "hi_http_requests_total", route="/api/search/properties", method="GET", status="200")
-        assert searches >= 5
-        [count] = samples(text, "hi_http_request_duration_seconds_count", route="/api/search/properties", method="GET")
-        assert count >= 5
-        [staleness] = samples(text, "hi_read_model_last_event_age_seconds", read_model=read_model)
+        route = "/api/user-history/{user_id}/events"
+        assert samples(text, "hi_http_requests_total", route=route, method="GET", status="200") == [5.0]
+        assert samples(text, "hi_http_request_duration_seconds_count", route=route, method="GET") == [5.0]
+        [staleness] = samples(text, "hi_read_model_last_event_age_seconds", read_model=ARCHIVE)
         assert 0 <= staleness < 300
-        # Other tests' listings flow on the same topic: the lag is 0 between their batches.
-        await eventually(status_lag, lambda lag: lag == 0, within=60, every=0.5)
+        assert await status_lag() == 0
 
-        # Stopped, the worker applies nothing: what is produced meanwhile shows as lag.
+        # Stopped, the worker applies nothing: what is produced meanwhile is the lag.
         worker.stop()
-        await produce(producer, *(created(f"prop-{run}-late-{n}", owner, run, n) for n in range(5)))
-        await eventually(status_lag, lambda lag: lag is not None and lag >= 5, within=30, every=0.5)
+        await produce(*(f"prop-{run}-late-{n}" for n in range(5)))
+        await eventually(status_lag, lambda lag: lag == 5, within=30, every=0.5)
 
         # Started again, it catches up: the lag falls back to 0, in the service and in the worker.
         worker.start()
         await eventually(status_lag, lambda lag: lag == 0, within=90, every=0.5)
         await eventually(lambda: scrape(worker_url), lambda t: worker_lag(t) == 0, within=60, every=0.5)
+
+
+async def test_a_command_without_a_decision_and_a_read_that_gave_up_waiting_are_counted(tmp_path):
+    """The service waits a millisecond for its decider (none answers that fast, whatever deciders run on the
+    machine), so a create is answered 503; a read waits for an offset no store will reach, so it is
+    answered stale after its 0.5 s bound."""
+    env = {"HI_COMMAND_WAIT_SECONDS": "0.001", "HI_CONSISTENCY_WAIT_SECONDS": "0.5"}
+    service = ServiceProcess(by_name("property"), tmp_path / "property.log", env)
+    await service.start()
+    run = uuid.uuid4().hex[:8]
+    user = f"user-metrics{run}"
+    try:
+        async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+            answer = await client.post("/api/properties", json=SEED_BODY, headers=bearer(user))
+            assert answer.status_code == 503, answer.text
+            never = {"X-Consistency-Token": f"properties:0:{10**15}"}
+            answer = await client.get(f"/api/properties/prop-metrics{run}", headers=never)
+            assert answer.status_code == 404, answer.text
+            text = (await client.get("/metrics")).text
+    finally:
+        service.stop()
+    assert samples(text, "hi_command_outcomes_total", topic=PROPERTY_COMMANDS.name, outcome="no_decision") == [1.0]
+    assert samples(text, "hi_command_decision_wait_seconds_count", outcome="no_decision") == [1.0]
+    assert samples(text, "hi_http_requests_total", route="/api/properties", method="POST", status="503") == [1.0]
+    waits = {
+        projection: samples(text, "hi_consistency_waits_total", projection=projection, result="timed_out")
+        for projection in ("properties-redis", "properties-postgres")
+    }
+    assert [1.0] in waits.values(), waits
+    assert samples(text, "hi_consistency_waits_total", result="applied") == []
