@@ -81,7 +81,8 @@ def dead_letter_reason(error: str) -> str:
 
 
 def dead_lettered(consumer: str, error: str) -> None:
-    DEAD_LETTERS.labels(consumer, dead_letter_reason(error)).inc()
+    # A rebuild's consumer is `user-history-rebuild:<job>`: one series per kind, not per job.
+    DEAD_LETTERS.labels(consumer.split(":", 1)[0], dead_letter_reason(error)).inc()
 
 
 def notified(channel: str, outcome: str) -> None:

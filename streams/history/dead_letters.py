@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from streams import metrics
 from streams.dead_letters import DeadLetter
 
 log = logging.getLogger("streams.history.dead_letters")
@@ -30,5 +31,7 @@ async def publish_all(send: Send, letters: Sequence[DeadLetter]) -> None:
         first.position.offset,
         first.error,
     )
+    for letter in letters:
+        metrics.dead_lettered(letter.consumer, letter.error)
     pending = [await send(letter) for letter in letters]
     await asyncio.gather(*pending)

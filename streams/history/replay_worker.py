@@ -160,6 +160,7 @@ class ReplayWorker:
             command = RebuildHistory.model_validate(envelope.data)
         except (EventDecodeError, ValidationError) as exc:
             letter = DeadLetter(key, value, f"not a rebuild command: {exc}", position, REPLAYER_CONSUMER)
+            metrics.dead_lettered(letter.consumer, letter.error)
             await self.producer.send_and_wait(DEAD_LETTERS.name, value, key=key, headers=list(letter.headers()))
             return
         async with self.pool.connection() as conn, conn.transaction():
