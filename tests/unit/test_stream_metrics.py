@@ -9,7 +9,7 @@ import time
 from prometheus_client import REGISTRY
 
 from config.settings import PROJECT_ROOT
-from streams.metrics import applied, dead_letter_reason
+from streams.metrics import applied, dead_letter_reason, dead_lettered
 from streams.positions import RawRecord, SourcePosition
 
 
@@ -57,3 +57,11 @@ def sample_name(name: str, kind: str) -> tuple[str, ...]:
     if kind == "histogram":
         return (f"{name}_bucket", f"{name}_count", f"{name}_sum")
     return (name,)
+
+
+def test_a_rebuilds_dead_letters_are_counted_under_one_consumer_not_one_per_job():
+    labels = {"consumer": "user-history-rebuild", "reason": "undecodable"}
+    before = REGISTRY.get_sample_value("hi_dead_letters_total", labels) or 0.0
+    dead_lettered("user-history-rebuild:job-0a1b2c", "malformed JSON: unexpected end")
+    dead_lettered("user-history-rebuild:job-3d4e5f", "malformed JSON: unexpected end")
+    assert REGISTRY.get_sample_value("hi_dead_letters_total", labels) == before + 2
