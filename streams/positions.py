@@ -1,6 +1,6 @@
 """Where a record came from in Kafka: written beside every row so sinks can be idempotent and order-safe."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, order=True)
@@ -17,4 +17,6 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     position: SourcePosition
-    timestamp: float | None = None  # Kafka's, in seconds: how old the event is when a projection applies it
+    # Kafka's, in seconds: how old the event is when a projection applies it. Not part of what the record
+    # is: the same bytes from the same position are the same record.
+    timestamp: float | None = field(default=None, compare=False)

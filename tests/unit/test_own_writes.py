@@ -13,8 +13,8 @@ from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token, pa
 from api.common.own_writes import decode, with_own_writes
 
 SERVICES = ("user", "property", "search", "user_history", "notification", "file")
-# The probes read no projection.
-READ_NO_PROJECTION = {"/health", "/ready"}
+# The probes read no projection (`/status` and `/metrics` read checkpoints, never a caller's data).
+READ_NO_PROJECTION = {"/health", "/ready", "/status", "/metrics"}
 
 
 def test_without_own_writes_the_token_sent_is_waited_for_as_it_is():
