@@ -693,6 +693,15 @@ async def test_closing_the_account_erases_inbox_preferences_and_pending_deliveri
     await eventually(
         lambda: state(api, pending_id, ADMIN), lambda s: (channel(s, "email") or {}).get("state") == "deferred"
     )
+    # A message they wrote to someone else, in that person's inbox.
+    correspondent, _ = await notifications.register()
+    wrote = await api.post(
+        "/api/notifications/sms",
+        json={"userId": correspondent, "text": "My flat's keys are with me"},
+        headers=bearer(user_id),
+    )
+    assert wrote.status_code == 202, wrote.text
+    await in_inbox(api, correspondent, wrote.json()["data"]["id"])
 
     async with notifications.users() as users:
         closed = await users.delete(f"/api/users/{user_id}", headers=bearer(user_id))
@@ -711,3 +720,6 @@ async def test_closing_the_account_erases_inbox_preferences_and_pending_deliveri
 
     await eventually(held, lambda counts: counts == (0, 0, 0), within=30)
     assert notifications.mail(pending_id) == []
+    # The message stays in its recipient's inbox, without its words.
+    [kept] = [i for i in (await inbox(api, correspondent))["items"] if i["id"] == wrote.json()["data"]["id"]]
+    assert kept["title"].startswith("A message that can no longer be read") and kept["body"] == ""

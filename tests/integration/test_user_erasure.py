@@ -1,13 +1,13 @@
 """Closing an account erases the person everywhere (crypto-shredding), against the real stack.
 
 A user registers, logs in on two devices, changes name and phone, lists a property with a photo named
-after them, searches for words of their own and saves a search under a name of their own; every event
-is archived. Before the deletion the scanner finds them in Postgres and Redis
+after them, searches for words of their own, saves a search under a name of their own and writes
+another user a message; every event is archived. Before the deletion the scanner finds them in Postgres and Redis
 (so it can find things), and Kafka already holds nothing of them in the clear. After DELETE: login
 fails, the profile is 404, the listing is delisted, the other device's token is refused, the user's key
 is gone, and a Postgres dump, every Redis key, every OpenSearch document and every message of every
-Kafka topic hold none of the email, phones, names, search words or saved-search names. The non-personal
-facts (the account's events, the listing's) remain.
+Kafka topic hold none of the email, phones, names, search words, saved-search names or the message's
+words. The non-personal facts (the account's events, the listing's) remain.
 """
 
 import uuid
@@ -22,11 +22,12 @@ from schemas.topics import SEARCHES, USERS
 from tests.support.archive import archive_worker
 from tests.support.erasure import kafka_everything, opensearch_everything, postgres_dump, redis_everything
 from tests.support.files import png_image
+from tests.support.notifications import bearer, running_notification_slice
 from tests.support.processes import WorkerProcess
 from tests.support.properties import SEED_BODY
 from tests.support.property_projection import start_group_at_end
 from tests.support.services import ServiceProcess
-from tests.support.users import PASSWORD, running_user_slice
+from tests.support.users import PASSWORD, registration, running_user_slice
 from tests.support.waiting import eventually
 
 CONSISTENCY = "X-Consistency-Token"
@@ -36,7 +37,7 @@ CONSISTENCY = "X-Consistency-Token"
 async def users(stack, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("user-erasure")
     group = f"erasure-archive-{uuid.uuid4().hex[:8]}"
-    archive = archive_worker(group, log_dir, HI_ARCHIVE_TOPICS="users,properties,files,searches")
+    archive = archive_worker(group, log_dir, HI_ARCHIVE_TOPICS="users,properties,files,searches,notifications")
     archive.start()
     try:
         async with running_user_slice(log_dir, stack.as_env()) as slice_:
@@ -63,6 +64,14 @@ async def search(stack, settings, tmp_path_factory):
     finally:
         service.stop()
         projection.stop()
+
+
+@pytest.fixture(scope="module")
+async def notifications(users, stack, tmp_path_factory):
+    """The notification service and workers beside the user slice (whose read model names recipients)."""
+    log_dir = tmp_path_factory.mktemp("user-erasure-notifications")
+    async with running_notification_slice(log_dir, stack.as_env(), with_users=False) as slice_:
+        yield slice_
 
 
 def a_person() -> dict[str, str]:
@@ -119,8 +128,10 @@ def their_words() -> dict[str, str]:
     return {"query": f"{marker} lakeview", "name": f"{marker.capitalize()} family flat hunt", "saved": f"{marker}ville"}
 
 
-async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, settings, pg):
+async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, notifications, settings, pg):
     person, renamed, words = a_person(), a_person(), their_words()
+    # What the person writes to someone else is theirs too: the subject and text of a message.
+    message = {"subject": f"Visit {a_person()['name']}", "text": f"Call me about {a_person()['name']}"}
     search_api = search
     async with users.client() as api, users.properties.client() as property_api:
         made = await api.post("/api/auth/register", json={k: person[k] for k in ("email", "password", "name", "phone")})
@@ -168,7 +179,8 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, 
             f"/api/search/history/{user_id}", headers={**phone, CONSISTENCY: searched.headers[CONSISTENCY]}
         )
         assert [item["query"] for item in history.json()["data"]["items"]] == [words["query"]]
-        typed = {value.encode() for value in words.values()}
+        await write_a_message(users, notifications, phone, message)
+        typed = {value.encode() for value in (*words.values(), *message.values())}
         seen = await api.get(f"/api/users/{user_id}", headers={**phone, CONSISTENCY: changed.headers[CONSISTENCY]})
         assert seen.json()["data"]["name"] == renamed["name"]
         everyone = personal_values(person, renamed)  # the email never changes: renamed's is a control
@@ -203,8 +215,35 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, 
     assert await archived(pg, user_id, "user.profile_updated.v1") == 1
 
     everything = everyone | typed
-    await eventually(lambda: holds_none(postgres_dump(settings), typed), bool, within=60)  # the search projection
+    # The search projection, and the notification projection (the recipient keeps a notice, not the words).
+    await eventually(lambda: holds_none(postgres_dump(settings), typed), bool, within=60)
     assert found_in(postgres_dump(settings), everything) == set()
     assert found_in(await redis_everything(settings), everything) == set()
     assert found_in(await opensearch_everything(settings), everything) == set()
     assert found_in(await kafka_everything(settings), everything) == set()
+
+
+async def write_a_message(users, notifications, sender: dict[str, str], message: dict[str, str]) -> None:
+    """`sender` (their session) writes a new user a message, and waits until it is in that user's inbox."""
+    async with users.client() as api, notifications.client() as notification_api:
+        made = await api.post("/api/auth/register", json=registration())
+        assert made.status_code == 201, made.text
+        recipient = made.json()["data"]["id"]
+        await eventually(
+            lambda: api.get(
+                f"/api/users/{recipient}", headers={CONSISTENCY: made.headers[CONSISTENCY], **bearer(recipient)}
+            ),
+            lambda r: r.status_code == 200,
+        )
+        sent = await notification_api.post(
+            "/api/notifications/email", json={"userId": recipient, **message}, headers=sender
+        )
+        assert sent.status_code == 202, sent.text
+        notification = sent.json()["data"]["id"]
+        inbox = await eventually(
+            lambda: notification_api.get(f"/api/notifications/{recipient}", headers=bearer(recipient)),
+            lambda r: notification in r.text,
+            within=60,
+        )
+        [entry] = [item for item in inbox.json()["data"]["items"] if item["id"] == notification]
+        assert (entry["title"], entry["body"]) == (message["subject"], message["text"])
