@@ -74,6 +74,16 @@ def test_each_container_runs_its_part_command(compose, run_parts):
         assert compose["services"][name]["command"] == in_container(part.command), name
 
 
+def test_each_container_has_its_parts_environment_and_publishes_its_metrics(compose, run_parts):
+    for name, part in run_parts.items():
+        service = compose["services"][name]
+        assert part.env.items() <= service["environment"].items(), name
+        if part.metrics_port:
+            # Published where ops/prometheus/prometheus.yml scrapes the native stack, so one config serves both.
+            assert f"127.0.0.1:{part.metrics_port}:{part.metrics_port}" in service["ports"], name
+            assert service["environment"]["HI_METRICS_HOST"] == "0.0.0.0", name
+
+
 def test_the_prepare_step_runs_make_prepare():
     makefile = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^prepare:\n((?:\t.*\n)+)", makefile, re.MULTILINE)
