@@ -30,8 +30,10 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local wait = 0
 for i = 1, #KEYS do
-  local next_at = tonumber(redis.call('HGET', KEYS[i], 'u') or '0')
-  if next_at - now > wait then wait = next_at - now end
+  -- A delay holds only while the scope is past its free failures (as this caller counts them).
+  local held = redis.call('HMGET', KEYS[i], 'f', 'u')
+  local failures, next_at = tonumber(held[1] or '0'), tonumber(held[2] or '0')
+  if failures >= tonumber(ARGV[2 * i]) and next_at - now > wait then wait = next_at - now end
 end
 if wait > 0 then return tostring(wait) end
 local window = tonumber(ARGV[1])
