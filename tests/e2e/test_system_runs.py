@@ -1,7 +1,7 @@
 """What `make run` promises, checked on the real thing: the runner starts the archive worker and the six
 services; every `/ready` answers 200; the broker holds exactly the catalogue's topics; Kafka's own
-consumer-groups tool lists the archive's group; SIGTERM stops every process it started and frees every
-port."""
+consumer-groups tool lists the archive's group; every part serves its metrics; SIGTERM stops every process it
+started and frees every port."""
 
 import asyncio
 import socket
@@ -226,6 +226,31 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+async def test_every_part_serves_its_metrics_where_the_runner_says(system):
+    """Each service at /metrics with its read models' staleness, each stream worker on its own port with its
+    group's lag (`ops/prometheus/prometheus.yml` scrapes the same addresses)."""
+    expected = {
+        url: "hi_consumer_lag{" if part.metrics_port else "hi_read_model_lag{"
+        for part in parts("127.0.0.1")
+        if (url := part.metrics_url("127.0.0.1"))
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def missing() -> list[str]:
+            lacking = []
+            for url, series in expected.items():
+                try:
+                    answer = await client.get(url)
+                except httpx.TransportError:
+                    lacking.append(url)
+                    continue
+                if answer.status_code != 200 or series not in answer.text:
+                    lacking.append(url)
+            return lacking
+
+        await eventually(missing, lambda lacking: lacking == [], within=120, every=1)
+
+
 async def test_sigterm_stops_every_part_and_the_runner_printed_where_they_were(system):
     """Last in this module: it ends the system the fixture started, every process of it."""
     started = children_of(system.pid)
@@ -237,3 +262,6 @@ async def test_sigterm_stops_every_part_and_the_runner_printed_where_they_were(s
     printed = system.stdout.read().decode()
     for spec in SERVICES:
         assert f"http://127.0.0.1:{spec.port}/docs" in printed
+    for part in parts("127.0.0.1"):
+        if part.metrics_port:
+            assert f"http://127.0.0.1:{part.metrics_port}/metrics" in printed
