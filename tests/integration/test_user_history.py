@@ -175,6 +175,33 @@ async def test_recent_from_redis_is_the_same_as_the_newest_of_the_history(api, s
     assert recent == newest and len(recent) == 5
 
 
+async def test_a_signed_in_client_reads_its_own_story_without_any_token(users, api):
+    """A client that never copies a token: each history read right after a step already shows it (the user
+    and property services remembered where the session's events landed; this service waits for them)."""
+    async with users.client() as user_api, users.properties.client() as property_api:
+        body, address = registration(), {"X-Forwarded-For": f"10.8.{uuid.uuid4().int % 250}.1"}
+        assert (await user_api.post("/api/auth/register", json=body, headers=address)).status_code == 201
+        login = {"email": body["email"], "password": PASSWORD}
+        logged = await user_api.post("/api/auth/login", json=login, headers=address)
+        assert logged.status_code == 200, logged.text
+        user_id = logged.json()["data"]["userId"]
+        auth = {"Authorization": f"Bearer {logged.json()['data']['accessToken']}"}
+
+        async def newest() -> str | None:
+            answer = await api.get(f"/api/user-history/{user_id}", params={"limit": 1}, headers=auth)
+            assert answer.status_code == 200 and "X-Consistency" not in answer.headers, answer.text
+            items = answer.json()["data"]["items"]
+            return items[0]["type"] if items else None
+
+        assert await newest() == "user.logged_in"
+        created = await property_api.post("/api/properties", json=SEED_BODY, headers=auth)
+        assert created.status_code == 201, created.text
+        assert await newest() == "property.created"
+        updated = await property_api.put(created.headers["Location"], json={"price": 9_800_000}, headers=auth)
+        assert updated.status_code == 200, updated.text
+        assert await newest() == "property.updated"
+
+
 async def test_property_and_search_activity(api, story):
     properties = (await read(api, story, "/properties")).json()["data"]["items"]
     assert [item["type"] for item in properties] == [t for t in STORY if t.startswith("property.")]
