@@ -15,6 +15,7 @@ from schemas.ids import new_id
 from schemas.notifications import Content, Kind, NotificationRequested, RequestedChannel
 from schemas.topics import DLQ_CONSUMER_HEADER, DLQ_ERROR_HEADER, DLQ_SOURCE_TOPIC_HEADER, NOTIFICATIONS
 from tests.support.notifications import (
+    SUITE_TOKEN_TTL_SECONDS,
     bearer,
     dead_letters_from_end,
     notification_ends,
@@ -23,7 +24,7 @@ from tests.support.notifications import (
 )
 from tests.support.waiting import eventually
 
-ADMIN = bearer(f"user-admin-{uuid.uuid4().hex[:8]}", "ADMIN")
+ADMIN = bearer(f"user-admin-{uuid.uuid4().hex[:8]}", "ADMIN", ttl=SUITE_TOKEN_TTL_SECONDS)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from schemas.notifications import (
 )
 from schemas.topics import DLQ_ERROR_HEADER, NOTIFICATIONS
 from tests.support.notifications import (
+    SUITE_TOKEN_TTL_SECONDS,
     bearer,
     dead_letters_from_end,
     notification_ends,
@@ -34,7 +35,7 @@ from tests.support.notifications import (
 from tests.support.waiting import eventually
 
 CONSISTENCY = "X-Consistency-Token"
-ADMIN = bearer(f"user-admin-{uuid.uuid4().hex[:8]}", "ADMIN")
+ADMIN = bearer(f"user-admin-{uuid.uuid4().hex[:8]}", "ADMIN", ttl=SUITE_TOKEN_TTL_SECONDS)
 
 
 @pytest.fixture(scope="module")

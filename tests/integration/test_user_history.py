@@ -28,6 +28,7 @@ from config.settings import PROJECT_ROOT
 from schemas.codec import encode
 from schemas.envelope import format_time, new_event
 from tests.support.history import live_schema, running_history_slice, user_rows, wait_for_job
+from tests.support.notifications import SUITE_TOKEN_TTL_SECONDS
 from tests.support.properties import SEED_BODY
 from tests.support.users import PASSWORD, registration, running_user_slice
 from tests.support.waiting import eventually
@@ -45,11 +46,11 @@ STORY = [
 ]
 
 
-def bearer(user_id: str, role: str = "USER") -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_access_token(user_id, role)}"}
+def bearer(user_id: str, role: str = "USER", ttl: int | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_access_token(user_id, role, ttl=ttl)}"}
 
 
-ADMIN = bearer("user-history-test-admin", "ADMIN")
+ADMIN = bearer("user-history-test-admin", "ADMIN", ttl=SUITE_TOKEN_TTL_SECONDS)
 
 
 @pytest.fixture(scope="module")

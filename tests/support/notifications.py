@@ -32,9 +32,13 @@ from tests.support.services import ServiceProcess, free_port
 from tests.support.users import TEST_SERVICE_ENV, registration, user_workers
 from tests.support.waiting import eventually
 
+# A token made when pytest collects a module can be used most of a suite run later: it must outlive the
+# run, not only the 15 minutes a login's token lives.
+SUITE_TOKEN_TTL_SECONDS = 4 * 60 * 60
 
-def bearer(user_id: str, role: str = "USER") -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_access_token(user_id, role)}"}
+
+def bearer(user_id: str, role: str = "USER", ttl: int | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_access_token(user_id, role, ttl=ttl)}"}
 
 
 def a_phone() -> str:
