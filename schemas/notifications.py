@@ -26,6 +26,11 @@ Messages (`kind` `message`): what one user writes to another is plain text, labe
 name when delivered, in-app unless the recipient's `message` preferences allow more, refused once the
 recipient blocked the sender, and its subject and text travel sealed with both people's keys
 (`seal_message`): closing either account leaves no readable copy.
+
+Listing alerts: the saved search's name (`variables.searchName`) travels as the matcher sealed it, with
+its owner's key; it is opened only in memory where an email, SMS or inbox text is rendered
+(`open_search_name`), and once the key is gone the alert speaks of "a saved search". Older requests
+carry it in the clear and render as they did.
 """
 
 import hashlib
@@ -40,7 +45,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.personal import MESSAGE_SUBJECT, MESSAGE_TEXT, is_sealed, seal, unseal
+from schemas.personal import (
+    MESSAGE_SUBJECT,
+    MESSAGE_TEXT,
+    SEARCH_NAME,
+    UnreadablePersonalData,
+    is_sealed,
+    seal,
+    unseal,
+)
 from schemas.registry import EVENTS, EventData
 
 NOTIFICATION_REQUESTED = "notification.requested.v1"
@@ -219,12 +232,12 @@ TEMPLATES: dict[str, Template] = {
             name="listing_alert",
             kind=Kind.LISTING_ALERT,
             required=("searchName", "title", "location", "price", "bedrooms", "propertyId"),
-            subject="New match for \u201c{searchName}\u201d: {title}",
+            subject="New match for {savedSearch}: {title}",
             text=(
-                "Hello {recipientName},\n\nA new listing matches your saved search \u201c{searchName}\u201d:\n\n"
+                "Hello {recipientName},\n\nA new listing matches {yourSavedSearch}:\n\n"
                 "{title}\n{location} \u00b7 {bedrooms} BHK \u00b7 \u20b9{price}\n\n{link}\n"
             ),
-            in_app_title="New match for \u201c{searchName}\u201d",
+            in_app_title="New match for {savedSearch}",
             in_app_body="{title} in {location} \u00b7 {bedrooms} BHK \u00b7 \u20b9{price}",
         ),
     )
@@ -260,9 +273,39 @@ class Rendered:
 
 def template_values(template: Template, variables: dict[str, Variable]) -> dict[str, str]:
     values = {k: "" if v is None else str(v) for k, v in variables.items()}
-    if template.name == "listing_alert" and isinstance(variables.get("price"), int):
-        values["price"] = indian_rupees(int(variables["price"]))  # type: ignore[arg-type]
+    if template.name == "listing_alert":
+        if isinstance(variables.get("price"), int):
+            values["price"] = indian_rupees(int(variables["price"]))  # type: ignore[arg-type]
+        values.update(_saved_search_phrases(variables.get("searchName")))
     return values
+
+
+def _saved_search_phrases(name: Variable) -> dict[str, str]:
+    """How an alert names its saved search: by its name when we hold it in the clear (opened with the
+    owner's key, or an older event's), and without it once it is sealed for good (the key is gone)."""
+    if isinstance(name, str) and name and not is_sealed(name):
+        return {"savedSearch": f"\u201c{name}\u201d", "yourSavedSearch": f"your saved search \u201c{name}\u201d"}
+    return {"savedSearch": "a saved search", "yourSavedSearch": "one of your saved searches"}
+
+
+def names_a_sealed_search(content: Content) -> bool:
+    """A listing alert whose saved-search name is sealed: its texts need the owner's key to name it."""
+    return content.template == "listing_alert" and is_sealed(content.variables.get("searchName"))
+
+
+def open_search_name(content: Content, user_id: str | None, key: bytes | None) -> Content:
+    """A listing alert's saved-search name (sealed with its owner's key, `SEARCH_NAME`) opened, held in
+    memory for the one text being rendered; left out (None) when the key is gone or does not open it.
+    Any other content, and an older alert's clear name, as it is."""
+    if not names_a_sealed_search(content):
+        return content
+    opened: str | None = None
+    if key is not None and user_id is not None:
+        try:
+            opened = unseal(key, user_id, SEARCH_NAME, str(content.variables["searchName"]))
+        except UnreadablePersonalData:
+            opened = None
+    return content.model_copy(update={"variables": {**content.variables, "searchName": opened}})
 
 
 def text_to_html(text: str) -> str:

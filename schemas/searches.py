@@ -183,12 +183,14 @@ class SavedSearchDeleted(EventData):
 
 
 class SavedSearchMatched(EventData):
-    """A listing, as it was when it matched, for the owner's alert."""
+    """A listing, as it was when it matched, for the owner's alert. The saved search's name is sealed with
+    the owner's key (`SEARCH_NAME`), or absent when the matcher found no key (a closed account); older
+    events carry it in the clear."""
 
     saved_search_id: str
     user_id: str
     property_id: str
-    search_name: str
+    search_name: str | None = None
     title: str
     location: str
     price: int

@@ -29,7 +29,9 @@ from schemas.notifications import (
     Kind,
     NotificationRequested,
     Preferences,
+    names_a_sealed_search,
     open_message,
+    open_search_name,
     render,
     sms_text,
 )
@@ -165,8 +167,11 @@ class DeliveryReactor:
         people = sorted({*user_ids, *(p[1] for p in pairs)})
         recipients = await until_done("postgres users", lambda: self._store.recipients(people))
         preferences = await until_done("postgres preferences", lambda: self._store.preferences(user_ids))
+        # Keys open users' messages, and the saved-search names of listing alerts (`open_search_name`).
+        alerted = {w.request.user_id for w in work if w.request and names_a_sealed_search(w.request.content)}
+        holders = sorted({u for p in pairs for u in p} | {u for u in alerted if u})
         context = _Messages(
-            keys=await until_done("postgres keys", lambda: self._store.keys(sorted({u for p in pairs for u in p}))),
+            keys=await until_done("postgres keys", lambda: self._store.keys(holders)),
             blocked=await until_done("postgres blocks", lambda: self._store.blocked(pairs)),
         )
         # Sending is shielded: once a message may have left, its outcome must be stored even if the
@@ -211,6 +216,11 @@ class DeliveryReactor:
             sender = recipients.get(request.requested_by) if request.requested_by else None
             blocked = (request.user_id, request.requested_by) in messages.blocked
             decision = decide(request, channel, recipient, prefs, now, requested_at, expiry, sender, blocked)
+            if isinstance(decision, SendNow) and names_a_sealed_search(request.content):
+                key = messages.keys.get(request.user_id or "")
+                request = request.model_copy(
+                    update={"content": open_search_name(request.content, request.user_id, key)}
+                )
             if isinstance(decision, SendNow) and request.kind == Kind.MESSAGE:
                 opened = messages.opened(request)
                 if opened is None:
@@ -368,7 +378,8 @@ class DeliveryReactor:
 
 @dataclass(frozen=True)
 class _Messages:
-    """What a round needs for users' messages: the keys that open them, and who blocked whom."""
+    """What a round needs for users' messages (the keys that open them, and who blocked whom) and for
+    listing alerts (the keys that open their saved searches' names)."""
 
     keys: dict[str, bytes]
     blocked: set[tuple[str, str]]

@@ -12,7 +12,9 @@ changes the Postgres sink applies, one function per event type.
   erased, and the messages they wrote to others can no longer be read.
 
 A message's title and body arrive sealed with its two people's keys: the sink opens them as it writes
-the row (`Recorded.message`), and writes that it can no longer be read once either key is gone.
+the row (`Recorded.message`), and writes that it can no longer be read once either key is gone. A
+listing alert's saved-search name arrives sealed with the recipient's key: the sink opens it for the
+title (`Recorded.alert`), which speaks of "a saved search" once the key is gone.
 """
 
 from collections.abc import Sequence
@@ -45,6 +47,7 @@ from schemas.notifications import (
     NotificationSent,
     NotificationSuppressed,
     in_app,
+    names_a_sealed_search,
 )
 from schemas.registry import EVENTS
 from schemas.topics import USERS
@@ -69,6 +72,7 @@ class Recorded:
     data: dict[str, Any]
     at: datetime
     message: Content | None = None  # a user's message, sealed: the sink opens it for title and body
+    alert: Content | None = None  # a listing alert naming its saved search sealed: the sink opens that
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ def notification_changes(record: RawRecord) -> list[Change]:
     if envelope.type == NOTIFICATION_REQUESTED:
         assert isinstance(data, NotificationRequested)
         message = data.content if data.kind == Kind.MESSAGE else None
+        alert = data.content if names_a_sealed_search(data.content) else None
         title, body = ("", "") if message else in_app(data.content)
         extra: dict[str, Any] = dict(data.reference)
         if data.content.template:
@@ -173,6 +178,7 @@ def notification_changes(record: RawRecord) -> list[Change]:
                 extra,
                 at,
                 message,
+                alert,
             )
         ]
     if envelope.type in (NOTIFICATION_SENT, NOTIFICATION_FAILED, NOTIFICATION_DEFERRED, NOTIFICATION_SUPPRESSED):

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from schemas.notifications import in_app, open_message
+from schemas.notifications import in_app, open_message, open_search_name
 from schemas.personal import UnreadablePersonalData
 from streams.notifications.projection import (
     POSTGRES_CHECKPOINT,
@@ -107,8 +107,9 @@ _ERASE = (
     WHERE requested_by = %(user_id)s AND kind = 'message' AND title <> %(unreadable)s""",
 )
 
-# The keys that open a message: none for a user already erased here, even if the user projection has
-# not deleted their key yet (the inbox must not be written in the clear after the erasure).
+# The keys that open a message or an alert's saved-search name: none for a user already erased here,
+# even if the user projection has not deleted their key yet (the inbox must not be written in the clear
+# after the erasure).
 _MESSAGE_KEYS = """
 SELECT k.user_id, k.key FROM user_keys k
 WHERE k.user_id = ANY(%s) AND NOT EXISTS (SELECT 1 FROM notification_erased_users e WHERE e.user_id = k.user_id)
@@ -127,11 +128,22 @@ RETURNING user_id, unread, version
 """
 
 
+async def _keys(cursor: AsyncCursor[Any], user_ids: list[str]) -> dict[str, bytes]:
+    await cursor.execute(_MESSAGE_KEYS, (user_ids,))
+    return {user_id: bytes(key) for user_id, key in await cursor.fetchall()}
+
+
+async def _alert_text(cursor: AsyncCursor[Any], change: Recorded) -> tuple[str, str]:
+    """A listing alert's (title, body), its saved search named only while the recipient's key opens it."""
+    assert change.alert is not None
+    keys = await _keys(cursor, [change.user_id]) if change.user_id else {}
+    return in_app(open_search_name(change.alert, change.user_id, keys.get(change.user_id or "")))
+
+
 async def _opened(cursor: AsyncCursor[Any], change: Recorded) -> tuple[str, str]:
     """A message's (title, body) opened with both people's keys, or the unreadable placeholder."""
     assert change.message is not None and change.requested_by is not None and change.user_id is not None
-    await cursor.execute(_MESSAGE_KEYS, ([change.requested_by, change.user_id],))
-    keys = {user_id: bytes(key) for user_id, key in await cursor.fetchall()}
+    keys = await _keys(cursor, [change.requested_by, change.user_id])
     sender, recipient = keys.get(change.requested_by), keys.get(change.user_id)
     if sender is None or recipient is None:
         return UNREADABLE_MESSAGE, ""
@@ -144,7 +156,12 @@ async def _opened(cursor: AsyncCursor[Any], change: Recorded) -> tuple[str, str]
 
 async def _apply(cursor: AsyncCursor[Any], change: Change) -> None:
     if isinstance(change, Recorded):
-        title, body = (change.title, change.body) if change.message is None else await _opened(cursor, change)
+        if change.message is not None:
+            title, body = await _opened(cursor, change)
+        elif change.alert is not None:
+            title, body = await _alert_text(cursor, change)
+        else:
+            title, body = change.title, change.body
         await cursor.execute(
             _RECORD,
             {

@@ -4,15 +4,16 @@ Its own Faust app and consumer group (`settings.saved_search_matcher_group`, def
 `saved-search-matcher`), reading `properties`. For each batch: the newest created/changed listing of
 each property (pure) -> percolate them against the saved searches (alias `saved-searches`) -> for each
 (saved search, listing) pair where the listing event is newer than the saved search and that was not
-alerted on before: remember it in `saved_search_matches` and produce
-`search.saved_match.v1` to `searches` (keyed by the saved search id, event id derived from the pair),
+alerted on before: seal the saved search's name with its owner's key (`user_keys`), remember the pair
+in `saved_search_matches` and produce `search.saved_match.v1` to `searches` (keyed by the saved search
+id, event id derived from the pair),
 in one Postgres transaction that commits only once Kafka has the events -> checkpoint
 `saved-search-matches` (`…@<group>` for another group). At most one alert per pair, also across
 updates, redeliveries and replays.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import faust
 import httpx
@@ -25,6 +26,7 @@ from schemas.topics import PROPERTIES, SEARCHES
 from streams.app import create_app
 from streams.batches import StoreUnavailable, record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.personal_keys import personal_keys
 from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
 from streams.searches.matching import (
@@ -37,6 +39,7 @@ from streams.searches.matching import (
     matches_checkpoint,
     percolation_document,
     plan_matches,
+    with_sealed_names,
 )
 from streams.searches.sinks import OpenSearchPercolator, PostgresMatchLedger
 
@@ -53,8 +56,10 @@ class SavedSearchMatcher:
         checkpoints: PostgresCheckpoints,
         produce: Produce,
         dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
+        keys: Callable[[Collection[str]], Awaitable[dict[str, bytes]]],
         checkpoint: str = MATCHES_CHECKPOINT,
     ) -> None:
+        self._keys = keys
         self._percolator = percolator
         self._checkpoint = checkpoint
         self._ledger = ledger
@@ -68,6 +73,9 @@ class SavedSearchMatcher:
         documents = [percolation_document(listed) for listed in plan.listings]
         hits = await until_done("opensearch", lambda: self._percolator.hits(documents))
         matches = alerts_due(hits, plan.listings)
+        owners = {hit.owner_id for hit, _ in matches}
+        keys = await until_done("postgres keys", lambda: self._keys(owners)) if owners else {}
+        matches = with_sealed_names(matches, keys)
         alerted = await until_done("postgres", lambda: self._ledger.record_then(matches, self._produce))
         if alerted:
             log.info("%d saved-search matches from %d listings", alerted, len(plan.listings))
@@ -106,12 +114,17 @@ async def match_saved_searches(stream: faust.StreamT[bytes]) -> None:
     async def dead_letters(letters: Sequence[DeadLetter]) -> None:
         await publish_dead_letters(app, letters)
 
+    async def keys(owners: Collection[str]) -> dict[str, bytes]:
+        async with pool.connection() as conn:
+            return await personal_keys(conn, owners)
+
     matcher = SavedSearchMatcher(
         OpenSearchPercolator(search, settings.opensearch_saved_searches_alias),
         PostgresMatchLedger(pool),
         PostgresCheckpoints(pool),
         produce_matches,
         dead_letters,
+        keys,
         checkpoint=matches_checkpoint(settings.saved_search_matcher_group),
     )
     try:

@@ -8,13 +8,14 @@ exactly as a search reads the indexed listing. Images are not in those events: a
 for listings with images is matched when a later change of the listing comes by, not on creation.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from schemas.codec import EventDecodeError, decode_storable
 from schemas.envelope import Envelope, format_time
+from schemas.personal import SEARCH_NAME, is_sealed, seal
 from schemas.properties import (
     PROPERTY_CREATED,
     PROPERTY_DELETED,
@@ -67,8 +68,25 @@ class SavedSearchHit:
     slot: int
     saved_search_id: str
     owner_id: str
-    name: str
+    name: str | None  # as the percolator holds it: in the clear, until `with_sealed_names`
     saved_at: datetime | None = None
+
+
+def with_sealed_names(
+    matches: Sequence[tuple[SavedSearchHit, ListedProperty]], keys: Mapping[str, bytes]
+) -> list[tuple[SavedSearchHit, ListedProperty]]:
+    """The matches with each saved search's name sealed with its owner's key (`SEARCH_NAME`): `searches`
+    and the alerts made from it keep events forever, and the name must not outlive the account. Without a
+    key (the account is closing) the alert goes without the name rather than with it in the clear."""
+    sealed = []
+    for hit, listed in matches:
+        key = keys.get(hit.owner_id)
+        if hit.name is None or is_sealed(hit.name):
+            name = hit.name
+        else:
+            name = None if key is None else seal(key, hit.owner_id, SEARCH_NAME, hit.name)
+        sealed.append((replace(hit, name=name), listed))
+    return sealed
 
 
 def alerts_due(

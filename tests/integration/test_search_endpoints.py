@@ -20,6 +20,7 @@ from ops.reindex import reindex
 from ops.search_index import alias_indices
 from schemas.codec import decode, encode
 from schemas.envelope import new_event
+from schemas.personal import SEARCH_NAME, new_personal_key, unseal
 from schemas.searches import SEARCH_SAVED_MATCH
 from schemas.topics import SEARCHES, USERS
 from schemas.users import USER_DELETED
@@ -457,6 +458,9 @@ async def matcher_passed(pg, search: SearchSlice, answer) -> None:
 async def test_a_saved_search_gets_exactly_one_alert_for_a_listing_that_fits(api, search, pg, settings):
     # The lister is not one of the run's owners: these listings stay out of the corpus the counts compare.
     owner, lister = search.owner(10), f"user-p{search.run}"
+    # The owner has a personal key, as a registered user does: the alert carries their search's name sealed.
+    key = new_personal_key()
+    await pg.execute("INSERT INTO user_keys (user_id, key) VALUES (%s, %s)", (owner, key))
     saved = await save(api, owner)
     search_id = saved.json()["data"]["id"]
     # Listed with the token: the projection has registered it in the percolator too.
@@ -497,14 +501,16 @@ async def test_a_saved_search_gets_exactly_one_alert_for_a_listing_that_fits(api
         matches = await tail.matches_for(search_id)
     finally:
         await tail.consumer.stop()
+        await pg.execute("DELETE FROM user_keys WHERE user_id = %s", (owner,))
     assert len(matches) == 1, matches
     [match] = matches
     assert match.userid == owner
+    sealed_name = match.data.pop("searchName")
+    assert unseal(key, owner, SEARCH_NAME, sealed_name) == "Kondapur, under a crore"
     assert match.data == {
         "savedSearchId": search_id,
         "userId": owner,
         "propertyId": fits_id,
-        "searchName": "Kondapur, under a crore",
         "title": "2BHK in Kondapur",
         "location": "Kondapur Village",
         "price": 10_000_000,

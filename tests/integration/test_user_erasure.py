@@ -1,8 +1,9 @@
 """Closing an account erases the person everywhere (crypto-shredding), against the real stack.
 
 A user registers, logs in on two devices, changes name and phone, lists a property with a photo named
-after them, searches for words of their own, saves a search under a name of their own and writes
-another user a message; every event is archived. Before the deletion the scanner finds them in Postgres and Redis
+after them, searches for words of their own, saves searches under names of their own (one of them then alerts them
+to a new listing: the matcher, the delivery reactor and the inbox name it) and writes another user a
+message; every event is archived. Before the deletion the scanner finds them in Postgres and Redis
 (so it can find things), and Kafka already holds nothing of them in the clear. After DELETE: login
 fails, the profile is 404, the listing is delisted, the other device's token is refused, the user's key
 is gone, and a Postgres dump, every Redis key, every OpenSearch document and every message of every
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from api.services import by_name
-from schemas.topics import SEARCHES, USERS
+from schemas.topics import PROPERTIES, SEARCHES, USERS
 from tests.support.archive import archive_worker
 from tests.support.erasure import kafka_everything, opensearch_everything, postgres_dump, redis_everything
 from tests.support.files import png_image
@@ -48,22 +49,32 @@ async def users(stack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def search(stack, settings, tmp_path_factory):
-    """The search service and a search projection of this module (its group starts at the end)."""
+    """The search service, a search projection and a saved-search matcher of this module (their groups
+    start at the end)."""
     log_dir = tmp_path_factory.mktemp("erasure-search")
-    group = f"erasure-search-projection-{uuid.uuid4().hex[:8]}"
+    run = uuid.uuid4().hex[:8]
+    group, matcher_group = f"erasure-search-projection-{run}", f"erasure-saved-search-matcher-{run}"
     await start_group_at_end(settings.kafka_bootstrap, group, (SEARCHES.name, USERS.name))
-    projection = WorkerProcess(
-        "streams.searches.projection_worker", {"HI_SEARCH_PROJECTION_GROUP": group}, log_dir / "projection.log"
-    )
+    await start_group_at_end(settings.kafka_bootstrap, matcher_group, (PROPERTIES.name,))
+    workers = [
+        WorkerProcess(
+            "streams.searches.projection_worker", {"HI_SEARCH_PROJECTION_GROUP": group}, log_dir / "projection.log"
+        ),
+        WorkerProcess(
+            "streams.searches.matcher_worker", {"HI_SAVED_SEARCH_MATCHER_GROUP": matcher_group}, log_dir / "matcher.log"
+        ),
+    ]
     service = ServiceProcess(by_name("search"), log_dir / "search-service.log", stack.as_env())
-    projection.start()
+    for worker in workers:
+        worker.start()
     try:
         await service.start()
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
             yield client
     finally:
         service.stop()
-        projection.stop()
+        for worker in workers:
+            worker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +136,12 @@ async def holds_none(dump: bytes, needles: set[bytes]) -> bool:
 def their_words() -> dict[str, str]:
     """What a person types into search: words found nowhere else."""
     marker = a_person()["name"].split()[1].lower()
-    return {"query": f"{marker} lakeview", "name": f"{marker.capitalize()} family flat hunt", "saved": f"{marker}ville"}
+    return {
+        "query": f"{marker} lakeview",
+        "name": f"{marker.capitalize()} family flat hunt",
+        "saved": f"{marker}ville",
+        "alert": f"{marker.capitalize()} budget alert",
+    }
 
 
 async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, notifications, settings, pg):
@@ -170,11 +186,20 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, 
             "/api/search/save", json={"name": words["name"], "criteria": {"q": words["saved"]}}, headers=phone
         )
         assert saved.status_code == 201, saved.text
-        mine = await search_api.get(
-            f"/api/search/saved/{user_id}", headers={**phone, CONSISTENCY: saved.headers[CONSISTENCY]}
+        # A price no other listing of the run asks: the second saved search matches the listing made below.
+        price = 9_000_000 + int(uuid.uuid4().int % 900_000)
+        alerting = await search_api.post(
+            "/api/search/save",
+            json={"name": words["alert"], "criteria": {"price": {"min": price, "max": price}}},
+            headers=phone,
         )
-        [listed] = mine.json()["data"]["items"]
-        assert (listed["name"], listed["criteria"]["q"]) == (words["name"], words["saved"])
+        assert alerting.status_code == 201, alerting.text
+        mine = await search_api.get(
+            f"/api/search/saved/{user_id}", headers={**phone, CONSISTENCY: alerting.headers[CONSISTENCY]}
+        )
+        names = {item["name"]: item["criteria"].get("q") for item in mine.json()["data"]["items"]}
+        assert names == {words["name"]: words["saved"], words["alert"]: None}
+        await an_alert_names_the_saved_search(notifications, property_api, user_id, phone, price, words["alert"])
         history = await search_api.get(
             f"/api/search/history/{user_id}", headers={**phone, CONSISTENCY: searched.headers[CONSISTENCY]}
         )
@@ -221,6 +246,25 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, 
     assert found_in(await redis_everything(settings), everything) == set()
     assert found_in(await opensearch_everything(settings), everything) == set()
     assert found_in(await kafka_everything(settings), everything) == set()
+
+
+async def an_alert_names_the_saved_search(
+    notifications, property_api, user_id: str, session: dict[str, str], price: int, name: str
+) -> None:
+    """Someone else lists a home at `price`: the matcher alerts the saved search, and the inbox entry made
+    of that alert names it (opened with its owner's key)."""
+    lister = bearer(f"user-lister-{uuid.uuid4().hex[:8]}")
+    listed = await property_api.post("/api/properties", json={**SEED_BODY, "price": price}, headers=lister)
+    assert listed.status_code == 201, listed.text
+    property_id = listed.json()["data"]["id"]
+    async with notifications.client() as notification_api:
+        inbox = await eventually(
+            lambda: notification_api.get(f"/api/notifications/{user_id}", headers=session),
+            lambda r: property_id in r.text,
+            within=90,
+        )
+    [entry] = [item for item in inbox.json()["data"]["items"] if property_id in str(item)]
+    assert entry["title"] == f"New match for \u201c{name}\u201d"
 
 
 async def write_a_message(users, notifications, sender: dict[str, str], message: dict[str, str]) -> None:
