@@ -11,6 +11,7 @@ Kafka topic hold none of the email, phones, names, search words, saved-search na
 words. The non-personal facts (the account's events, the listing's) remain.
 """
 
+import asyncio
 import uuid
 from collections.abc import Awaitable
 
@@ -251,8 +252,8 @@ async def test_a_closed_account_leaves_no_personal_data_anywhere(users, search, 
 async def an_alert_names_the_saved_search(
     notifications, property_api, user_id: str, session: dict[str, str], price: int, name: str
 ) -> None:
-    """Someone else lists a home at `price`: the matcher alerts the saved search, and the inbox entry made
-    of that alert names it (opened with its owner's key)."""
+    """Someone else lists a home at `price`: the matcher alerts the saved search, and the inbox entry and
+    the email made of that alert name it (opened with its owner's key)."""
     lister = bearer(f"user-lister-{uuid.uuid4().hex[:8]}")
     listed = await property_api.post("/api/properties", json={**SEED_BODY, "price": price}, headers=lister)
     assert listed.status_code == 201, listed.text
@@ -265,6 +266,9 @@ async def an_alert_names_the_saved_search(
         )
     [entry] = [item for item in inbox.json()["data"]["items"] if property_id in str(item)]
     assert entry["title"] == f"New match for \u201c{name}\u201d"
+    # ...and so does its email, which the delivery reactor rendered with the key.
+    [email] = await eventually(lambda: asyncio.sleep(0, notifications.mail(entry["id"])), bool, within=60)
+    assert email.message["Subject"] == f"New match for \u201c{name}\u201d: {SEED_BODY['title']}"
 
 
 async def write_a_message(users, notifications, sender: dict[str, str], message: dict[str, str]) -> None:
