@@ -21,9 +21,11 @@ system (found by command line: Kafka, OpenSearch, Postgres, Redis, each service,
 generator). It ends with the highest rate whose p99 < 200 ms with >= 99.9 % 2xx, and the whole system's
 idle CPU over 30 s (measured before the load, once the set-up has settled).
 
-Anonymous views are sent with an `X-Forwarded-For` from a pool of client addresses, as a proxy in front of
-the platform would add; the services believe it only when `HI_TRUSTED_PROXIES` names 127.0.0.1 (run
-`HI_TRUSTED_PROXIES=127.0.0.1/32 make run` to measure many viewers rather than one address).
+Anonymous views, and each bench user's sign-up and login, are sent with an `X-Forwarded-For` of their own
+(100.64.0.0/10 addresses, only ever written into the header), as a proxy in front of the platform would
+add; the services believe it only when `HI_TRUSTED_PROXIES` names 127.0.0.1, so run
+`HI_TRUSTED_PROXIES=127.0.0.1/32 make run` to measure many people rather than one address (registrations
+and views are limited per address).
 """
 
 import argparse
@@ -226,13 +228,17 @@ async def _user(client: aiohttp.ClientSession, host: str, run: str, n: int) -> d
     base = f"http://{host}:{PORTS['user']}/api/auth"
     email = f"bench-mix-{run}-{n}@example.in"
     body = {"email": email, "password": PASSWORD, "name": f"Bench Viewer {n}", "phone": f"+9198{n:08d}"}
-    async with client.post(f"{base}/register", json=body) as answer:
+    # Each person signs up from an address of their own (registrations are limited per address).
+    address = {"X-Forwarded-For": f"100.65.{n // 250}.{n % 250 + 1}"}
+    async with client.post(f"{base}/register", json=body, headers=address) as answer:
         if answer.status != 201:
             raise SystemExit(f"register answered {answer.status}: {await answer.text()}")
         token = answer.headers.get("X-Consistency-Token", "")
     for _ in range(200):  # login waits for its own registration once the session rule holds; until then, retry
         async with client.post(
-            f"{base}/login", json={"email": email, "password": PASSWORD}, headers={"X-Consistency-Token": token}
+            f"{base}/login",
+            json={"email": email, "password": PASSWORD},
+            headers={**address, "X-Consistency-Token": token},
         ) as answer:
             if answer.status == 200:
                 data = (await answer.json())["data"]
