@@ -55,3 +55,15 @@ class Rejection:
     status: int
     message: str
     errors: tuple[FieldProblem, ...] = ()
+
+    def outcome(self, command_id: str, aggregate_id: str, version: int | None = None) -> CommandOutcome:
+        """The answer a refused command gets: the endpoint waiting on it replies with this status."""
+        return CommandOutcome(
+            command_id=command_id,
+            aggregate_id=aggregate_id,
+            verdict=Verdict.REJECTED,
+            status=self.status,
+            message=self.message,
+            errors=self.errors,
+            version=version,
+        )

@@ -164,15 +164,7 @@ class PropertyCommandBatches:
         state: PropertyState | None = state_from_json(stored) if stored else None
         decision = decide(command, state)
         if isinstance(decision, Rejection):
-            outcome = CommandOutcome(
-                command_id=command.id,
-                aggregate_id=command.property_id,
-                verdict=Verdict.REJECTED,
-                status=decision.status,
-                message=decision.message,
-                errors=decision.errors,
-                version=state.version if state else None,
-            )
+            outcome = decision.outcome(command.id, command.property_id, state.version if state else None)
             return _Pending(command, outcome, [])
         sends = []
         for index, event in enumerate(decision):

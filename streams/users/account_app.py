@@ -116,15 +116,7 @@ async def handle(key: bytes, cause: Envelope) -> None:
     state: AccountState | None = state_from_json(stored) if stored else None
     decision = decide(command, state)
     if isinstance(decision, Rejection):
-        outcome = CommandOutcome(
-            command_id=command.id,
-            aggregate_id=command.user_id,
-            verdict=Verdict.REJECTED,
-            status=decision.status,
-            message=decision.message,
-            errors=decision.errors,
-            version=state.version if state else None,
-        )
+        outcome = decision.outcome(command.id, command.user_id, state.version if state else None)
     else:
         before, positions = state, []
         for index, event in enumerate(decision):

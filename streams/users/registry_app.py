@@ -16,7 +16,7 @@ import faust
 from config import get_settings
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.envelope import Envelope
-from schemas.outcomes import CommandOutcome, Rejection, Verdict
+from schemas.outcomes import Rejection
 from schemas.topics import COMMAND_OUTCOMES, USER_COMMANDS, USER_REGISTRATIONS
 from schemas.users import OPEN_ACCOUNT, REGISTER_USER, RELEASE_EMAIL, OpenAccount, RegisterUser, ReleaseEmail
 from streams.app import create_app, run_worker
@@ -77,14 +77,7 @@ async def handle(key: bytes, cause: Envelope) -> None:
         return
     decision = decide_registration(registration, emails.get(registration.email_key))
     if isinstance(decision, Rejection):
-        outcome = CommandOutcome(
-            command_id=cause.id,
-            aggregate_id=registration.email_key,
-            verdict=Verdict.REJECTED,
-            status=decision.status,
-            message=decision.message,
-            errors=decision.errors,
-        )
+        outcome = decision.outcome(cause.id, registration.email_key)
         await app.producer.send_and_wait(
             COMMAND_OUTCOMES.name,
             cause.id.encode(),
