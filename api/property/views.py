@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from api.common.auth import AccessClaims
 from api.common.client_address import request_address
-from api.common.rate_limits import count_in_window
+from api.common.rate_limits import count_in_window, counted
 
 _MINUTE = 60
 
@@ -33,12 +33,8 @@ def viewer_of(user: AccessClaims | None, address: str, user_agent: str) -> str:
 
 
 async def _anonymous_viewer_allowed(redis: Redis, property_id: str, address: str, most: int, window: int) -> bool:
-    key = f"view:anonymous:{property_id}:{address}"
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, window, nx=True)
-        count, _ = await pipe.execute()
-    return int(count) <= most
+    count, _ = await counted(redis, f"view:anonymous:{property_id}:{address}", window)
+    return count <= most
 
 
 async def counted_view(request: Request, property_id: str, user: AccessClaims | None) -> str | None:
