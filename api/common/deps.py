@@ -2,6 +2,9 @@
 
     async def create(body: PropertyIn, user: CurrentUser, ctx: Context) -> ...
 
+The clients the composition root (`api/common/service.py`) opened are taken the same way
+(`pool: PgPool`, `redis: RedisClient`, ...), never from `request.app.state` in a route.
+
 `X-User-Id`, when sent, must equal the token's subject (403 otherwise). `X-Session-Id` and the
 correlation id travel onto every event the request produces. `ConsistencyToken` is what a query waits
 for: the header's positions and the signed-in caller's own latest writes.
@@ -10,13 +13,20 @@ for: the header's positions and the signed-in caller's own latest writes.
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opensearchpy import AsyncOpenSearch
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from api.common import own_writes
 from api.common.auth import AccessClaims, Unauthorized, verify_access_token
+from api.common.commands import CommandBus
+from api.common.contract import IDEMPOTENCY_DESCRIPTION
 from api.common.errors import ApiError, field_error
-from api.common.kafka import CONSISTENCY_HEADER
+from api.common.idempotency import IDEMPOTENCY_HEADER
+from api.common.kafka import CONSISTENCY_HEADER, EventProducer
+from config.settings import Settings
 from schemas.ids import new_id
 
 # Declares the scheme in OpenAPI (the "Authorize" button); we raise our own 401s, hence no auto_error.
@@ -25,6 +35,17 @@ bearer_scheme = HTTPBearer(auto_error=False, description="Access token from POST
 # User and session ids are ours (`user-…`); anything else in these headers is refused, not logged.
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 ID_MAX_LENGTH = 128
+# ---- path and header types used by several services ----
+
+UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
+PropertyId = Annotated[str, Path(pattern=r"^prop-[A-Za-z0-9]{1,64}$", description="A property id, `prop-…`")]
+FileId = Annotated[str, Path(pattern=r"^file-[A-Za-z0-9]{1,64}$", description="A file id, `file-…`")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200, description=IDEMPOTENCY_DESCRIPTION)
+]
+IfMatch = Annotated[
+    str | None, Header(alias="If-Match", max_length=40, description='The `ETag` of a GET, e.g. `"3"`: refused if stale')
+]
 UserIdHeader = Annotated[str | None, Header(alias="X-User-Id", max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 SessionIdHeader = Annotated[str | None, Header(alias="X-Session-Id", max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 
@@ -112,3 +133,39 @@ async def request_context(
 
 
 Context = Annotated[RequestContext, Depends(request_context)]
+
+
+# ---- the clients the lifespan opened (api/common/service.py) ----
+
+
+async def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def _pg_pool(request: Request) -> AsyncConnectionPool:
+    return request.app.state.pg_pool
+
+
+async def _redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+async def _opensearch(request: Request) -> AsyncOpenSearch:
+    return request.app.state.opensearch
+
+
+async def _producer(request: Request) -> EventProducer:
+    return request.app.state.producer
+
+
+async def _command_bus(request: Request) -> CommandBus:
+    return request.app.state.commands
+
+
+# Async on purpose: FastAPI runs a plain `def` dependency in a thread, a hop per request for nothing.
+AppSettings = Annotated[Settings, Depends(_settings)]
+PgPool = Annotated[AsyncConnectionPool, Depends(_pg_pool)]
+RedisClient = Annotated[Redis, Depends(_redis)]
+SearchClient = Annotated[AsyncOpenSearch, Depends(_opensearch)]
+Producer = Annotated[EventProducer, Depends(_producer)]
+Commands = Annotated[CommandBus, Depends(_command_bus)]

@@ -20,6 +20,7 @@ from redis.backoff import ExponentialBackoff
 
 from api.common import own_writes
 from api.common.commands import CommandBus
+from api.common.contract import publish_contract
 from api.common.errors import error_response, field_error, install_error_handlers
 from api.common.kafka import EventProducer
 from api.common.logs import RequestLogMiddleware, configure_logging
@@ -174,4 +175,5 @@ def create_service(
     app.add_middleware(RequestLogMiddleware, observe=observe_request if with_metrics else None)
     _add_probes(app, name)
     add_status_routes(app, name, with_metrics)
+    app.openapi = publish_contract(app)  # type: ignore[method-assign]
     return app
