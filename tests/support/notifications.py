@@ -151,7 +151,7 @@ async def running_notification_slice(
     smtp_port, sms_port = free_port(), free_port()
     env = slice_env(env, run, smtp_port, sms_port, log_dir)
     delivery_group = env["HI_NOTIFICATION_DELIVERY_GROUP"]
-    bootstrap = env.get("HI_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    bootstrap = env.get("HI_KAFKA_BOOTSTRAP") or get_settings().kafka_bootstrap
     await start_group_at_end(bootstrap, delivery_group, (NOTIFICATIONS.name, SEARCHES.name, USERS.name))
     await start_group_at_end(bootstrap, env["HI_NOTIFICATION_PROJECTION_GROUP"], (NOTIFICATIONS.name, USERS.name))
     mailbox = ServerProcess("ops.mailbox", smtp_port, log_dir / "mailbox", log_dir / "mailbox.log")

@@ -1,7 +1,8 @@
 """The real stack for integration, e2e and chaos tests: one fixture, two back ends.
 
 - native (default): `ops/stack.sh up` starts Kafka, Postgres, Redis and OpenSearch on this machine
-  (installing what is missing); a second call with everything up returns at once.
+  (installing what is missing); a second call with everything up returns at once. HI_STATE_DIR and the
+  HI_*_PORT variables choose which stack (the script and the settings read the same ones).
 - testcontainers (`HI_TEST_BACKEND=testcontainers`, needs a Docker engine): the images of
   docker-compose.yml, published on the same ports, so the code under test needs no other settings.
 Either way, migrations and topics are applied before the first test.
@@ -38,9 +39,24 @@ class StackEndpoints:
 NATIVE = StackEndpoints("127.0.0.1:9092", "127.0.0.1", 5433, "redis://127.0.0.1:6380/0", "http://127.0.0.1:9200")
 
 
+def native_endpoints() -> StackEndpoints:
+    """Where `ops/stack.sh` puts the stack: the settings' endpoints, which follow the same HI_*_PORT
+    variables the script reads (so a suite pointed at a second stack starts and uses that one)."""
+    from config.settings import Settings
+
+    settings = Settings()
+    return StackEndpoints(
+        settings.kafka_bootstrap,
+        settings.postgres_host,
+        settings.postgres_port,
+        settings.redis_url,
+        settings.opensearch_url,
+    )
+
+
 def start_native() -> StackEndpoints:
     subprocess.run([str(PROJECT_ROOT / "ops" / "stack.sh"), "up"], check=True)
-    return NATIVE
+    return native_endpoints()
 
 
 def docker_engine_answers() -> bool:
