@@ -4,10 +4,17 @@ Verification trusts nothing in the token before the signature checks out: the al
 EdDSA (so `none`, or HS256 with the public key as a shared secret, cannot pass) and the key is looked
 up by `kid` among our own keys only. Every failure is the same 401 with `WWW-Authenticate: Bearer`;
 the reason goes to the log, not to the client.
+
+A token that passed is remembered (`VerifiedTokens`, a bounded LRU keyed by the token's exact text)
+until it expires, so a client's next requests skip the signature check and the claim parsing; the
+deny list is asked on every request all the same, so a logout or a closed account refuses the
+remembered token at once.
 """
 
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +73,51 @@ def actor_role(claims: AccessClaims) -> Role:
     return Role.ADMIN if claims.role == Role.ADMIN else Role.USER
 
 
+@dataclass(frozen=True)
+class _Verified:
+    subject: str
+    role: str
+    token_id: str
+    session_id: str
+    expires: float  # `exp`, seconds since the epoch
+
+
+class VerifiedTokens:
+    """Tokens whose signature and claims checked out, by their exact text (with what they were checked
+    against), until they expire. Bounded: the least recently used is dropped first. A process's keys are
+    loaded once and never dropped (`KeyRing`), so a token valid when remembered stays valid to the end
+    of its life, but for the deny list, which is not cached."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, ...], _Verified] = OrderedDict()
+
+    def get(self, key: tuple[str, ...]) -> _Verified | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, ...], verified: _Verified) -> None:
+        self._entries[key] = verified
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+VERIFIED = VerifiedTokens()
+
+
+def _now() -> float:
+    return time.time()
+
+
 @lru_cache
 def keyring_for(directory: Path) -> KeyRing:
     # One ring per directory and process; loading (or creating) the keys waits for first use.
@@ -104,6 +156,33 @@ async def verify_access_token(
     is_revoked: RevocationCheck | None = None,
 ) -> AccessClaims:
     settings = settings or get_settings()
+    key = (token, str(settings.keys_dir), settings.jwt_audience, settings.jwt_issuer)
+    verified = VERIFIED.get(key)
+    if verified is not None and _now() >= verified.expires + LEEWAY_SECONDS:
+        VERIFIED.drop(key)
+        raise Unauthorized("Access token expired")
+    if verified is None:
+        verified = _verify_signed(token, settings)
+        VERIFIED.put(key, verified)
+    standing = (
+        await is_revoked(verified.token_id, verified.subject, verified.session_id)
+        if is_revoked is not None
+        else Standing(False)
+    )
+    if standing.revoked:
+        raise Unauthorized("Access token revoked")
+    return AccessClaims(
+        subject=verified.subject,
+        role=verified.role,
+        token_id=verified.token_id,
+        session_id=verified.session_id,
+        expires_at=datetime.fromtimestamp(verified.expires, UTC),
+        own_writes=standing.own_writes,
+    )
+
+
+def _verify_signed(token: str, settings: Settings) -> _Verified:
+    """The signature, algorithm, key, audience, issuer, times and claims checked; Unauthorized otherwise."""
     try:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != ALGORITHM:
@@ -127,16 +206,4 @@ async def verify_access_token(
         raise Unauthorized() from None
     if not all(isinstance(claims[name], str) for name in ("sub", "role", "jti", "sid")):
         raise Unauthorized()
-    standing = (
-        await is_revoked(claims["jti"], claims["sub"], claims["sid"]) if is_revoked is not None else Standing(False)
-    )
-    if standing.revoked:
-        raise Unauthorized("Access token revoked")
-    return AccessClaims(
-        subject=claims["sub"],
-        role=claims["role"],
-        token_id=claims["jti"],
-        session_id=claims["sid"],
-        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
-        own_writes=standing.own_writes,
-    )
+    return _Verified(claims["sub"], claims["role"], claims["jti"], claims["sid"], float(claims["exp"]))

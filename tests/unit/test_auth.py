@@ -18,7 +18,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
-from api.common.auth import Standing, issue_access_token, keyring_for, verify_access_token
+from api.common import auth
+from api.common.auth import (
+    LEEWAY_SECONDS,
+    Standing,
+    VerifiedTokens,
+    _Verified,
+    issue_access_token,
+    keyring_for,
+    verify_access_token,
+)
 from api.common.deps import Context, CurrentUser, OptionalUser
 from api.common.keys import KeyRing
 from api.common.responses import ok
@@ -238,3 +247,37 @@ def test_processes_racing_on_an_empty_dir_agree_on_one_key(tmp_path):
         kids = set(pool.map(_signing_kid, [directory] * 16))
     assert len(kids) == 1
     assert [p.stem for p in Path(directory).glob("*.pem")] == list(kids)
+
+
+async def test_a_remembered_token_is_still_refused_once_its_session_is_revoked(app, client, settings):
+    token = issue_access_token("user-456", "user", session_id="sess-later-revoked", settings=settings)
+    revoked: set[str] = set()
+
+    async def is_revoked(token_id: str, subject: str, session_id: str) -> Standing:
+        return Standing(revoked=session_id in revoked)
+
+    app.state.is_revoked = is_revoked
+    assert (await client.get("/api/me", headers=bearer(token))).status_code == 200  # verified and remembered
+    revoked.add("sess-later-revoked")
+    body = await assert_401(client, bearer(token))
+    assert body["message"] == "Access token revoked"
+
+
+async def test_a_remembered_token_expires_with_its_exp(client, settings, monkeypatch):
+    token = issue_access_token("user-456", "user", ttl=60, settings=settings)
+    assert (await client.get("/api/me", headers=bearer(token))).status_code == 200  # verified and remembered
+    later = time.time() + 60 + LEEWAY_SECONDS + 1
+    monkeypatch.setattr(auth, "_now", lambda: later)
+    body = await assert_401(client, bearer(token))
+    assert body["message"] == "Access token expired"
+
+
+def test_remembered_tokens_are_bounded_dropping_the_least_recently_used():
+    tokens = VerifiedTokens(size=2)
+    first, second, third = (("a",), ("b",), ("c",))
+    for key in (first, second):
+        tokens.put(key, _Verified("user-1", "user", key[0], "sess-1", time.time() + 60))
+    assert tokens.get(first) is not None  # `second` is now the least recently used
+    tokens.put(third, _Verified("user-1", "user", "c", "sess-1", time.time() + 60))
+    assert len(tokens) == 2
+    assert tokens.get(second) is None and tokens.get(first) is not None and tokens.get(third) is not None
