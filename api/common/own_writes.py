@@ -17,10 +17,12 @@ A query reads the hash in the round trip of the deny-list check (`api/common/rev
 
 import logging
 import math
+import weakref
 from collections.abc import Iterable, Mapping
 
 from fastapi import Request
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +54,9 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+# One registered script per client: EVALSHA sends the 40-character digest instead of the script's text,
+# and Redis runs its cached compile (redis-py loads the script again if Redis answers NOSCRIPT).
+_merge_scripts: "weakref.WeakKeyDictionary[Redis, AsyncScript]" = weakref.WeakKeyDictionary()
 
 
 def user_writer(user_id: str) -> str:
@@ -80,7 +85,10 @@ async def remember(redis: Redis, writer: str, positions: Iterable[Position], wai
     for p in positions:
         args += [f"{p.topic}:{p.partition}", p.offset]
     if len(args) > 1:
-        await redis.eval(_MERGE, 1, writes_key(writer), *args)
+        merge = _merge_scripts.get(redis)
+        if merge is None:
+            merge = _merge_scripts[redis] = redis.register_script(_MERGE)
+        await merge(keys=[writes_key(writer)], args=args)
 
 
 def decode(fields: Mapping[bytes, bytes]) -> tuple[Position, ...]:
