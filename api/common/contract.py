@@ -57,6 +57,13 @@ CONSISTENCY_TOKEN = {
 }
 LOCATION = {"Location": {"description": "Where the created resource can be read", "schema": {"type": "string"}}}
 ETAG = {"ETag": {"description": "The resource's version, for If-Match", "schema": {"type": "string"}}}
+# Set on a query's answer when the store had not applied the positions it waited for within the bound.
+STALE = {
+    "X-Consistency": {
+        "description": "`stale` when the store had not caught up with the positions waited for in time",
+        "schema": {"type": "string", "enum": ["stale"]},
+    }
+}
 IDEMPOTENCY_DESCRIPTION = (
     f"`{IDEMPOTENCY_HEADER}`: the same key with the same body answers the first answer again, "
     "without a second command; with another body, 409"
@@ -94,13 +101,21 @@ def _openapi_error(status: int) -> dict[str, Any]:
     return response
 
 
+# Headers whose mere presence can be refused: an `X-User-Id` that is not the token's subject (403),
+# an `Idempotency-Key` whose first request is still being answered (409).
+_HEADER_ERRORS = {"x-user-id": 403, IDEMPOTENCY_HEADER.lower(): 409}
+
+
 def _common_errors(path: str, operation: dict[str, Any]) -> list[int]:
     statuses = []
-    takes_input = bool(operation.get("parameters") or operation.get("requestBody"))
+    parameters = operation.get("parameters") or []
+    takes_input = bool(parameters or operation.get("requestBody"))
     if takes_input:
         statuses += [400, 422]
     if operation.get("security"):
         statuses.append(401)
+    headers = {str(p.get("name", "")).lower() for p in parameters if p.get("in") == "header"}
+    statuses += [status for header, status in _HEADER_ERRORS.items() if header in headers]
     if operation.get("requestBody"):
         statuses.append(413)
     if path.startswith("/api/") or path in ("/ready", "/status"):

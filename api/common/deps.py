@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from api.common import own_writes
 from api.common.auth import AccessClaims, Unauthorized, verify_access_token
+from api.common.client_address import request_address
 from api.common.commands import CommandBus
 from api.common.contract import IDEMPOTENCY_DESCRIPTION
 from api.common.errors import ApiError, field_error
@@ -28,6 +29,8 @@ from api.common.idempotency import IDEMPOTENCY_HEADER
 from api.common.kafka import CONSISTENCY_HEADER, EventProducer
 from config.settings import Settings
 from schemas.ids import new_id
+from storage import BlobStore
+from storage.web import app_blob_store
 
 # Declares the scheme in OpenAPI (the "Authorize" button); we raise our own 401s, hence no auto_error.
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from POST /api/auth/login")
@@ -162,6 +165,15 @@ async def _command_bus(request: Request) -> CommandBus:
     return request.app.state.commands
 
 
+async def _blob_store(request: Request) -> BlobStore:
+    return app_blob_store(request)
+
+
+async def _client_address(request: Request) -> str:
+    """The client's address as rate limits count it (`HI_TRUSTED_PROXIES`: which forwarded hops to believe)."""
+    return request_address(request)
+
+
 # Async on purpose: FastAPI runs a plain `def` dependency in a thread, a hop per request for nothing.
 AppSettings = Annotated[Settings, Depends(_settings)]
 PgPool = Annotated[AsyncConnectionPool, Depends(_pg_pool)]
@@ -169,3 +181,5 @@ RedisClient = Annotated[Redis, Depends(_redis)]
 SearchClient = Annotated[AsyncOpenSearch, Depends(_opensearch)]
 Producer = Annotated[EventProducer, Depends(_producer)]
 Commands = Annotated[CommandBus, Depends(_command_bus)]
+Blobs = Annotated[BlobStore, Depends(_blob_store)]
+ClientAddress = Annotated[str, Depends(_client_address)]
