@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
 
 from api.common.auth import AccessClaims
 from api.common.commands import CommandBus
@@ -66,8 +67,7 @@ def command(
     )
 
 
-async def decide(request: Request, envelope: Envelope) -> CommandOutcome:
-    bus: CommandBus = request.app.state.commands
+async def decide(bus: CommandBus, envelope: Envelope) -> CommandOutcome:
     outcome = await bus.send(PROPERTY_COMMANDS.name, envelope)
     if outcome.verdict == Verdict.REJECTED:
         raise ApiError(
@@ -86,10 +86,11 @@ def decision_headers(outcome: CommandOutcome) -> dict[str, str]:
 
 
 async def once(
-    request: Request, *, scope: str, user: AccessClaims, key: str | None, body: Any, answer: Any
+    redis: Redis, request: Request, *, scope: str, user: AccessClaims, key: str | None, body: Any, answer: Any
 ) -> JSONResponse:
+    """The answer of `answer()`, once per Idempotency-Key (the request's method, path and `body` must match)."""
     return await idempotent(
-        request.app.state.redis,
+        redis,
         scope=scope,
         user_id=user.subject,
         key=key,

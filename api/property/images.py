@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import Request, UploadFile
+from fastapi import UploadFile
+from psycopg_pool import AsyncConnectionPool
 
 from api.common.deps import RequestContext
 from api.common.errors import ApiError, field_error
-from api.common.kafka import Position
+from api.common.kafka import EventProducer, Position
 from api.common.personal_keys import personal_key, sealed_filename
 from schemas.envelope import new_event
 from schemas.files import FILE_UPLOADED, FileKind, FileUploaded
@@ -129,10 +130,15 @@ def image_file_id(property_id: str, sha256: str) -> str:
 
 
 async def announce_files(
-    request: Request, property_id: str, owner_id: str, images: list[StoredImage], ctx: RequestContext
+    pool: AsyncConnectionPool,
+    producer: EventProducer,
+    property_id: str,
+    owner_id: str,
+    images: list[StoredImage],
+    ctx: RequestContext,
 ) -> list[Position]:
     """`file.uploaded.v1` for each accepted image (ids derived, so a retry duplicates nothing)."""
-    key = await personal_key(request.app.state.pg_pool, owner_id)
+    key = await personal_key(pool, owner_id)
     events = []
     for image in images:
         file_id = image_file_id(property_id, image.sha256)
@@ -157,5 +163,4 @@ async def announce_files(
                 correlationid=ctx.correlation_id,
             )
         )
-    producer = request.app.state.producer
     return list(await asyncio.gather(*(producer.publish(FILES.name, event) for event in events)))

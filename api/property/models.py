@@ -38,16 +38,83 @@ class PropertyCreatedOut(ApiModel):
 
 
 class PropertyChangedOut(ApiModel):
+    """An update's or a delisting's answer: the version it made (the next `If-Match`)."""
+
     id: str
     version: int
 
 
 class ViewRecordedOut(ApiModel):
     property_id: str
-    counted: bool
+    counted: bool = Field(description="False when this viewer's view in this window was counted already")
+
+
+class ImageOut(ApiModel):
+    url: str = Field(description="Where the image is served: `/api/properties/{id}/images/{sha256}`")
+    sha256: str
+    content_type: str
+    size_bytes: int
 
 
 class ImagesAddedOut(ApiModel):
     id: str
     version: int
-    images: list[dict[str, Any]]
+    images: list[ImageOut] = Field(description="The images of this upload")
+
+
+class PropertyOut(ApiModel):
+    """A live listing as the details, a user's listings and the recent list show it."""
+
+    id: str
+    owner_id: str
+    title: str
+    description: str | None
+    location: str
+    price: int = Field(description="Rupees")
+    property_type: PropertyType
+    bedrooms: int
+    bathrooms: int
+    area_sqft: int | None
+    amenities: list[str]
+    latitude: float | None
+    longitude: float | None
+    attributes: dict[str, Any]
+    featured: bool
+    images: list[ImageOut]
+    view_count: int = Field(description="Views counted, all time")
+    version: int = Field(description="The listing's version, as its `ETag`")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class FeaturedPropertyOut(PropertyOut):
+    views_this_week: int = Field(description="Views counted over the last 7 days (UTC)")
+
+
+class GeoPointOut(ApiModel):
+    lat: float
+    lon: float
+
+
+class SimilarPropertyOut(ApiModel):
+    """A listing as the search index holds it, with how alike it is to the one asked about."""
+
+    id: str
+    owner_id: str
+    title: str
+    description: str | None = None
+    location: str
+    property_type: PropertyType
+    price: int
+    bedrooms: int
+    bathrooms: int
+    area_sqft: int | None = None
+    amenities: list[str]
+    attributes: dict[str, Any]
+    featured: bool
+    image_count: int
+    geo: GeoPointOut | None = Field(default=None, description="Only when the listing has a position")
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    score: float = Field(description="Relevance to the listing asked about; higher is more alike")

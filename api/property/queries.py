@@ -10,13 +10,16 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from fastapi import Request
+from opensearchpy import AsyncOpenSearch
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from api.common.status import ReadModel, fixed
+from config.settings import Settings
 from schemas.envelope import format_time
 from schemas.properties import PropertyType
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
@@ -46,11 +49,8 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
     return {} if fresh else {"X-Consistency": "stale"}
 
 
-async def _caught_up(request: Request, checkpoint: str, token: str | None) -> bool:
-    settings = request.app.state.settings
-    return await wait_for_positions(
-        request.app.state.pg_pool, checkpoint, _EVENT_TOPICS, token, settings.consistency_wait_seconds
-    )
+async def _caught_up(pool: AsyncConnectionPool, settings: Settings, checkpoint: str, token: str | None) -> bool:
+    return await wait_for_positions(pool, checkpoint, _EVENT_TOPICS, token, settings.consistency_wait_seconds)
 
 
 def _listing(row: dict[str, Any]) -> dict[str, Any]:
@@ -79,15 +79,15 @@ def _listing(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with request.app.state.pg_pool.connection() as conn:
+async def _fetch(pool: AsyncConnectionPool, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 
 
-async def _from_postgres(request: Request, property_id: str) -> dict[str, Any] | None:
+async def _from_postgres(pool: AsyncConnectionPool, property_id: str) -> dict[str, Any] | None:
     rows = await _fetch(
-        request,
+        pool,
         f"SELECT {_LISTING_COLUMNS} FROM properties p LEFT JOIN property_views v ON v.property_id = p.id"  # noqa: S608
         " WHERE p.id = %s AND NOT p.deleted AND p.title IS NOT NULL",
         (property_id,),
@@ -95,9 +95,11 @@ async def _from_postgres(request: Request, property_id: str) -> dict[str, Any] |
     return _listing(rows[0]) if rows else None
 
 
-async def details(request: Request, property_id: str, token: str | None) -> tuple[dict[str, Any], bool]:
-    fresh = await _caught_up(request, REDIS_CHECKPOINT, token)
-    raw = await request.app.state.redis.get(f"property:{property_id}")
+async def details(
+    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, token: str | None
+) -> tuple[dict[str, Any], bool]:
+    fresh = await _caught_up(pool, settings, REDIS_CHECKPOINT, token)
+    raw = await redis.get(f"property:{property_id}")
     if raw is not None:
         document = orjson.loads(raw)
         if document.get("deleted"):
@@ -105,21 +107,25 @@ async def details(request: Request, property_id: str, token: str | None) -> tupl
         document.pop("deleted", None)
         return document, fresh
     # Not in Redis (never projected there yet, or Redis was emptied): Postgres is the fallback.
-    listing = await _from_postgres(request, property_id)
+    listing = await _from_postgres(pool, property_id)
     if listing is None:
         raise ApiError(404, f"Property {property_id} not found")
     return listing, fresh
 
 
-async def require_listed(request: Request, property_id: str, token: str | None) -> None:
-    await details(request, property_id, token)
+async def require_listed(
+    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, token: str | None
+) -> None:
+    await details(pool, redis, settings, property_id, token)
 
 
-async def listed_owner(request: Request, property_id: str, token: str | None) -> str | None:
+async def listed_owner(
+    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, token: str | None
+) -> str | None:
     """The owner of a live listing as the read model has it; None when it lists no such listing (not
     yet projected, or gone): the decider has the last word then."""
     try:
-        listing, _ = await details(request, property_id, token)
+        listing, _ = await details(pool, redis, settings, property_id, token)
     except ApiError as exc:
         if exc.status == 404:
             return None
@@ -128,10 +134,12 @@ async def listed_owner(request: Request, property_id: str, token: str | None) ->
     return owner
 
 
-async def image_of(request: Request, property_id: str, sha256: str, token: str | None) -> dict[str, Any]:
+async def image_of(
+    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, sha256: str, token: str | None
+) -> dict[str, Any]:
     """One of a live listing's images: an image of another listing, a file's bytes, a deleted
     listing's photos are not served here, whatever the blob store still holds."""
-    listing, _ = await details(request, property_id, token)
+    listing, _ = await details(pool, redis, settings, property_id, token)
     for image in listing["images"]:
         if image["sha256"] == sha256:
             found: dict[str, Any] = image
@@ -156,11 +164,13 @@ def _newest_first_page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]
     return page(items, cursor)
 
 
-async def _newest_first(request: Request, where: str, params: tuple[Any, ...], paging: PageParams) -> dict[str, Any]:
+async def _newest_first(
+    pool: AsyncConnectionPool, where: str, params: tuple[Any, ...], paging: PageParams
+) -> dict[str, Any]:
     after_time, after_id = _time_cursor(paging)
     keyset = " AND (p.created_at, p.id) < (%s, %s)" if after_time else ""
     rows = await _fetch(
-        request,
+        pool,
         f"SELECT {_LISTING_COLUMNS} FROM properties p LEFT JOIN property_views v ON v.property_id = p.id"  # noqa: S608
         f" WHERE NOT p.deleted AND p.title IS NOT NULL AND {where}{keyset}"
         " ORDER BY p.created_at DESC, p.id DESC LIMIT %s",
@@ -170,20 +180,21 @@ async def _newest_first(request: Request, where: str, params: tuple[Any, ...], p
 
 
 async def by_owner(
-    request: Request, owner_id: str, paging: PageParams, token: str | None
+    pool: AsyncConnectionPool, settings: Settings, owner_id: str, paging: PageParams, token: str | None
 ) -> tuple[dict[str, Any], bool]:
-    fresh = await _caught_up(request, POSTGRES_CHECKPOINT, token)
-    return await _newest_first(request, "p.owner_id = %s", (owner_id,), paging), fresh
+    fresh = await _caught_up(pool, settings, POSTGRES_CHECKPOINT, token)
+    return await _newest_first(pool, "p.owner_id = %s", (owner_id,), paging), fresh
 
 
 async def recent(
-    request: Request,
+    pool: AsyncConnectionPool,
+    settings: Settings,
     paging: PageParams,
     location: str | None,
     property_type: PropertyType | None,
     token: str | None,
 ) -> tuple[dict[str, Any], bool]:
-    fresh = await _caught_up(request, POSTGRES_CHECKPOINT, token)
+    fresh = await _caught_up(pool, settings, POSTGRES_CHECKPOINT, token)
     conditions, params = ["true"], []
     if location:
         conditions.append("lower(p.location) = lower(%s)")
@@ -191,14 +202,16 @@ async def recent(
     if property_type:
         conditions.append("p.property_type = %s")
         params.append(property_type.value)
-    return await _newest_first(request, " AND ".join(conditions), tuple(params), paging), fresh
+    return await _newest_first(pool, " AND ".join(conditions), tuple(params), paging), fresh
 
 
-async def featured(request: Request, limit: int, token: str | None) -> tuple[dict[str, Any], bool]:
+async def featured(
+    pool: AsyncConnectionPool, settings: Settings, limit: int, token: str | None
+) -> tuple[dict[str, Any], bool]:
     """Admin-featured first (newest first), then the most viewed over the last 7 days (UTC)."""
-    fresh = await _caught_up(request, POSTGRES_CHECKPOINT, token)
+    fresh = await _caught_up(pool, settings, POSTGRES_CHECKPOINT, token)
     rows = await _fetch(
-        request,
+        pool,
         f"""
         WITH week AS (
             SELECT property_id, sum(views) AS views FROM property_views_daily
@@ -219,10 +232,14 @@ async def featured(request: Request, limit: int, token: str | None) -> tuple[dic
 
 
 async def similar(
-    request: Request, property_id: str, limit: int, token: str | None
+    pool: AsyncConnectionPool,
+    search: AsyncOpenSearch,
+    settings: Settings,
+    property_id: str,
+    limit: int,
+    token: str | None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    fresh = await _caught_up(request, OPENSEARCH_CHECKPOINT, token)
-    search = request.app.state.opensearch
+    fresh = await _caught_up(pool, settings, OPENSEARCH_CHECKPOINT, token)
     found = await search.search(index=SEARCH_ALIAS, body={"query": {"ids": {"values": [property_id]}}, "size": 1})
     hits = found["hits"]["hits"]
     if not hits:

@@ -8,16 +8,43 @@ from fastapi import APIRouter, File, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.common.auth import actor_role
-from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser
+from api.common.contract import CONSISTENCY_TOKEN, ETAG, LOCATION, STALE, errors, success_headers
+from api.common.deps import (
+    AppSettings,
+    Blobs,
+    ClientAddress,
+    Commands,
+    ConsistencyToken,
+    Context,
+    CurrentUser,
+    IdempotencyKey,
+    IfMatch,
+    OptionalUser,
+    PgPool,
+    Producer,
+    PropertyId,
+    RedisClient,
+    SearchClient,
+    UserId,
+)
 from api.common.downloads import blob_response
 from api.common.errors import ApiError, field_error
-from api.common.idempotency import IDEMPOTENCY_HEADER
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
-from api.common.pagination import PageQuery
-from api.common.responses import created, ok
+from api.common.pagination import Page, PageQuery
+from api.common.responses import Success, created, ok
 from api.property import commands, queries, views
 from api.property.images import announce_files, checked_images, commit_images, sniff_image_type
-from api.property.models import PropertyCreateIn, PropertyUpdateIn
+from api.property.models import (
+    FeaturedPropertyOut,
+    ImagesAddedOut,
+    PropertyChangedOut,
+    PropertyCreatedOut,
+    PropertyCreateIn,
+    PropertyOut,
+    PropertyUpdateIn,
+    SimilarPropertyOut,
+    ViewRecordedOut,
+)
 from schemas.envelope import new_event
 from schemas.properties import (
     ADD_PROPERTY_IMAGES,
@@ -36,48 +63,67 @@ from schemas.properties import (
     UpdateProperty,
 )
 from schemas.topics import PROPERTY_VIEWS
-from storage.web import app_blob_store
 
 router = APIRouter(prefix="/api/properties", tags=["properties"])
 
-PropertyId = Annotated[str, Path(pattern=r"^prop-[A-Za-z0-9]{1,64}$", description="A property id, `prop-…`")]
-UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
-IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
-IfMatch = Annotated[str | None, Header(alias=commands.IF_MATCH, max_length=40)]
+# What a command's success carries: the version it made (`ETag`) and where its events are.
+_DECIDED = {"headers": success_headers(ETAG, CONSISTENCY_TOKEN)}
+# What a query's success may carry: that the store had not caught up in time.
+_READ = {"headers": STALE}
 
 
 # ---- commands ----
 
 
-@router.post("", status_code=201, summary="List a property (the seed's creation flow)")
+@router.post(
+    "",
+    status_code=201,
+    summary="List a property (the seed's creation flow)",
+    response_model=Success[PropertyCreatedOut],
+    responses={201: {"headers": success_headers(LOCATION, ETAG, CONSISTENCY_TOKEN)}, **errors(409)},
+)
 async def create_property(
-    body: PropertyCreateIn, user: CurrentUser, ctx: Context, request: Request, idempotency_key: IdempotencyKey = None
+    body: PropertyCreateIn,
+    user: CurrentUser,
+    ctx: Context,
+    request: Request,
+    bus: Commands,
+    redis: RedisClient,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     command_id, property_id = commands.command_ids("property.create", user, idempotency_key)
 
     async def answer() -> JSONResponse:
         envelope = commands.command(CREATE_PROPERTY, property_id, CreateProperty(listing=body), user, ctx, command_id)
-        outcome = await commands.decide(request, envelope)
+        outcome = await commands.decide(bus, envelope)
         data = {"id": property_id, "title": body.title, "createdAt": outcome.result["createdAt"]}
         return created(
             data, "Property created", f"/api/properties/{property_id}", headers=commands.decision_headers(outcome)
         )
 
     return await commands.once(
-        request, scope="property.create", user=user, key=idempotency_key, body=body.to_wire(), answer=answer
+        redis, request, scope="property.create", user=user, key=idempotency_key, body=body.to_wire(), answer=answer
     )
 
 
-@router.put("/{property_id}", summary="Update a property (owner or admin; If-Match for optimistic locking)")
+@router.put(
+    "/{property_id}",
+    summary="Update a property (owner or admin; If-Match for optimistic locking)",
+    response_model=Success[PropertyChangedOut],
+    responses={200: _DECIDED, **errors(403, 404, 409)},
+)
 async def update_property(
     property_id: PropertyId,
     body: PropertyUpdateIn,
     user: CurrentUser,
     ctx: Context,
     request: Request,
+    bus: Commands,
+    redis: RedisClient,
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    """Only the fields sent change. A stale `If-Match` is refused with 409."""
     changes = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if not changes:
         raise ApiError(422, "Nothing to update", [field_error("body", "send at least one field")])
@@ -88,13 +134,14 @@ async def update_property(
 
     async def answer() -> JSONResponse:
         outcome = await commands.decide(
-            request, commands.command(UPDATE_PROPERTY, property_id, update, user, ctx, command_id)
+            bus, commands.command(UPDATE_PROPERTY, property_id, update, user, ctx, command_id)
         )
         return ok(
             {"id": property_id, "version": outcome.version}, "Property updated", commands.decision_headers(outcome)
         )
 
     return await commands.once(
+        redis,
         request,
         scope=f"property.update:{property_id}",
         user=user,
@@ -104,12 +151,19 @@ async def update_property(
     )
 
 
-@router.delete("/{property_id}", summary="Delist a property (owner or admin); the event log keeps it")
+@router.delete(
+    "/{property_id}",
+    summary="Delist a property (owner or admin); the event log keeps it",
+    response_model=Success[PropertyChangedOut],
+    responses={200: _DECIDED, **errors(403, 404, 409)},
+)
 async def delete_property(
     property_id: PropertyId,
     user: CurrentUser,
     ctx: Context,
     request: Request,
+    bus: Commands,
+    redis: RedisClient,
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -118,13 +172,14 @@ async def delete_property(
 
     async def answer() -> JSONResponse:
         outcome = await commands.decide(
-            request, commands.command(DELETE_PROPERTY, property_id, delete, user, ctx, command_id)
+            bus, commands.command(DELETE_PROPERTY, property_id, delete, user, ctx, command_id)
         )
         return ok(
             {"id": property_id, "version": outcome.version}, "Property deleted", commands.decision_headers(outcome)
         )
 
     return await commands.once(
+        redis,
         request,
         scope=f"property.delete:{property_id}",
         user=user,
@@ -135,17 +190,31 @@ async def delete_property(
 
 
 @router.post(
-    "/{property_id}/view", status_code=202, summary="Track a view (anonymous allowed; once per viewer and 30 min)"
+    "/{property_id}/view",
+    status_code=202,
+    summary="Track a view (anonymous allowed; once per viewer and 30 min)",
+    response_model=Success[ViewRecordedOut],
+    responses={202: {"headers": CONSISTENCY_TOKEN}, **errors(404, 429)},
 )
 async def record_view(
-    property_id: PropertyId, user: OptionalUser, ctx: Context, request: Request, consistency: ConsistencyToken = None
+    property_id: PropertyId,
+    user: OptionalUser,
+    ctx: Context,
+    request: Request,
+    pool: PgPool,
+    redis: RedisClient,
+    producer: Producer,
+    settings: AppSettings,
+    address: ClientAddress,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """A fact, not a command: nothing to decide, so it is produced straight to `property-views`.
     Send the create's `X-Consistency-Token` to view a listing you have just created. A viewer's view
     counts once per window (`counted` says whether this one did; only a counted view has a token),
     and an address sending views too fast gets 429."""
-    await queries.require_listed(request, property_id, consistency)
-    viewer = await views.counted_view(request, property_id, user)
+    await queries.require_listed(pool, redis, settings, property_id, consistency)
+    user_agent = request.headers.get("user-agent", "")
+    viewer = await views.counted_view(redis, settings, property_id, user, address, user_agent)
     if viewer is None:
         data = {"propertyId": property_id, "counted": False}
         return JSONResponse({"success": True, "message": "View already counted", "data": data}, status_code=202)
@@ -159,9 +228,9 @@ async def record_view(
         correlationid=ctx.correlation_id,
     )
     try:
-        position: Position = await request.app.state.producer.publish(PROPERTY_VIEWS.name, event)
+        position: Position = await producer.publish(PROPERTY_VIEWS.name, event)
     except BaseException:
-        await views.forget_view(request, property_id, viewer)
+        await views.forget_view(redis, property_id, viewer)
         raise
     return JSONResponse(
         {"success": True, "message": "View recorded", "data": {"propertyId": property_id, "counted": True}},
@@ -170,23 +239,33 @@ async def record_view(
     )
 
 
-@router.post("/{property_id}/images", summary="Upload JPEG/PNG/WebP images (≤ 10 MB each, ≤ 20 per property)")
+@router.post(
+    "/{property_id}/images",
+    summary="Upload JPEG/PNG/WebP images (≤ 10 MB each, ≤ 20 per property)",
+    response_model=Success[ImagesAddedOut],
+    responses={200: _DECIDED, **errors(403, 404, 409, 415)},
+)
 async def upload_images(
     property_id: PropertyId,
     user: CurrentUser,
     ctx: Context,
     request: Request,
     images: Annotated[list[UploadFile], File(description="One or more images, field name `images`")],
+    bus: Commands,
+    pool: PgPool,
+    redis: RedisClient,
+    producer: Producer,
+    settings: AppSettings,
+    store: Blobs,
     idempotency_key: IdempotencyKey = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     if len(images) > MAX_IMAGES_PER_PROPERTY:
         raise ApiError(422, "Too many images", [field_error("images", f"at most {MAX_IMAGES_PER_PROPERTY}")])
-    owner = await queries.listed_owner(request, property_id, consistency)
+    owner = await queries.listed_owner(pool, redis, settings, property_id, consistency)
     if owner is not None and owner != user.subject and actor_role(user) != Role.ADMIN:
         raise ApiError(403, "Only the owner or an admin may change this property")
-    store, max_pixels = app_blob_store(request), request.app.state.settings.file_max_image_pixels
-    async with checked_images(images, store, max_pixels) as checked:
+    async with checked_images(images, store, settings.file_max_image_pixels) as checked:
         stored = [image.image for image in checked]
         add = AddPropertyImages(
             images=tuple(
@@ -204,15 +283,16 @@ async def upload_images(
 
         async def answer() -> JSONResponse:
             outcome = await commands.decide(
-                request, commands.command(ADD_PROPERTY_IMAGES, property_id, add, user, ctx, command_id)
+                bus, commands.command(ADD_PROPERTY_IMAGES, property_id, add, user, ctx, command_id)
             )
             # Accepted: the bytes are kept, and the images are the listing's files too (file.uploaded).
             await commit_images(store, checked)
-            await announce_files(request, property_id, user.subject, stored, ctx)
+            await announce_files(pool, producer, property_id, user.subject, stored, ctx)
             data = {"id": property_id, "version": outcome.version, "images": [i.to_wire() for i in add.images]}
             return ok(data, "Images added", commands.decision_headers(outcome))
 
         return await commands.once(
+            redis,
             request,
             scope=f"property.images:{property_id}",
             user=user,
@@ -226,56 +306,103 @@ async def upload_images(
 # Literal paths before `/{property_id}` so `featured` and `recent` are not taken for ids.
 
 
-@router.get("/featured", summary="Admin-featured listings first, then the most viewed of the last 7 days")
+@router.get(
+    "/featured",
+    summary="Admin-featured listings first, then the most viewed of the last 7 days",
+    response_model=Success[Page[FeaturedPropertyOut]],
+    responses={200: _READ},
+)
 async def featured_properties(
-    request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20, consistency: ConsistencyToken = None
+    pool: PgPool,
+    settings: AppSettings,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many listings")] = 20,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    found, fresh = await queries.featured(request, limit, consistency)
+    found, fresh = await queries.featured(pool, settings, limit, consistency)
     return ok(found, "Featured properties", queries.freshness_headers(fresh))
 
 
-@router.get("/recent", summary="Newest listings, optionally in one location or of one type")
+@router.get(
+    "/recent",
+    summary="Newest listings, optionally in one location or of one type",
+    response_model=Success[Page[PropertyOut]],
+    responses={200: _READ},
+)
 async def recent_properties(
-    request: Request,
+    pool: PgPool,
+    settings: AppSettings,
     paging: PageQuery,
-    location: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    location: Annotated[str | None, Query(min_length=1, max_length=100, description="A locality, any case")] = None,
     property_type: Annotated[PropertyType | None, Query(alias="propertyType")] = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    page, fresh = await queries.recent(request, paging, location, property_type, consistency)
+    page, fresh = await queries.recent(pool, settings, paging, location, property_type, consistency)
     return ok(page, "Recent properties", queries.freshness_headers(fresh))
 
 
-@router.get("/user/{user_id}", summary="A user's listings, newest first")
+@router.get(
+    "/user/{user_id}",
+    summary="A user's listings, newest first",
+    response_model=Success[Page[PropertyOut]],
+    responses={200: _READ},
+)
 async def user_properties(
-    user_id: UserId, request: Request, paging: PageQuery, consistency: ConsistencyToken = None
+    user_id: UserId, pool: PgPool, settings: AppSettings, paging: PageQuery, consistency: ConsistencyToken = None
 ) -> JSONResponse:
-    page, fresh = await queries.by_owner(request, user_id, paging, consistency)
+    page, fresh = await queries.by_owner(pool, settings, user_id, paging, consistency)
     return ok(page, "User properties", queries.freshness_headers(fresh))
 
 
-@router.get("/similar/{property_id}", summary="Listings like this one: locality, type, price band, bedrooms")
+@router.get(
+    "/similar/{property_id}",
+    summary="Listings like this one: locality, type, price band, bedrooms",
+    response_model=Success[Page[SimilarPropertyOut]],
+    responses={200: _READ, **errors(404)},
+)
 async def similar_properties(
     property_id: PropertyId,
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+    pool: PgPool,
+    search: SearchClient,
+    settings: AppSettings,
+    limit: Annotated[int, Query(ge=1, le=50, description="How many listings")] = 10,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    items, fresh = await queries.similar(request, property_id, limit, consistency)
+    items, fresh = await queries.similar(pool, search, settings, property_id, limit, consistency)
     return ok({"items": items, "nextCursor": None}, "Similar properties", queries.freshness_headers(fresh))
 
 
-@router.get("/{property_id}/images/{sha256}", summary="An image of a property", response_class=Response)
+_IMAGE_TYPES = {"image/jpeg": {}, "image/png": {}, "image/webp": {}}
+_IMAGE_BYTES = {kind: {"schema": {"type": "string", "format": "binary"}} for kind in _IMAGE_TYPES}
+
+
+@router.get(
+    "/{property_id}/images/{sha256}",
+    summary="An image of a property",
+    response_class=Response,
+    responses={
+        200: {"description": "The image", "content": _IMAGE_BYTES},
+        206: {"description": "The part of the image `Range` asked for", "content": _IMAGE_BYTES},
+        304: {"description": "Not modified: `If-None-Match` names this image"},
+        **errors(404, 416),
+    },
+)
 async def property_image(
     property_id: PropertyId,
-    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="The image's SHA-256, as its `url` names it")],
     request: Request,
-    range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=2000)] = None,
+    pool: PgPool,
+    redis: RedisClient,
+    settings: AppSettings,
+    store: Blobs,
+    range_header: Annotated[
+        str | None, Header(alias="Range", max_length=200, description="`bytes=<first>-<last>`: a part of the image")
+    ] = None,
+    if_none_match: Annotated[
+        str | None, Header(alias="If-None-Match", max_length=2000, description="The `ETag` of a copy held: 304")
+    ] = None,
     consistency: ConsistencyToken = None,
 ) -> Response:
-    await queries.image_of(request, property_id, sha256, consistency)
-    store = app_blob_store(request)
+    await queries.image_of(pool, redis, settings, property_id, sha256, consistency)
     size = await asyncio.to_thread(store.size, sha256)
     head = b"".join(await asyncio.to_thread(lambda: list(store.read(sha256, 0, 15)))) if size else b""
     content_type = sniff_image_type(head)
@@ -296,9 +423,20 @@ async def property_image(
     )
 
 
-@router.get("/{property_id}", summary="Property details (Redis, falling back to Postgres); ETag = version")
-async def get_property(property_id: PropertyId, request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
-    details, fresh = await queries.details(request, property_id, consistency)
+@router.get(
+    "/{property_id}",
+    summary="Property details (Redis, falling back to Postgres); ETag = version",
+    response_model=Success[PropertyOut],
+    responses={200: {"headers": success_headers(ETAG, STALE)}, **errors(404)},
+)
+async def get_property(
+    property_id: PropertyId,
+    pool: PgPool,
+    redis: RedisClient,
+    settings: AppSettings,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
+    details, fresh = await queries.details(pool, redis, settings, property_id, consistency)
     return ok(
         details, "Property details", {"ETag": commands.etag(details["version"]), **queries.freshness_headers(fresh)}
     )

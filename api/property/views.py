@@ -15,12 +15,11 @@ wins, atomically), `view:anonymous:{property}:{address}` (anonymous viewers coun
 
 import hashlib
 
-from fastapi import Request
 from redis.asyncio import Redis
 
 from api.common.auth import AccessClaims
-from api.common.client_address import request_address
 from api.common.rate_limits import count_in_window, counted
+from config.settings import Settings
 
 _MINUTE = 60
 
@@ -37,11 +36,11 @@ async def _anonymous_viewer_allowed(redis: Redis, property_id: str, address: str
     return count <= most
 
 
-async def counted_view(request: Request, property_id: str, user: AccessClaims | None) -> str | None:
+async def counted_view(
+    redis: Redis, settings: Settings, property_id: str, user: AccessClaims | None, address: str, user_agent: str
+) -> str | None:
     """The viewer, when this view counts (the caller produces the event, or calls `forget_view` if it
     could not); None when this viewer's view in this window was counted already. 429 past the rate."""
-    settings, redis = request.app.state.settings, request.app.state.redis
-    address = request_address(request)
     await count_in_window(
         redis,
         f"rate:view:address:{address}",
@@ -50,7 +49,7 @@ async def counted_view(request: Request, property_id: str, user: AccessClaims | 
         "Too many views; try again later",
     )
     window = settings.view_window_seconds
-    viewer = viewer_of(user, address, request.headers.get("user-agent", ""))
+    viewer = viewer_of(user, address, user_agent)
     if not await redis.set(f"view:seen:{property_id}:{viewer}", b"1", nx=True, ex=window):
         return None
     if user is None and not await _anonymous_viewer_allowed(
@@ -60,6 +59,6 @@ async def counted_view(request: Request, property_id: str, user: AccessClaims | 
     return viewer
 
 
-async def forget_view(request: Request, property_id: str, viewer: str) -> None:
+async def forget_view(redis: Redis, property_id: str, viewer: str) -> None:
     """The view could not be recorded: the viewer's next try counts."""
-    await request.app.state.redis.delete(f"view:seen:{property_id}:{viewer}")
+    await redis.delete(f"view:seen:{property_id}:{viewer}")
