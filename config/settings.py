@@ -191,8 +191,11 @@ class Settings(BaseSettings):
     notification_max_attempts: int = Field(default=12, ge=1)
     notification_retry_base_seconds: float = Field(default=1.0, gt=0)
     notification_retry_max_seconds: float = Field(default=600.0, gt=0)
-    # How often the dispatcher looks for due deliveries when nothing new arrived; and how many per round.
+    # The dispatcher is woken by what its worker takes in, and otherwise sleeps until the next delivery
+    # falls due or a lease runs out: at least poll_seconds, at most idle_seconds (other workers' requests,
+    # outcomes a stopped worker stored but did not report). And how many per round.
     notification_poll_seconds: float = Field(default=0.25, gt=0)
+    notification_idle_seconds: float = Field(default=5.0, gt=0)
     notification_dispatch_batch: int = Field(default=200, ge=1)
     # A claimed delivery not finished within this is taken over by another dispatcher (a crashed worker).
     notification_lease_seconds: float = Field(default=60.0, gt=0)

@@ -7,7 +7,7 @@
 
 A consumer that parks (see topology.md) keeps, per key, the event it dead-lettered and the later ones
 it held back, in Postgres `parked_events`. This tool never applies them itself: it marks the rows
-(`redrive_requested_at`) and the consumer, which polls for marks twice a second, applies them through
+(`redrive_requested_at`) and notifies the consumer (NOTIFY `parked_events_redrive`), which applies them through
 its own code, in order, and deletes those it applied; an event that fails again stays first, with the
 new reason, and the ones after it stay parked. The consumer must be running for a redrive to move.
 A skipped event stays on the `dead-letters` topic, for the record.
@@ -25,6 +25,7 @@ import psycopg
 
 from config import Settings, get_settings
 from ops.history_replay import ProgressLine, bar
+from schemas.topics import REDRIVE_CHANNEL
 
 _SUMMARY = """
 SELECT consumer, key, count(*) FILTER (WHERE dead), count(*) FILTER (WHERE NOT dead),
@@ -124,7 +125,11 @@ def follow(conn: psycopg.Connection[Any], consumer: str, keys: list[str], total:
 
 
 def redrive(conn: psycopg.Connection[Any], consumer: str, key: str | None, wait_seconds: float) -> int:
-    keys = [k for (k,) in conn.execute(_REQUEST, {"consumer": consumer, "key": key}).fetchall()]
+    with conn.transaction():
+        keys = [k for (k,) in conn.execute(_REQUEST, {"consumer": consumer, "key": key}).fetchall()]
+        if keys:
+            # Delivered when the marks commit: the consumer sleeps until told (streams.parking).
+            conn.execute("SELECT pg_notify(%s, %s)", (REDRIVE_CHANNEL, consumer))
     if not keys:
         print(f"{consumer} has nothing dead or parked" + (f" for {key}" if key else ""))
         return 0

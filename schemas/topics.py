@@ -136,3 +136,6 @@ DLQ_SOURCE_TOPIC_HEADER = "dlq.source.topic"
 DLQ_SOURCE_PARTITION_HEADER = "dlq.source.partition"
 DLQ_SOURCE_OFFSET_HEADER = "dlq.source.offset"
 DLQ_CONSUMER_HEADER = "dlq.consumer"
+# Not a topic: the Postgres NOTIFY channel on which `ops.dead_letters` asks a parking consumer (payload:
+# its name) to redrive what it parked (streams/parking.py).
+REDRIVE_CHANNEL = "parked_events_redrive"

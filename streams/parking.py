@@ -4,7 +4,7 @@ Once a consumer dead-letters an event, the later events of the same key would ot
 out of order (an update over a listing that never got the update before it). So a consumer that parks
 (`KeyOrder`) holds them back instead: it writes them, and the dead one, to Postgres `parked_events`
 in the order it read them and goes on with every other key. `python -m ops.dead_letters redrive`
-marks a key's rows; the consumer notices (it polls, see `KeyOrder.watch`), runs the rows through the
+marks a key's rows and notifies the consumer (Postgres NOTIFY, see `KeyOrder.watch`), which runs the rows through the
 same code as a batch from Kafka, deletes the ones it applied and leaves the rest parked behind the
 first that fails again. The consumer stays the only writer of its stores, and its sinks, idempotent
 and version-guarded, make a row applied twice (a kill between applying and deleting) harmless.
@@ -21,16 +21,20 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import faust
+import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from streams.batches import record_of, until_done
+from schemas.topics import REDRIVE_CHANNEL
+from streams.batches import MAX_BACKOFF_SECONDS, TRANSIENT, record_of, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord, SourcePosition
 
 log = logging.getLogger("streams.parking")
 
-# How often a worker looks for redrives asked of it: a redrive waits at most this long to start.
-REDRIVE_POLL_SECONDS = 0.5
+# Without a notification a worker still looks for redrive marks this often: marks made by hand in SQL,
+# or on partitions it was given by a rebalance after the notification went by.
+REDRIVE_CHECK_SECONDS = 60.0
 
 
 def key_text(key: bytes | None) -> str:
@@ -192,6 +196,12 @@ class ParkingLot:
             p.reason,
         )
 
+    async def listen(self) -> psycopg.AsyncConnection[Any]:
+        """A connection of its own (the pool's are for batches), listening for redrives of any consumer."""
+        conn = await psycopg.AsyncConnection.connect(self._pool.conninfo, autocommit=True, **(self._pool.kwargs or {}))
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(REDRIVE_CHANNEL)))
+        return conn
+
     async def requested(self, assigned: Collection[tuple[str, int]] | None) -> list[str]:
         """Keys a redrive was asked for, on partitions this worker reads (`None`: all of them)."""
         async with self._pool.connection() as conn:
@@ -289,14 +299,42 @@ class KeyOrder:
         return applied
 
     async def watch(self, assigned: Callable[[], Collection[tuple[str, int]] | None], work: Work) -> None:
-        """Runs beside the agent for as long as it runs."""
+        """Runs beside the agent for as long as it runs: asleep until a redrive of this consumer is
+        notified (or `REDRIVE_CHECK_SECONDS` pass), so a worker with nothing parked asks Postgres nothing.
+        Looping on a timer instead cost each parking worker two queries a second, forever."""
+        backoff = 0.1
         while True:
-            await asyncio.sleep(REDRIVE_POLL_SECONDS)
             try:
-                await self.redrive(assigned(), work)
-            except Exception:
-                # A bug in one redrive must not stop the next one nor the agent; the rows stay parked.
-                log.exception("%s: redrive failed", self._lot.consumer)
+                conn = await self._lot.listen()
+            except TRANSIENT as exc:
+                log.warning("%s: not listening for redrives (%s); again in %.1fs", self._lot.consumer, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.1
+            try:
+                async with conn:
+                    while True:
+                        # Also right after (re)connecting: a redrive asked while nobody listened.
+                        await self._redrive_logged(assigned(), work)
+                        await self._notified(conn)
+            except TRANSIENT as exc:
+                log.warning("%s: redrive listener lost (%s); listening again", self._lot.consumer, exc)
+
+    async def _notified(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Until a redrive of this consumer is notified, or the check interval has passed."""
+        deadline = asyncio.get_running_loop().time() + REDRIVE_CHECK_SECONDS
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            async for notice in conn.notifies(timeout=left, stop_after=1):
+                if notice.payload == self._lot.consumer:
+                    return
+
+    async def _redrive_logged(self, assigned: Collection[tuple[str, int]] | None, work: Work) -> None:
+        try:
+            await self.redrive(assigned, work)
+        except Exception:
+            # A bug in one redrive must not stop the next one nor the agent; the rows stay parked.
+            log.exception("%s: redrive failed", self._lot.consumer)
 
 
 def assigned_partitions(app: faust.App) -> set[tuple[str, int]] | None:

@@ -17,7 +17,7 @@ from schemas.topics import EVENT_TOPICS
 from streams.app import create_app
 from streams.archive.projection import ARCHIVE_CONSUMER, EventStoreRow, RawRecord, plan_archive
 from streams.archive.sink import PostgresEventStoreSink
-from streams.batches import record_of, until_done
+from streams.batches import record_of, take_batches, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 
 log = logging.getLogger("streams.archive")
@@ -80,7 +80,7 @@ async def archive_events(stream: faust.StreamT[bytes]) -> None:
     await pool.open(wait=False)
     try:
         archiver = Archiver(PostgresEventStoreSink(pool), app)
-        async for events in stream.take_events(settings.archive_batch_size, within=settings.archive_batch_seconds):
+        async for events in take_batches(stream, settings.archive_batch_size, within=settings.archive_batch_seconds):
             records = [record_of(event) for event in events]
             await or_dead_letter(app, ARCHIVE_CONSUMER, records, archiver.archive)
     finally:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import FILES, USERS
 from streams.app import create_app
-from streams.batches import apply_isolating_refusals, until_done
+from streams.batches import apply_isolating_refusals, take_batches, until_done
 from streams.dead_letters import DeadLetter
 from streams.files.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, PlannedChange, plan_files
 from streams.files.sinks import PostgresFileSink, PropertyList, RedisFileListSink
@@ -87,7 +87,7 @@ async def project_files(stream: faust.StreamT[bytes]) -> None:
     order = key_order(app, pool, PROJECTION_CONSUMER)
     projector = FileProjector(PostgresFileSink(pool), RedisFileListSink(redis), PostgresCheckpoints(pool), order)
     try:
-        await run_in_key_order(app, order, stream.take_events(500, within=0.02), projector.project)
+        await run_in_key_order(app, order, take_batches(stream, 500, within=0.02), projector.project)
     finally:
         await redis.aclose()
         await pool.close()

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import DEAD_LETTERS
 from streams.app import create_app
-from streams.batches import StoreUnavailable, record_of, until_done
+from streams.batches import StoreUnavailable, record_of, take_batches, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter
 from streams.history.dead_letters import publish_all
 from streams.history.generations import Generation, ensure_live, live_generation, ready_snapshots
@@ -95,7 +95,7 @@ async def project_history(stream: faust.StreamT[bytes]) -> None:
             await publish_all(send, letters)
 
         projector = HistoryProjector(pool, redis, settings.history_namespace, dead_letters)
-        batches = stream.take_events(settings.history_batch_size, within=settings.history_batch_seconds)
+        batches = take_batches(stream, settings.history_batch_size, within=settings.history_batch_seconds)
         async for events in batches:
             records = [record_of(event) for event in events]
             await or_dead_letter(app, HISTORY_CONSUMER, records, projector.project)

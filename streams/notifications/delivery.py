@@ -39,7 +39,7 @@ from schemas.personal import UnreadablePersonalData
 from schemas.registry import EVENTS
 from schemas.topics import NOTIFICATIONS
 from streams import metrics
-from streams.batches import until_done
+from streams.batches import TRANSIENT, until_done
 from streams.dead_letters import DeadLetter
 from streams.notifications.policy import (
     Defer,
@@ -149,9 +149,21 @@ class DeliveryReactor:
             if handled >= s.notification_dispatch_batch:
                 continue
             try:
-                await asyncio.wait_for(self.wake.wait(), s.notification_poll_seconds)
+                await asyncio.wait_for(self.wake.wait(), await self._idle_wait())
             except TimeoutError:
                 pass
+
+    async def _idle_wait(self) -> float:
+        """How long to sleep unless woken: until the next delivery falls due or a lease runs out, within
+        the poll and idle bounds. Polling every 0.25 s instead cost an idle reactor ~5 % of a core."""
+        s = self._settings
+        try:
+            due = await self._store.next_due()
+        except TRANSIENT:
+            return s.notification_poll_seconds
+        if due is None:
+            return s.notification_idle_seconds
+        return min(max(due, s.notification_poll_seconds), s.notification_idle_seconds)
 
     async def dispatch_round(self) -> int:
         s = self._settings

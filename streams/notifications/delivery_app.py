@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from config import get_settings
 from schemas.topics import NOTIFICATIONS, SEARCHES, USERS
 from streams.app import create_app
-from streams.batches import record_of
+from streams.batches import record_of, take_batches
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.notifications.delivery import DeliveryReactor
 from streams.notifications.policy import DELIVERY_CONSUMER
@@ -74,7 +74,7 @@ runtime = _Runtime()
 @app.agent(notifications_topic)
 async def take_requests(stream: faust.StreamT[bytes]) -> None:
     reactor = await runtime.reactor()
-    async for events in stream.take_events(500, within=0.01):
+    async for events in take_batches(stream, 500, within=0.01):
         records = [record_of(event) for event in events]
         await or_dead_letter(app, DELIVERY_CONSUMER, records, reactor.take_requests)
 
@@ -82,7 +82,7 @@ async def take_requests(stream: faust.StreamT[bytes]) -> None:
 @app.agent(triggers_topic)
 async def take_triggers(stream: faust.StreamT[bytes]) -> None:
     reactor = await runtime.reactor()
-    async for events in stream.take_events(500, within=0.02):
+    async for events in take_batches(stream, 500, within=0.02):
         records = [record_of(event) for event in events]
         await or_dead_letter(app, TRIGGER_CONSUMER, records, reactor.take_triggers)
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import NOTIFICATIONS, USERS
 from streams.app import create_app
-from streams.batches import until_done
+from streams.batches import take_batches, until_done
 from streams.notifications.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_notifications
 from streams.notifications.sinks import PostgresNotificationSink, RedisUnreadSink
 from streams.parking import KeyOrder, key_order, run_in_key_order
@@ -60,7 +60,7 @@ async def project_notifications(stream: faust.StreamT[bytes]) -> None:
         PostgresNotificationSink(pool), RedisUnreadSink(redis), PostgresCheckpoints(pool), order
     )
     try:
-        await run_in_key_order(app, order, stream.take_events(500, within=0.02), projector.project)
+        await run_in_key_order(app, order, take_batches(stream, 500, within=0.02), projector.project)
     finally:
         await redis.aclose()
         await pool.close()

@@ -42,6 +42,14 @@ RETURNING d.notification_id, d.channel, d.user_id, d.kind, d.attempts, d.deferre
     d.source_topic, d.source_partition, d.source_offset
 """
 
+# Seconds until this dispatcher has something to do: a pending delivery due, or a lease running out.
+_NEXT_DUE = """
+SELECT extract(epoch FROM least(
+    (SELECT min(due_at) FROM notification_deliveries WHERE dispatcher = %(dispatcher)s AND state = 'pending'),
+    (SELECT min(lease_until) FROM notification_deliveries WHERE dispatcher = %(dispatcher)s AND state = 'sending')
+) - now())
+"""
+
 _FINISH = """
 UPDATE notification_deliveries
 SET state = %(state)s, attempts = %(attempts)s, due_at = COALESCE(%(due_at)s, due_at), lease_until = NULL,
@@ -165,6 +173,12 @@ class DeliveryStore:
             object.__setattr__(row, "request_key", bytes(row.request_key) if row.request_key is not None else None)
             object.__setattr__(row, "request", bytes(row.request))
         return claimed
+
+    async def next_due(self) -> float | None:
+        """Seconds until a delivery falls due or a lease runs out (<= 0: now); None when none waits."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(_NEXT_DUE, {"dispatcher": self.dispatcher})).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     async def finish(self, outcomes: Sequence[Finished]) -> None:
         if not outcomes:

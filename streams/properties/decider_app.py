@@ -18,6 +18,7 @@ from aiokafka.structs import RecordMetadata
 from config import get_settings
 from schemas.topics import PROPERTY_COMMANDS
 from streams.app import create_app, run_worker
+from streams.batches import take_batches
 from streams.deciding import dead_letter_command
 from streams.properties.command_batches import PropertyCommandBatches
 
@@ -91,7 +92,7 @@ batches = PropertyCommandBatches(_send, FaustStateTable(states), _dead_letter)
 @app.agent(commands_topic)
 async def decide_property_commands(stream: faust.StreamT[bytes]) -> None:
     # A short window: under load a batch fills at once; alone, a command waits at most this long.
-    async for events in stream.take_events(settings.decider_batch_size, within=settings.decider_batch_seconds):
+    async for events in take_batches(stream, settings.decider_batch_size, within=settings.decider_batch_seconds):
         await batches.decide_batch([event.message for event in events])
 
 

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
-from streams.batches import apply_isolating_refusals, record_of, until_done
+from streams.batches import apply_isolating_refusals, record_of, take_batches, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
@@ -162,7 +162,7 @@ async def project_properties(stream: faust.StreamT[bytes]) -> None:
     stores = _Stores()
     projector = await stores.open()
     try:
-        batches = stream.take_events(settings.property_projection_batch_size, within=_BATCH_SECONDS)
+        batches = take_batches(stream, settings.property_projection_batch_size, within=_BATCH_SECONDS)
         await run_in_key_order(app, stores.order, batches, projector.project_properties)
     finally:
         await stores.close()
@@ -173,7 +173,7 @@ async def project_views(stream: faust.StreamT[bytes]) -> None:
     stores = _Stores()
     projector = await stores.open()
     try:
-        batches = stream.take_events(settings.property_projection_batch_size, within=_BATCH_SECONDS)
+        batches = take_batches(stream, settings.property_projection_batch_size, within=_BATCH_SECONDS)
         async for events in batches:
             records = [record_of(event) for event in events]
             await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project_views)

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from config import get_settings
 from schemas.topics import PROPERTIES
 from streams.app import create_app
-from streams.batches import record_of, until_done
+from streams.batches import record_of, take_batches, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord
 from streams.properties.projection import (
@@ -145,9 +145,8 @@ async def project_search(stream: faust.StreamT[bytes]) -> None:
         checkpoint=settings.properties_search_checkpoint,
     )
     try:
-        batches = stream.take_events(
-            settings.property_projection_batch_size, within=settings.property_search_projection_batch_seconds
-        )
+        batch_size, within = settings.property_projection_batch_size, settings.property_search_projection_batch_seconds
+        batches = take_batches(stream, batch_size, within)
         async for events in batches:
             records = [record_of(event) for event in events]
             await or_dead_letter(app, SEARCH_CONSUMER, records, projector.project)

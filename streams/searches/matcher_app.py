@@ -24,7 +24,7 @@ from config import get_settings
 from schemas.codec import encode
 from schemas.topics import PROPERTIES, SEARCHES
 from streams.app import create_app
-from streams.batches import StoreUnavailable, record_of, until_done
+from streams.batches import StoreUnavailable, record_of, take_batches, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.personal_keys import personal_keys
 from streams.positions import RawRecord
@@ -128,7 +128,7 @@ async def match_saved_searches(stream: faust.StreamT[bytes]) -> None:
         checkpoint=matches_checkpoint(settings.saved_search_matcher_group),
     )
     try:
-        async for events in stream.take_events(500, within=settings.saved_search_matcher_batch_seconds):
+        async for events in take_batches(stream, 500, within=settings.saved_search_matcher_batch_seconds):
             records = [record_of(event) for event in events]
             await or_dead_letter(app, MATCHER_CONSUMER, records, matcher.react)
     finally:

@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from config import get_settings
 from schemas.topics import SEARCHES, USERS
 from streams.app import create_app
-from streams.batches import until_done
+from streams.batches import take_batches, until_done
 from streams.dead_letters import DeadLetter
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
@@ -86,7 +86,7 @@ async def project_searches(stream: faust.StreamT[bytes]) -> None:
         checkpoint=settings.saved_searches_checkpoint,
     )
     try:
-        batches = stream.take_events(500, within=settings.search_projection_batch_seconds)
+        batches = take_batches(stream, 500, within=settings.search_projection_batch_seconds)
         await run_in_key_order(app, order, batches, projector.project)
     finally:
         await search.aclose()

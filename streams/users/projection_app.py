@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from config import get_settings
 from schemas.topics import USERS
 from streams.app import create_app
-from streams.batches import until_done
+from streams.batches import take_batches, until_done
 from streams.dead_letters import DeadLetter
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
@@ -68,7 +68,7 @@ async def project_users(stream: faust.StreamT[bytes]) -> None:
     order = key_order(app, pool, PROJECTION_CONSUMER)
     projector = UserProjector(PostgresUserSink(pool), RedisUserSink(redis), PostgresCheckpoints(pool), order)
     try:
-        await run_in_key_order(app, order, stream.take_events(500, within=0.05), projector.project)
+        await run_in_key_order(app, order, take_batches(stream, 500, within=0.05), projector.project)
     finally:
         await redis.aclose()
         await pool.close()

@@ -181,7 +181,8 @@ async def test_a_dead_lettered_event_parks_the_later_events_of_its_key_until_it_
 
     # The cause is fixed; the redrive applies the three in order, as if nothing had happened.
     await fix()
-    code, out = await dead_letters_tool("redrive", "--consumer", group, "--key", key)
+    # Well within the worker's check interval (`REDRIVE_CHECK_SECONDS`): only the tool's notification wakes it.
+    code, out = await dead_letters_tool("redrive", "--consumer", group, "--key", key, "--wait", "20")
     assert code == 0, out
     assert "3 applied" in out
     assert await parked(pg, group, key) == []
