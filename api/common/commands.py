@@ -73,9 +73,15 @@ class CommandBus:
         started = loop.time()
         deadline = started + self.wait_seconds
         try:
-            await self._producer.publish(topic, command, key=command.subject)
+            # One bound for producing and deciding: with the broker away a send waits for it (its request
+            # timeout is longer), and an answer later than the command wait is no answer to a client.
             try:
-                outcome = await asyncio.wait_for(futures[command.id], self.wait_seconds)
+                await asyncio.wait_for(self._producer.publish(topic, command, key=command.subject), self.wait_seconds)
+            except TimeoutError:
+                observe_command(topic, NO_DECISION, self.wait_seconds)
+                raise DependencyUnavailable("kafka", f"could not produce to {topic} in time") from None
+            try:
+                outcome = await asyncio.wait_for(futures[command.id], max(0.0, deadline - loop.time()))
             except TimeoutError:
                 observe_command(topic, NO_DECISION, self.wait_seconds)
                 raise NoDecision(self.wait_seconds) from None
