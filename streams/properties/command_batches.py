@@ -34,6 +34,7 @@ from streams.properties.decider import (
     remember,
     state_from_json,
     state_to_json,
+    version_after,
 )
 
 log = logging.getLogger("streams.properties.decider")
@@ -179,7 +180,7 @@ class PropertyCommandBatches:
             command_id=command.id,
             aggregate_id=command.property_id,
             verdict=Verdict.ACCEPTED,
-            version=state.version,
+            version=version_after(state, command.id),
             result={"createdAt": format_time(state.created_at), "title": state.listing.title},
         )
         return _Pending(command, outcome, sends)

@@ -37,7 +37,9 @@ from schemas.properties import (
 )
 from schemas.registry import EventData
 
-# Command ids remembered per property, so a redelivered command is answered, not applied twice.
+# Commands remembered per property, each with the version its acceptance left: a redelivered command (a
+# decider killed before its offset was committed restarts from the changelog, which already holds it) is
+# answered as the first time, not applied twice, and not with a version later commands reached.
 REMEMBERED_COMMANDS = 20
 
 
@@ -61,15 +63,15 @@ class PropertyState:
     featured: bool = False
     images: tuple[Image, ...] = ()
     deleted: bool = False
-    recent_commands: tuple[str, ...] = field(default_factory=tuple)
+    recent_commands: tuple[tuple[str, int | None], ...] = field(default_factory=tuple)  # (command id, version)
 
 
 Decision = list[NewEvent] | Rejection
 
 
 def decide(command: Command, state: PropertyState | None) -> Decision:
-    if state is not None and command.id in state.recent_commands:
-        return []  # already applied: the caller gets the current version, nothing happens twice
+    if decided_before(state, command.id):
+        return []  # already applied: nothing happens twice, the caller gets the version it left (`version_after`)
     if command.type == CREATE_PROPERTY:
         return _create(command, state)
     if state is None or state.deleted:
@@ -158,8 +160,30 @@ def evolve(state: PropertyState | None, event: NewEvent, *, property_id: str, ti
     raise ValueError(f"cannot evolve a property with {event.type}")
 
 
+def decided_before(state: PropertyState | None, command_id: str) -> bool:
+    return state is not None and any(id_ == command_id for id_, _ in state.recent_commands)
+
+
 def remember(state: PropertyState, command_id: str) -> PropertyState:
-    return replace(state, recent_commands=(*state.recent_commands, command_id)[-REMEMBERED_COMMANDS:])
+    """Remember an accepted command with the version it left; a command remembered already keeps its own."""
+    if decided_before(state, command_id):
+        return state
+    recent = (*state.recent_commands, (command_id, state.version))
+    return replace(state, recent_commands=recent[-REMEMBERED_COMMANDS:])
+
+
+def version_after(state: PropertyState, command_id: str) -> int:
+    """The version an accepted command left the property at: the same answer however often it is decided.
+    A command remembered before versions were kept with it gets the current version."""
+    for id_, version in state.recent_commands:
+        if id_ == command_id and version is not None:
+            return version
+    return state.version
+
+
+def _recent_from_json(entries: list[Any]) -> tuple[tuple[str, int | None], ...]:
+    """`[id, version]` pairs; a bare id is a state written before versions were remembered."""
+    return tuple((entry, None) if isinstance(entry, str) else (entry[0], entry[1]) for entry in entries)
 
 
 # ---- the state as the table stores it (JSON), and back ----
@@ -175,7 +199,7 @@ def state_to_json(state: PropertyState) -> dict[str, Any]:
         "featured": state.featured,
         "images": [image.to_wire() for image in state.images],
         "deleted": state.deleted,
-        "recentCommands": list(state.recent_commands),
+        "recentCommands": [[id_, version] for id_, version in state.recent_commands],
     }
 
 
@@ -189,5 +213,5 @@ def state_from_json(document: dict[str, Any]) -> PropertyState:
         featured=document["featured"],
         images=tuple(Image.model_validate(image) for image in document["images"]),
         deleted=document["deleted"],
-        recent_commands=tuple(document["recentCommands"]),
+        recent_commands=_recent_from_json(document["recentCommands"]),
     )

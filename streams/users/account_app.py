@@ -45,6 +45,7 @@ from streams.users.decider import (
     remember,
     state_from_json,
     state_to_json,
+    version_after,
 )
 
 log = logging.getLogger("streams.users.account")
@@ -138,7 +139,7 @@ async def handle(key: bytes, cause: Envelope) -> None:
             command_id=command.id,
             aggregate_id=command.user_id,
             verdict=Verdict.ACCEPTED,
-            version=state.version,
+            version=version_after(state, command.id),
             positions=tuple(positions),
             result={"createdAt": format_time(state.created_at), "propertyCount": state.property_count},
         )

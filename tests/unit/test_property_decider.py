@@ -29,6 +29,7 @@ from streams.properties.decider import (
     remember,
     state_from_json,
     state_to_json,
+    version_after,
 )
 
 NOW = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
@@ -74,6 +75,29 @@ def test_creating_over_an_existing_property_conflicts():
 def test_a_redelivered_command_changes_nothing():
     state = listed()
     assert decide(command(UPDATE_PROPERTY, UpdateProperty(changes={"price": 1}), command_id="cmd-0"), state) == []
+
+
+def test_a_command_redelivered_after_later_ones_is_answered_with_the_version_it_left():
+    """A decider killed before committing its offsets decides its batch again against the table the
+    changelog restored, which already holds the whole batch: the first command is answered as before."""
+    state = listed()
+    first = command(UPDATE_PROPERTY, UpdateProperty(changes={"price": 9000000}), command_id="cmd-1")
+    second = command(UPDATE_PROPERTY, UpdateProperty(changes={"price": 8000000}), command_id="cmd-2")
+    for step in (first, second):
+        [event] = decide(step, state)
+        state = remember(evolve(state, event, property_id="prop-123", time=NOW), step.id)
+    assert state.version == 3
+    assert decide(first, state) == [] and decide(second, state) == []
+    assert (version_after(state, "cmd-1"), version_after(state, "cmd-2")) == (2, 3)
+    assert remember(state, "cmd-1") == state  # seen again, still the version of its first decision
+    assert version_after(state_from_json(state_to_json(state)), "cmd-1") == 2
+
+
+def test_a_state_written_before_versions_were_remembered_still_reads():
+    document = {**state_to_json(listed()), "recentCommands": ["cmd-0"]}
+    state = state_from_json(document)
+    assert decide(command(UPDATE_PROPERTY, UpdateProperty(changes={"price": 1}), command_id="cmd-0"), state) == []
+    assert version_after(state, "cmd-0") == state.version
 
 
 def test_the_owner_updates_and_the_event_carries_the_whole_listing():

@@ -40,6 +40,7 @@ from streams.users.decider import (
     remember,
     state_from_json,
     state_to_json,
+    version_after,
 )
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
@@ -133,6 +134,29 @@ def test_profile_update_carries_the_whole_profile_sealed_and_the_changed_fields(
     )
     assert unseal(KEY, USER, NAME, event.data.name) == "Priya R."
     assert evolve(opened(), event, user_id=USER, time=NOW).version == 2
+
+
+def test_a_command_redelivered_after_later_ones_is_answered_with_the_version_it_left():
+    """The account decider killed mid-batch restarts from a changelog holding the whole batch: a
+    redelivered command emits nothing and is answered with its own version, not the account's latest."""
+    state = opened()
+    for n, name in enumerate(("Priya R.", "Priya Reddy"), start=1):
+        step = command(UPDATE_PROFILE, UpdateProfile(changes=update(name=name)), command_id=f"cmd-u{n}")
+        [event] = decide(step, state)
+        state = remember(evolve(state, event, user_id=USER, time=NOW), step.id)
+    assert state.version == 3
+    again = command(UPDATE_PROFILE, UpdateProfile(changes=update(name="Priya R.")), command_id="cmd-u1")
+    assert decide(again, state) == []
+    assert (version_after(state, "cmd-open"), version_after(state, "cmd-u1"), version_after(state, "cmd-u2")) == (
+        1,
+        2,
+        3,
+    )
+    assert remember(state, "cmd-u1") == state
+    restored = state_from_json(state_to_json(state))
+    assert version_after(restored, "cmd-u1") == 2
+    legacy = state_from_json({**state_to_json(state), "recentCommands": ["cmd-u1"]})
+    assert decide(again, legacy) == [] and version_after(legacy, "cmd-u1") == 3
 
 
 def test_an_update_to_the_same_values_changes_nothing():
