@@ -12,6 +12,14 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.read_models import (
+    ARCHIVE_CHECKPOINT,
+    PROPERTIES_ALIAS,
+    SAVED_SEARCHES_ALIAS,
+    properties_search_checkpoint,
+    saved_searches_checkpoint,
+)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT = "development"
 
@@ -42,7 +50,8 @@ class Settings(BaseSettings):
 
     # Faust: each projection is its own app, and an app's id is its Kafka consumer group.
     streams_store: str = "memory://"
-    archive_group: str = "event-archive"
+    # The archive's default group shares its name with the event store's checkpoint.
+    archive_group: str = ARCHIVE_CHECKPOINT
     # Comma-separated topics for the archive to read instead of every event topic (benchmarks only).
     archive_topics: str = ""
     archive_batch_size: int = Field(default=1000, ge=1)
@@ -75,10 +84,10 @@ class Settings(BaseSettings):
     # How long a point-in-time copy (a rebuild with `until`) is kept after its job finished; then the replay
     # worker drops it. 0 keeps copies forever.
     history_snapshot_retention_seconds: float = Field(default=30 * 86400.0, ge=0)
-    opensearch_properties_alias: str = "properties"
+    opensearch_properties_alias: str = PROPERTIES_ALIAS
     # Search (api/search, streams/searches): saved searches as percolator queries behind their own alias;
     # indices are `<alias>-v<mapping version>-<stamp>`, made by `ops.search_index`, rebuilt by `ops.reindex`.
-    opensearch_saved_searches_alias: str = "saved-searches"
+    opensearch_saved_searches_alias: str = SAVED_SEARCHES_ALIAS
     search_projection_group: str = "search-projection"
     search_projection_batch_seconds: float = Field(default=0.02, gt=0)
     saved_search_matcher_group: str = "saved-search-matcher"
@@ -240,14 +249,12 @@ class Settings(BaseSettings):
     def properties_search_checkpoint(self) -> str:
         """The `projection_checkpoints` name of "searchable in the properties alias": one per alias, so a
         projection into another alias (a test's, a benchmark's) never vouches for this one."""
-        alias = self.opensearch_properties_alias
-        return "properties-opensearch" if alias == "properties" else f"properties-opensearch@{alias}"
+        return properties_search_checkpoint(self.opensearch_properties_alias)
 
     @property
     def saved_searches_checkpoint(self) -> str:
         """Likewise for "registered in the saved-searches (percolator) alias"."""
-        alias = self.opensearch_saved_searches_alias
-        return "saved-searches-opensearch" if alias == "saved-searches" else f"saved-searches-opensearch@{alias}"
+        return saved_searches_checkpoint(self.opensearch_saved_searches_alias)
 
     @property
     def history_topic_override(self) -> list[str]:

@@ -34,7 +34,7 @@ from psycopg.rows import class_row
 
 from config import Settings, get_settings
 from ops.search_index import BODIES, alias_indices, create_index, new_index_name
-from streams.properties.projection import PropertyRow, search_document
+from schemas.listings import PropertyRow, search_document
 from streams.searches.projection import SavedSearchRow, saved_search_document
 
 log = logging.getLogger("ops.reindex")

@@ -111,6 +111,11 @@ def redis_checkpoint(namespace: str, generation: int) -> str:
     return f"user-history:{namespace}:g{generation}:redis"
 
 
+def replayer_checkpoint(namespace: str) -> str:
+    """How far a namespace's replayer has recorded the rebuilds asked of it (`user-history-replays`)."""
+    return f"user-history-replayer:{namespace}"
+
+
 def redis_prefix(namespace: str, generation: int) -> str:
     return f"history:{namespace}:g{generation}:"
 

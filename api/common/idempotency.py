@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from api.common.errors import ApiError, field_error
+from schemas.read_models import idempotency_slot
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TTL_SECONDS = 24 * 60 * 60
@@ -45,7 +46,7 @@ async def idempotent(
         return await answer()
     if not 1 <= len(key) <= 200:
         raise ApiError(422, "Invalid Idempotency-Key", [field_error(IDEMPOTENCY_HEADER, "1 to 200 characters")])
-    slot = f"idempotency:{scope}:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+    slot = idempotency_slot(scope, user_id, hashlib.sha256(key.encode()).hexdigest())
     reserved = await redis.set(slot, orjson.dumps({"fingerprint": request_fingerprint}), nx=True, ex=TTL_SECONDS)
     if not reserved:
         return _replay(await redis.get(slot), request_fingerprint)

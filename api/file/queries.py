@@ -19,11 +19,13 @@ from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.files import PRIVATE_KINDS, file_document
 from schemas.properties import Role
+from schemas.read_models import (
+    FILES_POSTGRES_CHECKPOINT,
+    FILES_REDIS_CHECKPOINT,
+    PROPERTIES_POSTGRES_CHECKPOINT,
+    property_files_key,
+)
 from schemas.topics import FILES, PROPERTIES, USERS
-
-FILES_POSTGRES_CHECKPOINT = "files-postgres"
-FILES_REDIS_CHECKPOINT = "files-redis"
-PROPERTIES_POSTGRES_CHECKPOINT = "properties-postgres"
 
 
 def freshness_headers(fresh: bool) -> dict[str, str]:
@@ -140,7 +142,7 @@ def document_of(row: dict[str, Any]) -> dict[str, Any]:
 async def property_files(request: Request, property_id: str, token: str | None) -> tuple[list[dict[str, Any]], bool]:
     """Every live file of the property, in listing order: Redis, falling back to Postgres."""
     fresh = await caught_up(request, FILES_REDIS_CHECKPOINT, token)
-    raw = await request.app.state.redis.get(f"files:property:{property_id}")
+    raw = await request.app.state.redis.get(property_files_key(property_id))
     if raw is not None:
         return orjson.loads(raw)["items"], fresh
     rows = await _fetch(

@@ -16,22 +16,29 @@ from api.common.pagination import PageParams, encode_cursor, page
 from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.notifications import DEFAULT_PREFERENCES, Kind, Preferences
+from schemas.read_models import (
+    NOTIFICATIONS_POSTGRES_CHECKPOINT,
+    NOTIFICATIONS_REDIS_CHECKPOINT,
+    unread_notifications_key,
+)
 from schemas.topics import NOTIFICATIONS, USERS
 
-POSTGRES_CHECKPOINT = "notifications-postgres"
-REDIS_CHECKPOINT = "notifications-redis"
 _TOPICS = frozenset({NOTIFICATIONS.name, USERS.name})
 # What `/status` reports on: the inbox and preferences in Postgres, unread counts in Redis.
-READ_MODELS = fixed(ReadModel(POSTGRES_CHECKPOINT, _TOPICS), ReadModel(REDIS_CHECKPOINT, _TOPICS))
+READ_MODELS = fixed(
+    ReadModel(NOTIFICATIONS_POSTGRES_CHECKPOINT, _TOPICS), ReadModel(NOTIFICATIONS_REDIS_CHECKPOINT, _TOPICS)
+)
 
 
 async def caught_up(request: Request, token: str | None, *, redis: bool = False) -> bool:
     settings = request.app.state.settings
     pool = request.app.state.pg_pool
-    fresh = await wait_for_positions(pool, POSTGRES_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds)
+    fresh = await wait_for_positions(
+        pool, NOTIFICATIONS_POSTGRES_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
+    )
     if redis:
         fresh = fresh and await wait_for_positions(
-            pool, REDIS_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
+            pool, NOTIFICATIONS_REDIS_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
         )
     return fresh
 
@@ -116,7 +123,7 @@ async def inbox(request: Request, user_id: str, unread_only: bool, paging: PageP
 
 async def unread_count(request: Request, user_id: str) -> int:
     """Redis first (kept absolute and versioned by the projection); Postgres when Redis has none yet."""
-    raw = await request.app.state.redis.get(f"notifications:unread:{user_id}")
+    raw = await request.app.state.redis.get(unread_notifications_key(user_id))
     if raw is not None:
         return int(orjson.loads(raw)["unread"])
     rows = await _fetch(

@@ -20,27 +20,30 @@ from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from api.common.status import ReadModel, fixed
 from config.settings import Settings
-from schemas.envelope import format_time
+from schemas.listings import PropertyRow, listing_document
 from schemas.properties import PropertyType
+from schemas.read_models import (
+    PROPERTIES_ALIAS,
+    PROPERTIES_OPENSEARCH_CHECKPOINT,
+    PROPERTIES_POSTGRES_CHECKPOINT,
+    PROPERTIES_REDIS_CHECKPOINT,
+    property_key,
+)
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 
-POSTGRES_CHECKPOINT = "properties-postgres"
-REDIS_CHECKPOINT = "properties-redis"
-OPENSEARCH_CHECKPOINT = "properties-opensearch"
-SEARCH_ALIAS = "properties"
 _EVENT_TOPICS = frozenset({PROPERTIES.name})
 # What `/status` reports on: details and lists (with view counts) from Postgres and Redis, similar listings
 # from OpenSearch.
 READ_MODELS = fixed(
-    ReadModel(POSTGRES_CHECKPOINT, frozenset({PROPERTIES.name, PROPERTY_VIEWS.name})),
-    ReadModel(REDIS_CHECKPOINT, frozenset({PROPERTIES.name, PROPERTY_VIEWS.name})),
-    ReadModel(OPENSEARCH_CHECKPOINT, _EVENT_TOPICS),
+    ReadModel(PROPERTIES_POSTGRES_CHECKPOINT, frozenset({PROPERTIES.name, PROPERTY_VIEWS.name})),
+    ReadModel(PROPERTIES_REDIS_CHECKPOINT, frozenset({PROPERTIES.name, PROPERTY_VIEWS.name})),
+    ReadModel(PROPERTIES_OPENSEARCH_CHECKPOINT, _EVENT_TOPICS),
 )
 
 _LISTING_COLUMNS = """
     p.id, p.owner_id, p.title, p.description, p.location, p.price, p.property_type, p.bedrooms, p.bathrooms,
-    p.area_sqft, p.amenities, p.latitude, p.longitude, p.attributes, p.featured, p.images, p.version,
-    p.created_at, p.updated_at, coalesce(v.view_count, 0) AS view_count
+    p.area_sqft, p.amenities, p.latitude, p.longitude, p.attributes, p.featured, p.images, p.deleted, p.deleted_at,
+    p.version, p.created_at, p.updated_at, coalesce(v.view_count, 0) AS view_count
 """
 
 
@@ -54,29 +57,8 @@ async def _caught_up(pool: AsyncConnectionPool, settings: Settings, checkpoint: 
 
 
 def _listing(row: dict[str, Any]) -> dict[str, Any]:
-    """A `properties` row as the API shows it: the same fields as the Redis document."""
-    return {
-        "id": row["id"],
-        "ownerId": row["owner_id"],
-        "title": row["title"],
-        "description": row["description"],
-        "location": row["location"],
-        "price": row["price"],
-        "propertyType": row["property_type"],
-        "bedrooms": row["bedrooms"],
-        "bathrooms": row["bathrooms"],
-        "areaSqft": row["area_sqft"],
-        "amenities": list(row["amenities"]),
-        "latitude": row["latitude"],
-        "longitude": row["longitude"],
-        "attributes": row["attributes"],
-        "featured": row["featured"],
-        "images": row["images"],
-        "viewCount": row["view_count"],
-        "version": row["version"],
-        "createdAt": format_time(row["created_at"]),
-        "updatedAt": format_time(row["updated_at"]),
-    }
+    """A `properties` row as the API shows it: the document the projection keeps in Redis."""
+    return listing_document(PropertyRow.of(row))
 
 
 async def _fetch(pool: AsyncConnectionPool, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -98,8 +80,8 @@ async def _from_postgres(pool: AsyncConnectionPool, property_id: str) -> dict[st
 async def details(
     pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, token: str | None
 ) -> tuple[dict[str, Any], bool]:
-    fresh = await _caught_up(pool, settings, REDIS_CHECKPOINT, token)
-    raw = await redis.get(f"property:{property_id}")
+    fresh = await _caught_up(pool, settings, PROPERTIES_REDIS_CHECKPOINT, token)
+    raw = await redis.get(property_key(property_id))
     if raw is not None:
         document = orjson.loads(raw)
         if document.get("deleted"):
@@ -182,7 +164,7 @@ async def _newest_first(
 async def by_owner(
     pool: AsyncConnectionPool, settings: Settings, owner_id: str, paging: PageParams, token: str | None
 ) -> tuple[dict[str, Any], bool]:
-    fresh = await _caught_up(pool, settings, POSTGRES_CHECKPOINT, token)
+    fresh = await _caught_up(pool, settings, PROPERTIES_POSTGRES_CHECKPOINT, token)
     return await _newest_first(pool, "p.owner_id = %s", (owner_id,), paging), fresh
 
 
@@ -194,7 +176,7 @@ async def recent(
     property_type: PropertyType | None,
     token: str | None,
 ) -> tuple[dict[str, Any], bool]:
-    fresh = await _caught_up(pool, settings, POSTGRES_CHECKPOINT, token)
+    fresh = await _caught_up(pool, settings, PROPERTIES_POSTGRES_CHECKPOINT, token)
     conditions, params = ["true"], []
     if location:
         conditions.append("lower(p.location) = lower(%s)")
@@ -209,7 +191,7 @@ async def featured(
     pool: AsyncConnectionPool, settings: Settings, limit: int, token: str | None
 ) -> tuple[dict[str, Any], bool]:
     """Admin-featured first (newest first), then the most viewed over the last 7 days (UTC)."""
-    fresh = await _caught_up(pool, settings, POSTGRES_CHECKPOINT, token)
+    fresh = await _caught_up(pool, settings, PROPERTIES_POSTGRES_CHECKPOINT, token)
     rows = await _fetch(
         pool,
         f"""
@@ -239,8 +221,8 @@ async def similar(
     limit: int,
     token: str | None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    fresh = await _caught_up(pool, settings, OPENSEARCH_CHECKPOINT, token)
-    found = await search.search(index=SEARCH_ALIAS, body={"query": {"ids": {"values": [property_id]}}, "size": 1})
+    fresh = await _caught_up(pool, settings, PROPERTIES_OPENSEARCH_CHECKPOINT, token)
+    found = await search.search(index=PROPERTIES_ALIAS, body={"query": {"ids": {"values": [property_id]}}, "size": 1})
     hits = found["hits"]["hits"]
     if not hits:
         raise ApiError(404, f"Property {property_id} not found")
@@ -261,6 +243,6 @@ async def similar(
             "must_not": [{"ids": {"values": [property_id]}}],
         }
     }
-    result = await search.search(index=SEARCH_ALIAS, body={"query": query, "size": limit})
+    result = await search.search(index=PROPERTIES_ALIAS, body={"query": query, "size": limit})
     items = [{**hit["_source"], "score": hit["_score"]} for hit in result["hits"]["hits"]]
     return items, fresh

@@ -24,13 +24,13 @@ from api.common.status import ReadModel
 from api.search.models import Facet, Sort
 from schemas.envelope import format_time
 from schemas.localities import CANONICAL_NAME
+from schemas.read_models import SEARCHES_POSTGRES_CHECKPOINT
 from schemas.search_query import search_query
 from schemas.searches import SearchCriteria
 from schemas.topics import PROPERTIES, SEARCHES, USERS
 
 log = logging.getLogger("api.search")
 
-SEARCHES_POSTGRES = "searches-postgres"
 _LISTING_TOPICS = frozenset({PROPERTIES.name})
 _SEARCH_TOPICS = frozenset({SEARCHES.name})
 
@@ -75,12 +75,12 @@ async def read_models(request: Request) -> Sequence[ReadModel]:
     return (
         ReadModel(settings.properties_search_checkpoint, _LISTING_TOPICS),
         ReadModel(settings.saved_searches_checkpoint, _SEARCH_TOPICS | {USERS.name}),
-        ReadModel(SEARCHES_POSTGRES, _SEARCH_TOPICS | {USERS.name}),
+        ReadModel(SEARCHES_POSTGRES_CHECKPOINT, _SEARCH_TOPICS | {USERS.name}),
     )
 
 
 async def history_caught_up(request: Request, token: str | None) -> bool:
-    return await _caught_up(request, SEARCHES_POSTGRES, _SEARCH_TOPICS, token)
+    return await _caught_up(request, SEARCHES_POSTGRES_CHECKPOINT, _SEARCH_TOPICS, token)
 
 
 # ---- OpenSearch ----

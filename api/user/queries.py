@@ -17,16 +17,21 @@ from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
+from schemas.read_models import (
+    PROPERTIES_POSTGRES_CHECKPOINT,
+    USERS_POSTGRES_CHECKPOINT,
+    USERS_REDIS_CHECKPOINT,
+    user_key,
+)
 from schemas.topics import PROPERTIES, USERS
 from schemas.users import Role
 
-POSTGRES_CHECKPOINT = "users-postgres"
-REDIS_CHECKPOINT = "users-redis"
-PROPERTIES_CHECKPOINT = "properties-postgres"
+POSTGRES_CHECKPOINT = USERS_POSTGRES_CHECKPOINT
+PROPERTIES_CHECKPOINT = PROPERTIES_POSTGRES_CHECKPOINT
 # What `/status` reports on: the stores this service reads.
 READ_MODELS = fixed(
     ReadModel(POSTGRES_CHECKPOINT, frozenset({USERS.name})),
-    ReadModel(REDIS_CHECKPOINT, frozenset({USERS.name})),
+    ReadModel(USERS_REDIS_CHECKPOINT, frozenset({USERS.name})),
     ReadModel(PROPERTIES_CHECKPOINT, frozenset({PROPERTIES.name})),
 )
 
@@ -124,8 +129,8 @@ async def property_count(request: Request, user_id: str) -> int:
 
 async def profile(request: Request, user_id: str, token: str | None) -> tuple[dict[str, Any], bool]:
     """The whole profile (Redis, falling back to Postgres); 404 when unknown or erased."""
-    fresh = await caught_up(request, REDIS_CHECKPOINT, token)
-    raw = await request.app.state.redis.get(f"user:{user_id}")
+    fresh = await caught_up(request, USERS_REDIS_CHECKPOINT, token)
+    raw = await request.app.state.redis.get(user_key(user_id))
     document: dict[str, Any] | None
     if raw is not None:
         document = orjson.loads(raw)

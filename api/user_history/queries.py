@@ -40,14 +40,15 @@ from schemas.history import (
     postgres_checkpoint,
     recent_keys,
     redis_checkpoint,
+    replayer_checkpoint,
 )
 from schemas.personal import UnreadablePersonalData, unseal
+from schemas.read_models import ARCHIVE_CHECKPOINT
 from schemas.topics import FILES, PROPERTIES, PROPERTY_VIEWS, SEARCHES, USER_HISTORY_REPLAYS, USERS
 
 T = TypeVar("T")
 
 HISTORY_TOPICS = frozenset({USERS.name, PROPERTIES.name, PROPERTY_VIEWS.name, SEARCHES.name, FILES.name})
-ARCHIVE_CHECKPOINT = "event-archive"
 _GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
 _ATTEMPTS = 3
 
@@ -156,7 +157,7 @@ async def read_models(request: Request) -> list[ReadModel]:
             ReadModel(postgres_checkpoint(ns, generation), topics),
             ReadModel(redis_checkpoint(ns, generation), topics),
         ]
-    models.append(ReadModel(f"user-history-replayer:{ns}", frozenset({USER_HISTORY_REPLAYS.name})))
+    models.append(ReadModel(replayer_checkpoint(ns), frozenset({USER_HISTORY_REPLAYS.name})))
     return models
 
 

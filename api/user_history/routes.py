@@ -30,6 +30,7 @@ from schemas.history import (
     Category,
     RebuildHistory,
     activity_type_of,
+    replayer_checkpoint,
 )
 from schemas.ids import new_id
 from schemas.topics import USER_HISTORY_REPLAYS
@@ -220,7 +221,7 @@ async def _replayer_caught_up(request: Request, token: str | None) -> bool:
     settings = request.app.state.settings
     return await wait_for_positions(
         request.app.state.pg_pool,
-        f"user-history-replayer:{settings.history_namespace}",
+        replayer_checkpoint(settings.history_namespace),
         frozenset({USER_HISTORY_REPLAYS.name}),
         token,
         settings.consistency_wait_seconds,

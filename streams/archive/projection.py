@@ -10,10 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from schemas.codec import EventDecodeError, decode_storable
+from schemas.read_models import ARCHIVE_CHECKPOINT
 from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
-ARCHIVE_CONSUMER = "event-archive"
+# One name for the group and the checkpoint of the event store it raises.
+ARCHIVE_CONSUMER = ARCHIVE_CHECKPOINT
 
 
 @dataclass(frozen=True)

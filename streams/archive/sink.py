@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
-from streams.archive.projection import ARCHIVE_CONSUMER, EventStoreRow
+from schemas.read_models import ARCHIVE_CHECKPOINT
+from streams.archive.projection import EventStoreRow
 
 # Lives as long as the connection; emptied at every commit, so a failed batch leaves nothing behind.
 _STAGING = """
@@ -60,7 +61,7 @@ def _highest_offsets(rows: Iterable[EventStoreRow]) -> dict[tuple[str, int], int
 
 
 class PostgresEventStoreSink:
-    def __init__(self, pool: AsyncConnectionPool, projection: str = ARCHIVE_CONSUMER) -> None:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = ARCHIVE_CHECKPOINT) -> None:
         self._pool = pool
         self._projection = projection
         # Months whose partition this process has already made sure of.

@@ -34,8 +34,6 @@ from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
 PROJECTION_CONSUMER = "file-projection"
-POSTGRES_CHECKPOINT = "files-postgres"
-REDIS_CHECKPOINT = "files-redis"
 USER_DELETED = "user.deleted.v1"
 
 

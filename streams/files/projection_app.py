@@ -17,11 +17,12 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
+from schemas.read_models import FILES_REDIS_CHECKPOINT
 from schemas.topics import FILES, USERS
 from streams.app import create_app
 from streams.batches import apply_isolating_refusals, take_batches, until_done
 from streams.dead_letters import DeadLetter
-from streams.files.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, PlannedChange, plan_files
+from streams.files.projection import PROJECTION_CONSUMER, PlannedChange, plan_files
 from streams.files.sinks import PostgresFileSink, PropertyList, RedisFileListSink
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
@@ -59,7 +60,7 @@ class FileProjector:
                     for p in plan.changes
                 ]
             )
-        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+        await until_done("checkpoint", lambda: self._checkpoints.record(FILES_REDIS_CHECKPOINT, plan.positions))
 
     async def _write_postgres(
         self, changes: Sequence[PlannedChange], positions: Sequence[SourcePosition]

@@ -22,8 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from schemas.personal import FILENAME, UnreadablePersonalData, is_sealed, unseal
+from schemas.read_models import FILES_POSTGRES_CHECKPOINT, property_files_key
 from streams.files.projection import (
-    POSTGRES_CHECKPOINT,
     FileChange,
     FileRemoved,
     FileRow,
@@ -169,7 +169,7 @@ def _opened_filename(change: FileStored, key: bytes | None) -> str:
 
 
 class PostgresFileSink:
-    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = FILES_POSTGRES_CHECKPOINT) -> None:
         self._pool = pool
         self._projection = projection
 
@@ -298,10 +298,6 @@ class PostgresFileSink:
         return [PropertyList(p, versions[p], by_property[p]) for p in property_ids]
 
 
-def list_key(property_id: str) -> str:
-    return f"files:property:{property_id}"
-
-
 # KEYS: files:property:{id}   ARGV: version, document
 _WRITE_LIST = """
 local current = redis.call('GET', KEYS[1])
@@ -329,7 +325,9 @@ class RedisFileListSink:
         async with self._redis.pipeline(transaction=False) as pipe:
             for listed in lists:
                 document = orjson.dumps({"version": listed.version, "items": list_document(listed.rows)})
-                await self._write(keys=[list_key(listed.property_id)], args=[listed.version, document], client=pipe)
+                await self._write(
+                    keys=[property_files_key(listed.property_id)], args=[listed.version, document], client=pipe
+                )
             results = await pipe.execute(raise_on_error=False)
         return {
             listed.property_id: str(result)

@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 
 from config import Settings, get_settings
 from schemas.codec import EventDecodeError, decode
-from schemas.history import REBUILD_HISTORY, JobPhase, JobState, RebuildHistory
+from schemas.history import REBUILD_HISTORY, JobPhase, JobState, RebuildHistory, replayer_checkpoint
 from schemas.topics import DEAD_LETTERS, USER_HISTORY_REPLAYS
 from streams import metrics
 from streams.batches import until_done
@@ -46,10 +46,6 @@ from streams.positions import SourcePosition
 log = logging.getLogger("streams.history.replay_worker")
 
 REPLAYER_CONSUMER = "user-history-replayer"
-
-
-def replayer_checkpoint(namespace: str) -> str:
-    return f"{REPLAYER_CONSUMER}:{namespace}"
 
 
 _RECORD_JOB = """

@@ -56,8 +56,6 @@ from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
 PROJECTION_CONSUMER = "notification-projection"
-POSTGRES_CHECKPOINT = "notifications-postgres"
-REDIS_CHECKPOINT = "notifications-redis"
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
+from schemas.read_models import NOTIFICATIONS_REDIS_CHECKPOINT
 from schemas.topics import NOTIFICATIONS, USERS
 from streams.app import create_app
 from streams.batches import take_batches, until_done
-from streams.notifications.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_notifications
+from streams.notifications.projection import PROJECTION_CONSUMER, plan_notifications
 from streams.notifications.sinks import PostgresNotificationSink, RedisUnreadSink
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
@@ -47,7 +48,7 @@ class NotificationProjector:
         await self._order.dead_letters(plan.dead_letters)
         counts = await until_done("postgres", lambda: self._postgres.apply(plan.changes, plan.positions))
         await until_done("redis", lambda: self._redis.write(counts))
-        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+        await until_done("checkpoint", lambda: self._checkpoints.record(NOTIFICATIONS_REDIS_CHECKPOINT, plan.positions))
 
 
 @app.agent(source_topic)

@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from schemas.notifications import in_app, open_message, open_search_name
 from schemas.personal import UnreadablePersonalData
+from schemas.read_models import NOTIFICATIONS_POSTGRES_CHECKPOINT, unread_notifications_key
 from streams.notifications.projection import (
-    POSTGRES_CHECKPOINT,
     BlockSet,
     Change,
     ChannelState,
@@ -229,7 +229,7 @@ UnreadCounts = dict[str, tuple[int, int]]  # user id -> (unread, version)
 
 
 class PostgresNotificationSink:
-    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = NOTIFICATIONS_POSTGRES_CHECKPOINT) -> None:
         self._pool = pool
         self._projection = projection
 
@@ -250,10 +250,6 @@ class PostgresNotificationSink:
         return counts
 
 
-def unread_key(user_id: str) -> str:
-    return f"notifications:unread:{user_id}"
-
-
 # KEYS: notifications:unread:{id}; ARGV: version, document. Writes only when the stored version is older.
 _WRITE_COUNT = WRITE_IF_NEWER
 
@@ -269,5 +265,5 @@ class RedisUnreadSink:
         async with self._redis.pipeline(transaction=False) as pipe:
             for user_id, (unread, version) in sorted(counts.items()):
                 document = orjson.dumps({"unread": unread, "version": version})
-                await self._write(keys=[unread_key(user_id)], args=[version, document], client=pipe)
+                await self._write(keys=[unread_notifications_key(user_id)], args=[version, document], client=pipe)
             await pipe.execute()

@@ -3,10 +3,11 @@
 Two steps, both pure:
 1. `plan_properties` / `plan_views`: records of `properties` / `property-views` -> the changes the
    Postgres sink applies (one function per event type), or dead letters for what cannot be read.
-2. `redis_document` / `search_document`: a property's *current* Postgres row -> the Redis JSON and the
-   OpenSearch document. Redis and OpenSearch are fed from the row, not from the event, because an
-   update carries no images and an images event carries no listing: the row is the whole property, at
-   a version at least as new as the event, so the version-guarded writes converge whatever replays.
+2. `redis_document` / `schemas.listings.search_document`: a property's *current* Postgres row -> the
+   Redis JSON and the OpenSearch document. Redis and OpenSearch are fed from the row, not from the
+   event, because an update carries no images and an images event carries no listing: the row is the
+   whole property, at a version at least as new as the event, so the version-guarded writes converge
+   whatever replays.
 """
 
 from collections.abc import Callable, Sequence
@@ -17,7 +18,8 @@ from typing import Any
 import orjson
 
 from schemas.codec import EventDecodeError, decode_storable
-from schemas.envelope import Envelope, format_time
+from schemas.envelope import Envelope
+from schemas.listings import PropertyRow, listing_document, tombstone_document
 from schemas.properties import (
     PROPERTY_CREATED,
     PROPERTY_DELETED,
@@ -36,12 +38,6 @@ from streams.positions import RawRecord, SourcePosition
 
 PROJECTION_CONSUMER = "property-projection"
 SEARCH_CONSUMER = "property-search-projection"
-
-# Checkpoint names in `projection_checkpoints`, one per store: the read side asks "has the store I read
-# applied topic:partition:offset?" by comparing its `offset` with the position it waits for.
-POSTGRES_CHECKPOINT = "properties-postgres"
-REDIS_CHECKPOINT = "properties-redis"
-OPENSEARCH_CHECKPOINT = "properties-opensearch"
 
 
 # ---- changes for Postgres ----
@@ -165,7 +161,7 @@ def newest_versions(changes: Sequence[PlannedChange]) -> dict[str, int]:
     return newest
 
 
-def behind(rows: Sequence["PropertyRow"], wanted: dict[str, int]) -> set[str]:
+def behind(rows: Sequence[PropertyRow], wanted: dict[str, int]) -> set[str]:
     """The properties whose Postgres row (missing counts as version 0) is older than the batch."""
     have = {row.id: row.version for row in rows}
     return {property_id for property_id, version in wanted.items() if have.get(property_id, 0) < version}
@@ -236,106 +232,13 @@ def highest_offsets(positions: Sequence[SourcePosition]) -> dict[tuple[str, int]
 # ---- documents for Redis and OpenSearch, from the current row ----
 
 
-@dataclass(frozen=True)
-class PropertyRow:
-    """A `properties` row as the Postgres sink reads it back, with its view count."""
-
-    id: str
-    owner_id: str | None
-    title: str | None
-    location: str | None
-    price: int | None
-    property_type: str | None
-    bedrooms: int | None
-    bathrooms: int | None
-    description: str | None
-    area_sqft: int | None
-    amenities: list[str]
-    latitude: float | None
-    longitude: float | None
-    attributes: dict[str, Any]
-    featured: bool
-    images: list[dict[str, Any]]
-    deleted: bool
-    deleted_at: datetime | None
-    version: int
-    created_at: datetime | None
-    updated_at: datetime
-    view_count: int = 0
-
-    @property
-    def complete(self) -> bool:
-        """False for a row that saw a later event before its creation (only in a partial replay)."""
-        return self.title is not None and self.owner_id is not None and self.created_at is not None
-
-
-def _time(value: datetime | None) -> str | None:
-    return format_time(value) if value is not None else None
-
-
 def epoch_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
 def redis_document(row: PropertyRow) -> bytes:
-    """The JSON `property:{id}` holds: what GET /api/properties/{id} returns (camelCase).
-
-    `viewCount` comes first on purpose: the views script patches it in place with a string match on
-    the first `"viewCount":<digits>`, which no user text can fake (quotes inside strings are escaped).
-    A deleted property is a tombstone keeping its version, so a stale redelivery cannot resurrect it.
-    """
+    """The JSON `property:{id}` holds: the listing document (`viewCount` first, as the views script
+    needs), or the tombstone of a deleted property."""
     if row.deleted:
-        return orjson.dumps({"id": row.id, "deleted": True, "version": row.version, "deletedAt": _time(row.deleted_at)})
-    return orjson.dumps(
-        {
-            "viewCount": row.view_count,
-            "id": row.id,
-            "ownerId": row.owner_id,
-            "title": row.title,
-            "description": row.description,
-            "location": row.location,
-            "price": row.price,
-            "propertyType": row.property_type,
-            "bedrooms": row.bedrooms,
-            "bathrooms": row.bathrooms,
-            "areaSqft": row.area_sqft,
-            "amenities": list(row.amenities),
-            "latitude": row.latitude,
-            "longitude": row.longitude,
-            "attributes": row.attributes,
-            "featured": row.featured,
-            "images": row.images,
-            "deleted": False,
-            "version": row.version,
-            "createdAt": _time(row.created_at),
-            "updatedAt": _time(row.updated_at),
-        }
-    )
-
-
-def search_document(row: PropertyRow) -> dict[str, Any] | None:
-    """The `properties` index document, or None when the property is gone (the sink deletes it)."""
-    if row.deleted:
-        return None
-    document: dict[str, Any] = {
-        "id": row.id,
-        "ownerId": row.owner_id,
-        "title": row.title,
-        "description": row.description,
-        "location": row.location,
-        "propertyType": row.property_type,
-        "price": row.price,
-        "bedrooms": row.bedrooms,
-        "bathrooms": row.bathrooms,
-        "areaSqft": row.area_sqft,
-        "amenities": list(row.amenities),
-        "attributes": row.attributes,
-        "featured": row.featured,
-        "imageCount": len(row.images),
-        "createdAt": _time(row.created_at),
-        "updatedAt": _time(row.updated_at),
-        "version": row.version,
-    }
-    if row.latitude is not None and row.longitude is not None:
-        document["geo"] = {"lat": row.latitude, "lon": row.longitude}
-    return document
+        return orjson.dumps(tombstone_document(row))
+    return orjson.dumps({**listing_document(row), "deleted": False})

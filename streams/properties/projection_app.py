@@ -24,6 +24,8 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
+from schemas.listings import PropertyRow
+from schemas.read_models import PROPERTIES_REDIS_CHECKPOINT
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
 from streams.batches import apply_isolating_refusals, record_of, take_batches, until_done
@@ -32,9 +34,7 @@ from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
 from streams.properties.projection import (
     PROJECTION_CONSUMER,
-    REDIS_CHECKPOINT,
     PlannedChange,
-    PropertyRow,
     plan_properties,
     plan_views,
 )
@@ -80,7 +80,7 @@ class PropertyProjector:
 
         refused = await until_done("redis", lambda: self._redis.write_properties(rows))
         await self._refused(refused, by_property, self._order.dead_letters)
-        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+        await until_done("checkpoint", lambda: self._checkpoints.record(PROPERTIES_REDIS_CHECKPOINT, plan.positions))
 
     async def project_views(self, records: Sequence[RawRecord]) -> None:
         plan = plan_views(records)
@@ -91,7 +91,7 @@ class PropertyProjector:
         for record in records:
             by_property.setdefault(record.key.decode(errors="replace") if record.key else "", []).append(record)
         await self._refused(refused, by_property, self._dead_letters)
-        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+        await until_done("checkpoint", lambda: self._checkpoints.record(PROPERTIES_REDIS_CHECKPOINT, plan.positions))
 
     async def _write_postgres(
         self, changes: Sequence[PlannedChange], positions: Sequence[SourcePosition]

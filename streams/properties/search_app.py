@@ -23,17 +23,16 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from config import get_settings
+from schemas.listings import PropertyRow
+from schemas.read_models import PROPERTIES_OPENSEARCH_CHECKPOINT, PROPERTIES_POSTGRES_CHECKPOINT
 from schemas.topics import PROPERTIES
 from streams.app import create_app
 from streams.batches import record_of, take_batches, until_done
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord
 from streams.properties.projection import (
-    OPENSEARCH_CHECKPOINT,
-    POSTGRES_CHECKPOINT,
     SEARCH_CONSUMER,
     PropertyPlan,
-    PropertyRow,
     behind,
     highest_offsets,
     newest_versions,
@@ -59,7 +58,7 @@ class SearchProjector:
         checkpoints: PostgresCheckpoints,
         dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
         patience_seconds: float = 2.0,
-        checkpoint: str = OPENSEARCH_CHECKPOINT,
+        checkpoint: str = PROPERTIES_OPENSEARCH_CHECKPOINT,
     ) -> None:
         self._rows = rows
         self._checkpoint = checkpoint
@@ -101,7 +100,9 @@ class SearchProjector:
         poll = _FIRST_POLL_SECONDS
         warned = False
         while True:
-            applied = await until_done("postgres", lambda: self._rows.checkpoints(POSTGRES_CHECKPOINT, needed))
+            applied = await until_done(
+                "postgres", lambda: self._rows.checkpoints(PROPERTIES_POSTGRES_CHECKPOINT, needed)
+            )
             rows = await until_done("postgres", lambda: self._rows.current(list(wanted)))
             lagging = behind(rows, wanted)
             if not lagging:

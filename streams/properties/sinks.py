@@ -27,21 +27,26 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from schemas.listings import PropertyRow, search_document
+from schemas.read_models import (
+    FEATURED_PROPERTIES_KEY,
+    PROPERTIES_POSTGRES_CHECKPOINT,
+    RECENT_PROPERTIES_KEY,
+    property_key,
+    property_views_key,
+)
 from schemas.topics import PROPERTY_VIEWS
 from streams.batches import StoreUnavailable
 from streams.positions import SourcePosition
 from streams.properties.projection import (
-    POSTGRES_CHECKPOINT,
     ImagesReplaced,
     ListingWritten,
     PropertyChange,
-    PropertyRow,
     ViewSeen,
     ViewTotals,
     epoch_ms,
     highest_offsets,
     redis_document,
-    search_document,
 )
 from streams.redis_documents import RETURN_IF_NOT_NEWER
 
@@ -173,7 +178,7 @@ def _statement(change: PropertyChange) -> str:
 
 
 class PostgresPropertySink:
-    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = PROPERTIES_POSTGRES_CHECKPOINT) -> None:
         self._pool = pool
         self._projection = projection
 
@@ -272,7 +277,7 @@ SELECT property_id, view_count, last_offset FROM property_views WHERE property_i
 class PostgresViewSink:
     """Exact view counts: a view past its partition's checkpoint is counted, anything else was already."""
 
-    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = PROPERTIES_POSTGRES_CHECKPOINT) -> None:
         self._pool = pool
         self._projection = projection
 
@@ -315,18 +320,6 @@ class PostgresViewSink:
 
 
 # ---- Redis ----
-
-RECENT_KEY = "properties:recent"
-FEATURED_KEY = "properties:featured"
-
-
-def property_key(property_id: str) -> str:
-    return f"property:{property_id}"
-
-
-def views_key(property_id: str) -> str:
-    return f"property:{property_id}:views"
-
 
 # KEYS: property:{id}, property:{id}:views, properties:recent, properties:featured
 # ARGV: version, document, id, createdAt epoch ms, featured 0/1, deleted 0/1, view count from Postgres
@@ -386,7 +379,12 @@ class RedisPropertySink:
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 await self._write_property(
-                    keys=[property_key(row.id), views_key(row.id), RECENT_KEY, FEATURED_KEY],
+                    keys=[
+                        property_key(row.id),
+                        property_views_key(row.id),
+                        RECENT_PROPERTIES_KEY,
+                        FEATURED_PROPERTIES_KEY,
+                    ],
                     args=[
                         row.version,
                         redis_document(row),
@@ -405,7 +403,7 @@ class RedisPropertySink:
         async with self._redis.pipeline(transaction=False) as pipe:
             for total in totals:
                 await self._write_views(
-                    keys=[views_key(total.property_id), property_key(total.property_id)],
+                    keys=[property_views_key(total.property_id), property_key(total.property_id)],
                     args=[total.view_count, total.last_offset],
                     client=pipe,
                 )

@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from config import get_settings
 from schemas.codec import encode
+from schemas.read_models import SAVED_SEARCH_MATCHES_CHECKPOINT
 from schemas.topics import PROPERTIES, SEARCHES
 from streams.app import create_app
 from streams.batches import StoreUnavailable, record_of, take_batches, until_done
@@ -31,7 +32,6 @@ from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
 from streams.searches.matching import (
     MATCHER_CONSUMER,
-    MATCHES_CHECKPOINT,
     ListedProperty,
     SavedSearchHit,
     alerts_due,
@@ -57,7 +57,7 @@ class SavedSearchMatcher:
         produce: Produce,
         dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]],
         keys: Callable[[Collection[str]], Awaitable[dict[str, bytes]]],
-        checkpoint: str = MATCHES_CHECKPOINT,
+        checkpoint: str = SAVED_SEARCH_MATCHES_CHECKPOINT,
     ) -> None:
         self._keys = keys
         self._percolator = percolator

@@ -25,19 +25,19 @@ from schemas.properties import (
     PropertyCreated,
     PropertyUpdated,
 )
+from schemas.read_models import saved_search_matches_checkpoint
 from schemas.registry import EVENTS
 from schemas.searches import SEARCH_SAVED_MATCH, SavedSearchMatched, saved_match_event_id
 from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
 MATCHER_CONSUMER = "saved-search-matcher"
-MATCHES_CHECKPOINT = "saved-search-matches"
 MATCHER_SOURCE = "/hyderabad-infra/saved-search-matcher"
 
 
 def matches_checkpoint(group: str) -> str:
     """How far a matcher group has alerted: one checkpoint per group (a test's matcher vouches only for itself)."""
-    return MATCHES_CHECKPOINT if group == MATCHER_CONSUMER else f"{MATCHES_CHECKPOINT}@{group}"
+    return saved_search_matches_checkpoint(group, MATCHER_CONSUMER)
 
 
 @dataclass(frozen=True)

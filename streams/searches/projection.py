@@ -39,8 +39,6 @@ from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
 PROJECTION_CONSUMER = "search-projection"
-POSTGRES_CHECKPOINT = "searches-postgres"
-OPENSEARCH_CHECKPOINT = "saved-searches-opensearch"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from config import get_settings
+from schemas.read_models import SAVED_SEARCHES_OPENSEARCH_CHECKPOINT
 from schemas.topics import SEARCHES, USERS
 from streams.app import create_app
 from streams.batches import take_batches, until_done
@@ -24,7 +25,7 @@ from streams.dead_letters import DeadLetter
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
-from streams.searches.projection import OPENSEARCH_CHECKPOINT, PROJECTION_CONSUMER, plan_searches
+from streams.searches.projection import PROJECTION_CONSUMER, plan_searches
 from streams.searches.sinks import OpenSearchSavedSearchSink, PostgresSearchSink
 
 log = logging.getLogger("streams.searches.projection")
@@ -40,7 +41,7 @@ class SearchProjector:
         percolator: OpenSearchSavedSearchSink,
         checkpoints: PostgresCheckpoints,
         order: KeyOrder,
-        checkpoint: str = OPENSEARCH_CHECKPOINT,
+        checkpoint: str = SAVED_SEARCHES_OPENSEARCH_CHECKPOINT,
     ) -> None:
         self._postgres = postgres
         self._checkpoint = checkpoint

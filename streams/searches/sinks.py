@@ -19,13 +19,13 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from schemas.read_models import SEARCHES_POSTGRES_CHECKPOINT
 from schemas.searches import saved_match_event_id
 from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
 from streams.properties.sinks import SearchUnavailable, raise_checkpoints, write_versioned
 from streams.searches.matching import ListedProperty, SavedSearchHit
 from streams.searches.projection import (
-    POSTGRES_CHECKPOINT,
     SavedSearchRemoved,
     SavedSearchRow,
     SavedSearchWritten,
@@ -125,7 +125,7 @@ def _statement(change: SearchChange) -> str:
 
 
 class PostgresSearchSink:
-    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = SEARCHES_POSTGRES_CHECKPOINT) -> None:
         self._pool = pool
         self._projection = projection
 

@@ -31,8 +31,6 @@ from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord, SourcePosition
 
 PROJECTION_CONSUMER = "user-projection"
-POSTGRES_CHECKPOINT = "users-postgres"
-REDIS_CHECKPOINT = "users-redis"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import get_settings
+from schemas.read_models import USERS_REDIS_CHECKPOINT
 from schemas.topics import USERS
 from streams.app import create_app
 from streams.batches import take_batches, until_done
@@ -22,7 +23,7 @@ from streams.dead_letters import DeadLetter
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
 from streams.properties.sinks import PostgresCheckpoints
-from streams.users.projection import PROJECTION_CONSUMER, REDIS_CHECKPOINT, plan_users
+from streams.users.projection import PROJECTION_CONSUMER, plan_users
 from streams.users.sinks import PostgresUserSink, RedisUserSink
 
 log = logging.getLogger("streams.users.projection")
@@ -52,7 +53,7 @@ class UserProjector:
                     if r.key and (key := r.key.decode(errors="replace")) in refused
                 ]
             )
-        await until_done("checkpoint", lambda: self._checkpoints.record(REDIS_CHECKPOINT, plan.positions))
+        await until_done("checkpoint", lambda: self._checkpoints.record(USERS_REDIS_CHECKPOINT, plan.positions))
 
 
 settings = get_settings()

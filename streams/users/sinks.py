@@ -8,11 +8,12 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from schemas.read_models import USERS_POSTGRES_CHECKPOINT, idempotency_slots_of, user_key
 from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
 from streams.properties.sinks import raise_checkpoints
 from streams.redis_documents import WRITE_IF_NEWER
-from streams.users.projection import POSTGRES_CHECKPOINT, UserChange, UserRow, opened, redis_document
+from streams.users.projection import UserChange, UserRow, opened, redis_document
 
 _REGISTERED = """
 INSERT INTO users (id, email_normalised, password_hash, name, phone, role, version, last_event_id, created_at,
@@ -82,7 +83,7 @@ def _parameters(change: UserChange) -> dict[str, Any]:
 
 
 class PostgresUserSink:
-    def __init__(self, pool: AsyncConnectionPool, projection: str = POSTGRES_CHECKPOINT) -> None:
+    def __init__(self, pool: AsyncConnectionPool, projection: str = USERS_POSTGRES_CHECKPOINT) -> None:
         self._pool = pool
         self._projection = projection
 
@@ -110,10 +111,6 @@ class PostgresUserSink:
         return rows
 
 
-def user_key(user_id: str) -> str:
-    return f"user:{user_id}"
-
-
 # KEYS: user:{id}; ARGV: version, document. Writes only when the stored version is older.
 _WRITE_USER = WRITE_IF_NEWER
 
@@ -136,6 +133,6 @@ class RedisUserSink:
     async def _forget_answers(self, user_id: str) -> None:
         """Idempotency records keep a request's answer for a day, and an answer can hold a file's name or
         a listing's title: a closed account's go with it (api/common/idempotency.py names them by user)."""
-        stale = [key async for key in self._redis.scan_iter(match=f"idempotency:*:{user_id}:*", count=1000)]
+        stale = [key async for key in self._redis.scan_iter(match=idempotency_slots_of(user_id), count=1000)]
         if stale:
             await self._redis.unlink(*stale)

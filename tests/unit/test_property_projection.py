@@ -4,6 +4,7 @@ import orjson
 
 from schemas.codec import encode
 from schemas.envelope import new_event
+from schemas.listings import PropertyRow, search_document
 from schemas.properties import (
     PROPERTY_CREATED,
     PROPERTY_DELETED,
@@ -16,11 +17,9 @@ from streams.properties.projection import (
     ImagesReplaced,
     ListingWritten,
     PropertyRemoved,
-    PropertyRow,
     plan_properties,
     plan_views,
     redis_document,
-    search_document,
 )
 
 AT = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)

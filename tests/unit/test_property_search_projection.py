@@ -2,8 +2,8 @@
 consumer group) to reach the batch's versions before indexing, and records its checkpoint after."""
 
 from schemas.properties import PROPERTY_CREATED, PROPERTY_UPDATED
+from schemas.read_models import PROPERTIES_OPENSEARCH_CHECKPOINT as OPENSEARCH_CHECKPOINT
 from streams.properties.projection import (
-    OPENSEARCH_CHECKPOINT,
     SEARCH_CONSUMER,
     behind,
     newest_versions,
