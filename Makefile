@@ -2,23 +2,36 @@
 #   make run    installs what is missing, starts Kafka, Postgres, Redis, OpenSearch, the stream
 #               workers and the six services, prints where they are; Ctrl-C stops them.
 #               `make run OBSERVE=1` also starts Debian's prometheus (if installed) on 127.0.0.1:9090.
+#               `make run CLUSTER=1`: the cluster mode (config/cluster.env): three Kafka brokers,
+#               a Postgres replica for queries, two OpenSearch nodes, two of every worker and
+#               service process, beside a single-node stack (own ports, state in .state-cluster/).
 #   make test   the full suite against the real stack (started when needed).
+#   make test-cluster   the cluster tests (tests/cluster, marker `cluster`) against the cluster mode.
 # The native stack (Kafka, PostgreSQL, Redis, OpenSearch on 127.0.0.1; data in .state/ or
 # $HI_STATE_DIR) is driven by ops/stack.sh; PARTS limits it, e.g. `make up PARTS=postgres`.
 PARTS ?=
+# CLUSTER=1 (any value) exports HI_CLUSTER=1: ops/stack.sh and config/settings.py read config/cluster.env.
+ifneq ($(CLUSTER),)
+export HI_CLUSTER := 1
+endif
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Reinstall Python dependencies only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay bench-mix
+.PHONY: run test test-cluster install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay bench-mix
 
 run: install up prepare
 	$(PY) -m ops.run $(if $(OBSERVE),--observe)
 
 test: install up
 	ops/test.sh
+
+# Three brokers, a replica, two nodes: started (or found running) beside the single-node stack.
+test-cluster: export HI_CLUSTER := 1
+test-cluster: install up prepare
+	$(VENV)/bin/pytest -m cluster tests/cluster
 
 install: $(VENV_STAMP) install-infra
 

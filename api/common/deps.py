@@ -27,6 +27,7 @@ from api.common.contract import IDEMPOTENCY_DESCRIPTION
 from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER
 from api.common.kafka import CONSISTENCY_HEADER, EventProducer
+from api.common.reads import RequestReads, query_pool
 from config.settings import Settings
 from schemas.ids import new_id
 from storage import BlobStore
@@ -149,6 +150,10 @@ async def _pg_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pg_pool
 
 
+async def _query_reads(request: Request) -> RequestReads:
+    return query_pool(request)
+
+
 async def _redis(request: Request) -> Redis:
     return request.app.state.redis
 
@@ -177,6 +182,8 @@ async def _client_address(request: Request) -> str:
 # Async on purpose: FastAPI runs a plain `def` dependency in a thread, a hop per request for nothing.
 AppSettings = Annotated[Settings, Depends(_settings)]
 PgPool = Annotated[AsyncConnectionPool, Depends(_pg_pool)]
+# What queries read: the replica while it keeps up, else the primary, one choice per request (api/common/reads.py).
+QueryReads = Annotated[RequestReads, Depends(_query_reads)]
 RedisClient = Annotated[Redis, Depends(_redis)]
 SearchClient = Annotated[AsyncOpenSearch, Depends(_opensearch)]
 Producer = Annotated[EventProducer, Depends(_producer)]

@@ -5,6 +5,8 @@ Nothing is opened at import; the `lifespan` builds clients from `get_settings()`
 that is down does not stop the service starting: `/ready` answers 503 naming it until it is back.
 """
 
+import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -33,6 +35,7 @@ from api.common.readiness import (
     probe_all,
     redis_check,
 )
+from api.common.reads import QueryPools
 from api.common.request_guard import RequestGuard
 from api.common.responses import ok
 from api.common.revocation import deny_list_check
@@ -73,6 +76,7 @@ async def _open_clients(
         await pool.open(wait=False)
         app.state.pg_pool = pool
         checks.append(postgres_check(pool, timeout))
+        await _open_query_pools(app, name, pool, settings, stack)
     if "redis" in uses:
         client = Redis.from_url(
             settings.redis_url,
@@ -97,6 +101,44 @@ async def _open_clients(
         log_ends = LogEnds(settings.kafka_bootstrap)
         stack.push_async_callback(log_ends.stop)
         app.state.log_ends = log_ends
+
+
+async def _open_query_pools(
+    app: FastAPI, name: str, primary: AsyncConnectionPool, settings: Settings, stack: AsyncExitStack
+) -> None:
+    """Queries read the replica when there is one and it keeps up (api/common/reads.py); its absence or
+    failure is no reason for `/ready` to refuse: the primary serves them then."""
+    replica = None
+    if settings.postgres_replica_dsn:
+        replica = AsyncConnectionPool(
+            settings.postgres_replica_dsn,
+            open=False,
+            name=f"{name}-replica-pool",
+            min_size=1,
+            max_size=settings.postgres_pool_max,
+            kwargs={"connect_timeout": 2},
+            check=AsyncConnectionPool.check_connection,
+            timeout=10.0,
+            reconnect_timeout=5.0,
+        )
+        stack.push_async_callback(replica.close)
+        await replica.open(wait=False)
+    pools = QueryPools(
+        primary,
+        replica,
+        max_lag_seconds=settings.postgres_replica_max_lag_seconds,
+        check_seconds=settings.postgres_replica_check_seconds,
+    )
+    app.state.query_pools = pools
+    if replica is not None:
+        watcher = asyncio.create_task(pools.watch(), name=f"{name}-replica-watch")
+
+        async def stop_watching() -> None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+        stack.push_async_callback(stop_watching)
 
 
 async def _start_command_bus(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:

@@ -171,7 +171,11 @@ def add_status_routes(app: FastAPI, name: str, with_metrics: bool) -> None:
     )
     async def status(request: Request) -> JSONResponse:
         statuses = await _statuses(request)
-        return ok({"service": name, "readModels": [s.body() for s in statuses]}, "status")
+        body: dict[str, Any] = {"service": name, "readModels": [s.body() for s in statuses]}
+        pools = getattr(request.app.state, "query_pools", None)
+        if pools is not None:
+            body["reads"] = pools.status()  # which Postgres queries read: the replica, or why the primary
+        return ok(body, "status")
 
     if not with_metrics:
         return

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from api.common.auth import AccessClaims
 from api.common.consistency import wait_for_positions
+from api.common.reads import query_pool
 from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.files import PRIVATE_KINDS, file_document
@@ -46,7 +47,7 @@ async def caught_up(
     request: Request, checkpoint: str, token: str | None, topics: frozenset[str] = _FILE_TOPICS
 ) -> bool:
     return await wait_for_positions(
-        request.app.state.pg_pool,
+        query_pool(request),
         checkpoint,
         topics,
         token,
@@ -55,7 +56,7 @@ async def caught_up(
 
 
 async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.reads import query_pool
 from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.notifications import DEFAULT_PREFERENCES, Kind, Preferences
@@ -32,7 +33,7 @@ READ_MODELS = fixed(
 
 async def caught_up(request: Request, token: str | None, *, redis: bool = False) -> bool:
     settings = request.app.state.settings
-    pool = request.app.state.pg_pool
+    pool = query_pool(request)
     fresh = await wait_for_positions(
         pool, NOTIFICATIONS_POSTGRES_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
     )
@@ -48,7 +49,7 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
 
 
 async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 

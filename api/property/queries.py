@@ -12,10 +12,9 @@ from typing import Any
 import orjson
 from opensearchpy import AsyncOpenSearch
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from api.common.consistency import wait_for_positions
+from api.common.consistency import Reader, wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from api.common.status import ReadModel, fixed
@@ -52,7 +51,7 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
     return {} if fresh else {"X-Consistency": "stale"}
 
 
-async def _caught_up(pool: AsyncConnectionPool, settings: Settings, checkpoint: str, token: str | None) -> bool:
+async def _caught_up(pool: Reader, settings: Settings, checkpoint: str, token: str | None) -> bool:
     return await wait_for_positions(pool, checkpoint, _EVENT_TOPICS, token, settings.consistency_wait_seconds)
 
 
@@ -61,13 +60,13 @@ def _listing(row: dict[str, Any]) -> dict[str, Any]:
     return listing_document(PropertyRow.of(row))
 
 
-async def _fetch(pool: AsyncConnectionPool, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+async def _fetch(pool: Reader, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 
 
-async def _from_postgres(pool: AsyncConnectionPool, property_id: str) -> dict[str, Any] | None:
+async def _from_postgres(pool: Reader, property_id: str) -> dict[str, Any] | None:
     rows = await _fetch(
         pool,
         f"SELECT {_LISTING_COLUMNS} FROM properties p LEFT JOIN property_views v ON v.property_id = p.id"  # noqa: S608
@@ -78,7 +77,7 @@ async def _from_postgres(pool: AsyncConnectionPool, property_id: str) -> dict[st
 
 
 async def details(
-    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, token: str | None
+    pool: Reader, redis: Redis, settings: Settings, property_id: str, token: str | None
 ) -> tuple[dict[str, Any], bool]:
     fresh = await _caught_up(pool, settings, PROPERTIES_REDIS_CHECKPOINT, token)
     raw = await redis.get(property_key(property_id))
@@ -95,14 +94,12 @@ async def details(
     return listing, fresh
 
 
-async def require_listed(
-    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, token: str | None
-) -> None:
+async def require_listed(pool: Reader, redis: Redis, settings: Settings, property_id: str, token: str | None) -> None:
     await details(pool, redis, settings, property_id, token)
 
 
 async def listed_owner(
-    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, token: str | None
+    pool: Reader, redis: Redis, settings: Settings, property_id: str, token: str | None
 ) -> str | None:
     """The owner of a live listing as the read model has it; None when it lists no such listing (not
     yet projected, or gone): the decider has the last word then."""
@@ -117,7 +114,7 @@ async def listed_owner(
 
 
 async def image_of(
-    pool: AsyncConnectionPool, redis: Redis, settings: Settings, property_id: str, sha256: str, token: str | None
+    pool: Reader, redis: Redis, settings: Settings, property_id: str, sha256: str, token: str | None
 ) -> dict[str, Any]:
     """One of a live listing's images: an image of another listing, a file's bytes, a deleted
     listing's photos are not served here, whatever the blob store still holds."""
@@ -146,9 +143,7 @@ def _newest_first_page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]
     return page(items, cursor)
 
 
-async def _newest_first(
-    pool: AsyncConnectionPool, where: str, params: tuple[Any, ...], paging: PageParams
-) -> dict[str, Any]:
+async def _newest_first(pool: Reader, where: str, params: tuple[Any, ...], paging: PageParams) -> dict[str, Any]:
     after_time, after_id = _time_cursor(paging)
     keyset = " AND (p.created_at, p.id) < (%s, %s)" if after_time else ""
     rows = await _fetch(
@@ -162,14 +157,14 @@ async def _newest_first(
 
 
 async def by_owner(
-    pool: AsyncConnectionPool, settings: Settings, owner_id: str, paging: PageParams, token: str | None
+    pool: Reader, settings: Settings, owner_id: str, paging: PageParams, token: str | None
 ) -> tuple[dict[str, Any], bool]:
     fresh = await _caught_up(pool, settings, PROPERTIES_POSTGRES_CHECKPOINT, token)
     return await _newest_first(pool, "p.owner_id = %s", (owner_id,), paging), fresh
 
 
 async def recent(
-    pool: AsyncConnectionPool,
+    pool: Reader,
     settings: Settings,
     paging: PageParams,
     location: str | None,
@@ -187,9 +182,7 @@ async def recent(
     return await _newest_first(pool, " AND ".join(conditions), tuple(params), paging), fresh
 
 
-async def featured(
-    pool: AsyncConnectionPool, settings: Settings, limit: int, token: str | None
-) -> tuple[dict[str, Any], bool]:
+async def featured(pool: Reader, settings: Settings, limit: int, token: str | None) -> tuple[dict[str, Any], bool]:
     """Admin-featured first (newest first), then the most viewed over the last 7 days (UTC)."""
     fresh = await _caught_up(pool, settings, PROPERTIES_POSTGRES_CHECKPOINT, token)
     rows = await _fetch(
@@ -214,7 +207,7 @@ async def featured(
 
 
 async def similar(
-    pool: AsyncConnectionPool,
+    pool: Reader,
     search: AsyncOpenSearch,
     settings: Settings,
     property_id: str,

@@ -23,6 +23,7 @@ from api.common.deps import (
     PgPool,
     Producer,
     PropertyId,
+    QueryReads,
     RedisClient,
     SearchClient,
     UserId,
@@ -313,7 +314,7 @@ async def upload_images(
     responses={200: _READ},
 )
 async def featured_properties(
-    pool: PgPool,
+    pool: QueryReads,
     settings: AppSettings,
     limit: Annotated[int, Query(ge=1, le=100, description="How many listings")] = 20,
     consistency: ConsistencyToken = None,
@@ -329,7 +330,7 @@ async def featured_properties(
     responses={200: _READ},
 )
 async def recent_properties(
-    pool: PgPool,
+    pool: QueryReads,
     settings: AppSettings,
     paging: PageQuery,
     location: Annotated[str | None, Query(min_length=1, max_length=100, description="A locality, any case")] = None,
@@ -347,7 +348,7 @@ async def recent_properties(
     responses={200: _READ},
 )
 async def user_properties(
-    user_id: UserId, pool: PgPool, settings: AppSettings, paging: PageQuery, consistency: ConsistencyToken = None
+    user_id: UserId, pool: QueryReads, settings: AppSettings, paging: PageQuery, consistency: ConsistencyToken = None
 ) -> JSONResponse:
     page, fresh = await queries.by_owner(pool, settings, user_id, paging, consistency)
     return ok(page, "User properties", queries.freshness_headers(fresh))
@@ -361,7 +362,7 @@ async def user_properties(
 )
 async def similar_properties(
     property_id: PropertyId,
-    pool: PgPool,
+    pool: QueryReads,
     search: SearchClient,
     settings: AppSettings,
     limit: Annotated[int, Query(ge=1, le=50, description="How many listings")] = 10,
@@ -390,7 +391,7 @@ async def property_image(
     property_id: PropertyId,
     sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="The image's SHA-256, as its `url` names it")],
     request: Request,
-    pool: PgPool,
+    pool: QueryReads,
     redis: RedisClient,
     settings: AppSettings,
     store: Blobs,
@@ -431,7 +432,7 @@ async def property_image(
 )
 async def get_property(
     property_id: PropertyId,
-    pool: PgPool,
+    pool: QueryReads,
     redis: RedisClient,
     settings: AppSettings,
     consistency: ConsistencyToken = None,

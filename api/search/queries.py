@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, DependencyUnavailable, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.reads import query_pool
 from api.common.status import ReadModel
 from api.search.models import Facet, Sort
 from schemas.envelope import format_time
@@ -55,9 +56,7 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
 
 async def _caught_up(request: Request, checkpoint: str, topics: frozenset[str], token: str | None) -> bool:
     settings = request.app.state.settings
-    return await wait_for_positions(
-        request.app.state.pg_pool, checkpoint, topics, token, settings.consistency_wait_seconds
-    )
+    return await wait_for_positions(query_pool(request), checkpoint, topics, token, settings.consistency_wait_seconds)
 
 
 async def listings_caught_up(request: Request, token: str | None) -> bool:
@@ -346,7 +345,7 @@ async def suggestions(request: Request, q: str, limit: int) -> list[dict[str, An
 
 
 async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 

@@ -15,6 +15,7 @@ from api.common.auth import AccessClaims
 from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
+from api.common.reads import query_pool
 from api.common.status import ReadModel, fixed
 from schemas.envelope import format_time
 from schemas.read_models import (
@@ -43,12 +44,12 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
 async def caught_up(request: Request, checkpoint: str, token: str | None, topic: str = USERS.name) -> bool:
     settings = request.app.state.settings
     return await wait_for_positions(
-        request.app.state.pg_pool, checkpoint, frozenset({topic}), token, settings.consistency_wait_seconds
+        query_pool(request), checkpoint, frozenset({topic}), token, settings.consistency_wait_seconds
     )
 
 
 async def fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 

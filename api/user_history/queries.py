@@ -27,6 +27,7 @@ from api.common.consistency import wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from api.common.personal_keys import personal_key
+from api.common.reads import query_pool
 from api.common.responses import require_day
 from api.common.status import ReadModel
 from api.user_history.timeline import bucket_by_day, day_bounds, last_days_start, zone
@@ -109,7 +110,7 @@ async def in_generation(
 ) -> T:
     """Runs `read` against the generation the query should see; see the module's note on swaps."""
     for attempt in range(1, _ATTEMPTS + 1):
-        async with request.app.state.pg_pool.connection() as conn:
+        async with query_pool(request).connection() as conn:
             target = await _target(conn, namespace(request), snapshot, user_id)
             if target is None:
                 return empty()  # nothing projected in this namespace yet
@@ -131,12 +132,12 @@ async def caught_up(request: Request, store: str, token: str | None) -> bool:
     projection = redis_checkpoint(ns, generation) if store == "redis" else postgres_checkpoint(ns, generation)
     settings = request.app.state.settings
     return await wait_for_positions(
-        request.app.state.pg_pool, projection, HISTORY_TOPICS, token, settings.consistency_wait_seconds
+        query_pool(request), projection, HISTORY_TOPICS, token, settings.consistency_wait_seconds
     )
 
 
 async def _live_generation(request: Request) -> int | None:
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.execute(
             "SELECT generation FROM user_history_live WHERE namespace = %s", (namespace(request),)
         )
@@ -164,7 +165,7 @@ async def read_models(request: Request) -> list[ReadModel]:
 async def archive_caught_up(request: Request, token: str | None) -> bool:
     settings = request.app.state.settings
     return await wait_for_positions(
-        request.app.state.pg_pool, ARCHIVE_CHECKPOINT, HISTORY_TOPICS, token, settings.consistency_wait_seconds
+        query_pool(request), ARCHIVE_CHECKPOINT, HISTORY_TOPICS, token, settings.consistency_wait_seconds
     )
 
 
@@ -334,7 +335,7 @@ async def raw_events(request: Request, user_id: str, event_type: str | None, pag
         "SELECT event_id, event_type, source, subject, occurred_at, user_id, session_id, correlation_id, causation_id,"
         " sequence, data FROM event_store WHERE {where} ORDER BY occurred_at DESC, event_id DESC LIMIT %s"
     ).format(where=sql.SQL(" AND ").join(conditions))
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(query, (*params, paging.limit + 1))
         rows = await cursor.fetchall()
     more = len(rows) > paging.limit

@@ -17,6 +17,7 @@ from api.common.errors import ApiError, field_error
 from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
 from api.common.pagination import PageParams, PageQuery, encode_cursor, page
+from api.common.reads import query_pool
 from api.common.responses import OrjsonResponse, ok, require_utc
 from api.user_history import queries
 from api.user_history.models import USER_ID_PATTERN, ReplayIn
@@ -220,7 +221,7 @@ def _job(row: dict[str, Any], retention_seconds: float) -> dict[str, Any]:
 async def _replayer_caught_up(request: Request, token: str | None) -> bool:
     settings = request.app.state.settings
     return await wait_for_positions(
-        request.app.state.pg_pool,
+        query_pool(request),
         replayer_checkpoint(settings.history_namespace),
         frozenset({USER_HISTORY_REPLAYS.name}),
         token,
@@ -241,7 +242,7 @@ async def list_replays(
         except (KeyError, TypeError, ValueError):
             raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this list")]) from None
     keyset = " AND (requested_at, job_id) < (%s, %s)" if after else ""
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(
             sql.SQL(
                 "SELECT * FROM user_history_replay_jobs WHERE namespace = %s{keyset}"
@@ -266,7 +267,7 @@ async def replay_job(
 ) -> JSONResponse:
     _require_admin(user)
     fresh = await _replayer_caught_up(request, consistency)
-    async with request.app.state.pg_pool.connection() as conn:
+    async with query_pool(request).connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(
             "SELECT * FROM user_history_replay_jobs WHERE job_id = %s AND namespace = %s",
             (job_id, request.app.state.settings.history_namespace),

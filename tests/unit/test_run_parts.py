@@ -5,6 +5,7 @@ from collections import Counter
 
 import yaml
 
+from config import get_settings
 from ops.run import PROMETHEUS_CONFIG, parts
 
 
@@ -32,3 +33,23 @@ def test_every_stream_worker_has_a_metrics_port_of_its_own():
     ports = [part.metrics_port for part in parts("127.0.0.1") if part.command[2].startswith("streams.")]
     assert None not in ports
     assert len(set(ports)) == len(ports)
+
+
+def test_cluster_mode_runs_every_worker_twice_in_one_group_and_two_processes_per_service(monkeypatch):
+    monkeypatch.setenv("HI_WORKER_INSTANCES", "2")
+    monkeypatch.setenv("HI_SERVICE_PROCESSES", "2")
+    get_settings.cache_clear()
+    try:
+        everything = parts("127.0.0.1")
+    finally:
+        get_settings.cache_clear()
+    workers = [part for part in everything if part.command[2].startswith("streams.")]
+    per_module = Counter(part.command[2] for part in workers)
+    assert set(per_module.values()) == {2}
+    # Each instance of a worker joins the same consumer group (what the probe waits for).
+    groups = Counter(part.probe for part in workers)
+    assert set(groups.values()) == {2}
+    assert len({part.name for part in everything}) == len(everything)
+    assert len({part.metrics_port for part in workers}) == len(workers)
+    services = [part for part in everything if part.url]
+    assert services and all(part.command[-2:] == ["--workers", "2"] for part in services)
