@@ -30,9 +30,9 @@ class ServiceProcess:
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
-    async def start(self) -> None:
+    async def start(self, within: float = 30) -> None:
         self.launch()
-        await eventually(self._health, lambda status: status == 200, within=30)
+        await eventually(self._health, lambda status: status == 200, within=within)
 
     def launch(self) -> None:
         with self.log_path.open("ab") as log:
