@@ -6,6 +6,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import encode
+from schemas.read_models import ARCHIVE_CHECKPOINT
 from schemas.topics import (
     DEAD_LETTERS,
     DLQ_CONSUMER_HEADER,
@@ -38,15 +39,22 @@ async def test_events_of_every_topic_land_once_in_the_event_store(worker, produc
 
 
 async def test_the_archive_records_how_far_it_got_in_each_partition(worker, producer, pg, run_id):
-    await produce_marked(producer, f"{run_id}-cp", 30)
+    produced = await produce_marked(producer, f"{run_id}-cp", 30)
     await eventually(lambda: archived(pg, f"{run_id}-cp"), until=lambda rows: rows == 30, within=60)
+    ours: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in produced.values():
+        ours[(topic, partition)] = max(offset, ours.get((topic, partition), -1))
     cursor = await pg.execute(
-        "SELECT c.topic, c.partition, c.offset, max(e.source_offset) FROM projection_checkpoints c"
-        " JOIN event_store e ON e.source_topic = c.topic AND e.source_partition = c.partition"
-        " WHERE c.projection = 'event-archive' GROUP BY 1, 2, 3"
+        'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = %s', (ARCHIVE_CHECKPOINT,)
     )
-    for topic, partition, checkpoint, highest_archived in await cursor.fetchall():
-        assert checkpoint == highest_archived, (topic, partition)
+    checkpoints = {(topic, partition): offset for topic, partition, offset in await cursor.fetchall()}
+    # At least as far as this run's own events, which are archived: the checkpoint is raised with the rows.
+    # Not "equal to the highest archived offset": a record whose event id is archived already (a reactor
+    # restarted mid-batch produces its event again, or another stack's reactor on these topics answers the
+    # same event) is passed over and still moves the checkpoint, and other workers write to these topics.
+    assert {position: checkpoints.get(position, -1) >= offset for position, offset in ours.items()} == {
+        position: True for position in ours
+    }
 
 
 async def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_archive_keeps_going(
