@@ -441,7 +441,7 @@ answers() {
 
 wait_ready() {
   local part=$1 limit deadline
-  case $part in opensearch) limit=240 ;; kafka*) limit=180 ;; postgres-replica) limit=180 ;; *) limit=60 ;; esac
+  case $part in opensearch | kafka*) limit=300 ;; postgres-replica) limit=180 ;; *) limit=60 ;; esac
   deadline=$((SECONDS + limit))
   until answers "$part"; do
     if [[ -f $RUN/$part.pid ]] && ! pid_of "$part" >/dev/null; then
