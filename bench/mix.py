@@ -17,9 +17,11 @@ The load comes from a separate process (this file with `--load-generator`, aioht
 i is sent at start + i/rate whatever earlier ones did, and its latency counts from that scheduled time,
 so queueing shows. For each offered rate it prints the achieved rate, the share of 2xx, p50/p99 overall
 and per route class, and a CPU account: CPU ms per request summed per process, for every process of the
-system (found by command line: Kafka, OpenSearch, Postgres, Redis, each service, each worker, the load
-generator). It ends with the highest rate whose p99 < 200 ms with >= 99.9 % 2xx, and the whole system's
-idle CPU over 30 s (measured before the load, once the set-up has settled).
+system and only those (`ops.run`'s children and the stores of `HI_STATE_DIR`, with theirs: Kafka,
+OpenSearch, Postgres, Redis, each service, each worker; and the load generator; other suites running on
+the same machine are not counted). It ends with the highest rate whose p99 < 200 ms with >= 99.9 % 2xx,
+and the whole system's idle CPU over 30 s (measured before the load, once the set-up has settled);
+`--idle-only` prints just that, per part.
 
 Anonymous views, and each bench user's sign-up and login, are sent with an `X-Forwarded-For` of their own
 (100.64.0.0/10 addresses, only ever written into the header), as a proxy in front of the platform would
@@ -186,19 +188,58 @@ def _part_of(cmdline: list[str]) -> str | None:
     return None
 
 
-def cpu_by_part() -> dict[str, float]:
-    """CPU seconds so far per part: utime + stime (+ reaped children's, so Postgres backends count)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
+def _processes() -> dict[int, tuple[int, list[str]]]:
+    """Every process: pid -> (parent pid, command line)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        found[int(entry)] = (parent, [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg])
+    return found
+
+
+def system_pids() -> set[int]:
+    """The processes of the system under test: `ops.run` and the stores of its state dir (`HI_STATE_DIR`,
+    or Redis by its port), with all their children. Other suites' workers and stacks on the same machine
+    (same command lines, other state dirs) are not counted."""
+    from config import get_settings
+
+    settings = get_settings()
+    marks = (str(settings.state_dir), f"127.0.0.1:{settings.redis_port}")
+    processes = _processes()
+    roots = {
+        pid
+        for pid, (_, cmdline) in processes.items()
+        if "ops.run" in cmdline or (_part_of(cmdline) and any(mark in " ".join(cmdline) for mark in marks))
+    }
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    ours, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        ours.add(pid)
+        todo += children.get(pid, [])
+    return ours
+
+
+def cpu_by_part() -> dict[str, float]:
+    """CPU seconds so far per part of this system: utime + stime (+ reaped children's, so Postgres
+    backends count)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for pid in system_pids():
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
             part = _part_of([arg.decode(errors="replace") for arg in raw.split(b"\0") if arg])
             if part is None:
                 continue
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         totals[part] = totals.get(part, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
@@ -354,10 +395,17 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--connections", type=int, default=512, help="the generator's connection pool")
     parser.add_argument("--timeout", type=float, default=10, help="a request with no answer by then failed")
+    parser.add_argument("--idle-only", action="store_true", help="only the idle CPU of each part, then stop")
     parser.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_generator:
         load_generator()
+        return
+    if args.idle_only:
+        idle = _idle(args.idle_seconds)
+        for part, share in sorted(idle.items(), key=lambda item: -item[1]):
+            print(f"   {part:<40} {share:6.2f} % of a core")
+        print(f"   whole system idle over {args.idle_seconds:.0f} s: {sum(idle.values()):.1f} % of a core")
         return
     world = asyncio.run(_setup(args))
     idle = _idle(args.idle_seconds)
