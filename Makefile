@@ -20,7 +20,7 @@ PY := $(VENV)/bin/python
 # Reinstall Python dependencies only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test test-cluster install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay bench-mix
+.PHONY: run test test-cluster install install-infra up down status prepare lint bench bench-properties bench-search demo-data replay-archive reindex replay-history bench-replay bench-mix bench-scale
 
 run: install up prepare
 	$(PY) -m ops.run $(if $(OBSERVE),--observe)
@@ -66,6 +66,10 @@ lint:
 
 bench: install up prepare
 	$(PY) bench/archive.py
+
+# One projection (the archive) as 1, 2 and 3 workers in one group: events/s, CPU ms per event, each worker's partitions.
+bench-scale: install up prepare
+	$(PY) bench/scale.py
 
 # Create/GET throughput and read-model freshness of the property slice (starts its own service and workers).
 bench-properties: install up prepare
