@@ -451,8 +451,14 @@ async def write_versioned(
         else:
             lines.append(orjson.dumps({"index": meta}))
             lines.append(orjson.dumps(document))
+    # `refresh=true`: the shards the batch touched are refreshed before the answer, in the same round trip
+    # (not `wait_for`, which waits for the next periodic refresh, up to 1 s): the checkpoint recorded
+    # after this returns promises the batch is searchable.
     response = await client.post(
-        "/_bulk", content=b"\n".join(lines) + b"\n", headers={"Content-Type": "application/x-ndjson"}
+        "/_bulk",
+        params={"refresh": "true"},
+        content=b"\n".join(lines) + b"\n",
+        headers={"Content-Type": "application/x-ndjson"},
     )
     # Refused as a whole (overloaded, down, or the alias missing until `ops.search_index` runs): no
     # single event is to blame, so wait and retry rather than dead-letter the batch.
@@ -467,9 +473,4 @@ async def write_versioned(
         if status == 429 or status >= 500:
             raise SearchUnavailable(f"{id_}: {status} {outcome.get('error')}")
         refused[id_] = f"opensearch refused {id_}: {status} {orjson.dumps(outcome.get('error')).decode()}"
-    # An explicit refresh rather than `refresh=wait_for`, which waits for the next periodic refresh (up
-    # to 1 s): the checkpoint recorded after this returns promises the batch is searchable.
-    refreshed = await client.post(f"/{alias}/_refresh")
-    if refreshed.status_code != 200:
-        raise SearchUnavailable(f"refresh answered {refreshed.status_code}: {refreshed.text[:500]}")
     return refused
