@@ -9,8 +9,6 @@ A deletion names the account's listings; the account decider sends their delisti
 
 from collections.abc import Sequence
 
-from fastapi import Request
-
 from api.common.auth import AccessClaims
 from api.common.commands import CommandBus
 from api.common.deps import RequestContext
@@ -94,17 +92,15 @@ async def register(bus: CommandBus, envelope: Envelope) -> CommandOutcome:
     return raise_rejection(await bus.send(USER_REGISTRATIONS.name, envelope))
 
 
-async def decide(request: Request, envelope: Envelope) -> CommandOutcome:
-    bus: CommandBus = request.app.state.commands
+async def decide(bus: CommandBus, envelope: Envelope) -> CommandOutcome:
     return raise_rejection(await bus.send(USER_COMMANDS.name, envelope))
 
 
 async def close_account(
-    request: Request, envelope: Envelope, listings: Sequence[str]
+    bus: CommandBus, envelope: Envelope, listings: Sequence[str]
 ) -> tuple[CommandOutcome, dict[str, CommandOutcome]]:
     """The deletion's outcome, and those of the listings' delistings the account decider sends with it
     that were decided within the wait (keyed by their command ids)."""
-    bus: CommandBus = request.app.state.commands
     follow_ups = [delisting_command_id(envelope.id, property_id) for property_id in listings]
     outcome, delistings = await bus.send_with_follow_ups(USER_COMMANDS.name, envelope, follow_ups)
     return raise_rejection(outcome), delistings

@@ -8,15 +8,15 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from fastapi import Request
 from psycopg.rows import dict_row
+from redis.asyncio import Redis
 
 from api.common.auth import AccessClaims
-from api.common.consistency import wait_for_positions
+from api.common.consistency import Reader, wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
-from api.common.reads import query_pool
 from api.common.status import ReadModel, fixed
+from config.settings import Settings
 from schemas.envelope import format_time
 from schemas.read_models import (
     PROPERTIES_POSTGRES_CHECKPOINT,
@@ -41,15 +41,14 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
     return {} if fresh else {"X-Consistency": "stale"}
 
 
-async def caught_up(request: Request, checkpoint: str, token: str | None, topic: str = USERS.name) -> bool:
-    settings = request.app.state.settings
-    return await wait_for_positions(
-        query_pool(request), checkpoint, frozenset({topic}), token, settings.consistency_wait_seconds
-    )
+async def caught_up(
+    reads: Reader, settings: Settings, checkpoint: str, token: str | None, topic: str = USERS.name
+) -> bool:
+    return await wait_for_positions(reads, checkpoint, frozenset({topic}), token, settings.consistency_wait_seconds)
 
 
-async def fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with query_pool(request).connection() as conn:
+async def fetch(reads: Reader, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    async with reads.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 
@@ -61,9 +60,9 @@ class Credentials:
     role: str
 
 
-async def credentials(request: Request, email: str) -> Credentials | None:
+async def credentials(reads: Reader, email: str) -> Credentials | None:
     rows = await fetch(
-        request,
+        reads,
         "SELECT id, password_hash, role FROM users WHERE email_normalised = %s AND NOT deleted"
         " AND password_hash IS NOT NULL",
         (email,),
@@ -71,8 +70,8 @@ async def credentials(request: Request, email: str) -> Credentials | None:
     return Credentials(rows[0]["id"], rows[0]["password_hash"], rows[0]["role"]) if rows else None
 
 
-async def live_role(request: Request, user_id: str) -> str | None:
-    rows = await fetch(request, "SELECT role FROM users WHERE id = %s AND NOT deleted", (user_id,))
+async def live_role(reads: Reader, user_id: str) -> str | None:
+    rows = await fetch(reads, "SELECT role FROM users WHERE id = %s AND NOT deleted", (user_id,))
     return rows[0]["role"] if rows else None
 
 
@@ -101,9 +100,9 @@ def full_profile(profile: dict[str, Any], property_count: int) -> dict[str, Any]
     }
 
 
-async def _profile_from_postgres(request: Request, user_id: str) -> dict[str, Any] | None:
+async def _profile_from_postgres(reads: Reader, user_id: str) -> dict[str, Any] | None:
     rows = await fetch(
-        request,
+        reads,
         "SELECT id, email_normalised, name, phone, role, version, created_at, updated_at FROM users"
         " WHERE id = %s AND NOT deleted AND name IS NOT NULL AND created_at IS NOT NULL",
         (user_id,),
@@ -123,29 +122,31 @@ async def _profile_from_postgres(request: Request, user_id: str) -> dict[str, An
     }
 
 
-async def property_count(request: Request, user_id: str) -> int:
-    rows = await fetch(request, "SELECT property_count FROM user_property_counts WHERE user_id = %s", (user_id,))
+async def property_count(reads: Reader, user_id: str) -> int:
+    rows = await fetch(reads, "SELECT property_count FROM user_property_counts WHERE user_id = %s", (user_id,))
     return int(rows[0]["property_count"]) if rows else 0
 
 
-async def profile(request: Request, user_id: str, token: str | None) -> tuple[dict[str, Any], bool]:
+async def profile(
+    reads: Reader, redis: Redis, settings: Settings, user_id: str, token: str | None
+) -> tuple[dict[str, Any], bool]:
     """The whole profile (Redis, falling back to Postgres); 404 when unknown or erased."""
-    fresh = await caught_up(request, USERS_REDIS_CHECKPOINT, token)
-    raw = await request.app.state.redis.get(user_key(user_id))
+    fresh = await caught_up(reads, settings, USERS_REDIS_CHECKPOINT, token)
+    raw = await redis.get(user_key(user_id))
     document: dict[str, Any] | None
     if raw is not None:
         document = orjson.loads(raw)
         if document is not None and document.get("deleted"):
             document = None
     else:
-        document = await _profile_from_postgres(request, user_id)
+        document = await _profile_from_postgres(reads, user_id)
     if document is None:
         raise ApiError(404, f"User {user_id} not found")
     return document, fresh
 
 
-async def require_user(request: Request, user_id: str) -> None:
-    rows = await fetch(request, "SELECT 1 FROM users WHERE id = %s AND NOT deleted", (user_id,))
+async def require_user(reads: Reader, user_id: str) -> None:
+    rows = await fetch(reads, "SELECT 1 FROM users WHERE id = %s AND NOT deleted", (user_id,))
     if not rows:
         raise ApiError(404, f"User {user_id} not found")
 
@@ -185,9 +186,14 @@ def _listing(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def listings(
-    request: Request, user_id: str, include_delisted: bool, paging: PageParams, token: str | None
+    reads: Reader,
+    settings: Settings,
+    user_id: str,
+    include_delisted: bool,
+    paging: PageParams,
+    token: str | None,
 ) -> tuple[dict[str, Any], bool]:
-    fresh = await caught_up(request, PROPERTIES_CHECKPOINT, token, PROPERTIES.name)
+    fresh = await caught_up(reads, settings, PROPERTIES_CHECKPOINT, token, PROPERTIES.name)
     after_time, after_id = _time_cursor(paging)
     conditions = ["owner_id = %s", "title IS NOT NULL", "created_at IS NOT NULL"]
     params: list[Any] = [user_id]
@@ -201,18 +207,18 @@ async def listings(
         f" version, created_at, updated_at FROM properties WHERE {' AND '.join(conditions)}"
         " ORDER BY created_at DESC, id DESC LIMIT %s"
     )  # only fixed fragments are formatted in; every value is a parameter
-    rows = await fetch(request, sql, (*params, paging.limit + 1))
+    rows = await fetch(reads, sql, (*params, paging.limit + 1))
     return _page(rows, paging.limit, _listing), fresh
 
 
-async def live_listing_ids(request: Request, user_id: str) -> list[str]:
-    rows = await fetch(request, "SELECT id FROM properties WHERE owner_id = %s AND NOT deleted ORDER BY id", (user_id,))
+async def live_listing_ids(reads: Reader, user_id: str) -> list[str]:
+    rows = await fetch(reads, "SELECT id FROM properties WHERE owner_id = %s AND NOT deleted ORDER BY id", (user_id,))
     return [row["id"] for row in rows]
 
 
-async def count_live_listings(request: Request, user_id: str) -> int:
+async def count_live_listings(reads: Reader, user_id: str) -> int:
     rows = await fetch(
-        request,
+        reads,
         "SELECT count(*) AS n FROM properties WHERE owner_id = %s AND NOT deleted AND title IS NOT NULL",
         (user_id,),
     )
@@ -224,14 +230,15 @@ def _like_prefix(text: str) -> str:
 
 
 async def search(
-    request: Request,
+    reads: Reader,
+    settings: Settings,
     viewer: AccessClaims | None,
     q: str | None,
     role: Role | None,
     paging: PageParams,
     token: str | None,
 ) -> tuple[dict[str, Any], bool]:
-    fresh = await caught_up(request, POSTGRES_CHECKPOINT, token)
+    fresh = await caught_up(reads, settings, POSTGRES_CHECKPOINT, token)
     is_admin = viewer is not None and viewer.role == Role.ADMIN
     conditions = ["NOT u.deleted", "u.name IS NOT NULL", "u.created_at IS NOT NULL"]
     params: list[Any] = []
@@ -256,7 +263,7 @@ async def search(
         f" WHERE {' AND '.join(conditions)}"
         " ORDER BY u.created_at DESC, u.id DESC LIMIT %s"
     )  # only fixed fragments are formatted in; every value is a parameter
-    rows = await fetch(request, sql, (*params, paging.limit + 1))
+    rows = await fetch(reads, sql, (*params, paging.limit + 1))
 
     def item(row: dict[str, Any]) -> dict[str, Any]:
         found = {

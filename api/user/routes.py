@@ -7,24 +7,54 @@ deny list, rate limit) besides reading the users read model and recording the lo
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
 
 from api.common import own_writes
 from api.common.auth import Unauthorized, actor_role, issue_access_token
-from api.common.client_address import request_address
-from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser
+from api.common.contract import CONSISTENCY_TOKEN, ETAG, LOCATION, STALE, errors, success_headers
+from api.common.deps import (
+    AppSettings,
+    ClientAddress,
+    Commands,
+    ConsistencyToken,
+    Context,
+    CurrentUser,
+    IfMatch,
+    OptionalUser,
+    PgPool,
+    Producer,
+    QueryReads,
+    RedisClient,
+    UserId,
+)
 from api.common.errors import ApiError, field_error
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
-from api.common.pagination import PageQuery
+from api.common.pagination import Page, PageQuery
 from api.common.personal_keys import create_personal_key
 from api.common.personal_keys import personal_key as get_personal_key
 from api.common.rate_limits import count_in_window
-from api.common.responses import created, ok
+from api.common.responses import Success, created, ok
 from api.common.revocation import deny_account
 from api.user import commands, queries, sessions
 from api.user.login_limits import LoginLimits
-from api.user.models import LoginIn, LogoutIn, ProfileUpdateIn, RefreshIn, RegisterIn
+from api.user.models import (
+    AccountClosedOut,
+    LoggedOutOut,
+    LoginIn,
+    LogoutIn,
+    ProfileUpdateIn,
+    PropertyCountOut,
+    RefreshIn,
+    RegisteredUserOut,
+    RegisterIn,
+    SessionOut,
+    UserListingOut,
+    UserProfileOut,
+    UserSummaryOut,
+    UserVersionOut,
+)
 from api.user.passwords import hash_password, password_problem, verify_password
 from config.settings import Settings
 from schemas.envelope import new_event
@@ -48,17 +78,9 @@ from schemas.users import (
 auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/users", tags=["users"])
 
-UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
-IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=40)]
-
 INVALID_LOGIN = "Invalid email or password"
 # Shorter prefixes would page through the whole directory a letter at a time.
 SEARCH_MIN_CHARS = 2
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 def _parse_if_match(value: str | None) -> int | None:
@@ -70,12 +92,11 @@ def _parse_if_match(value: str | None) -> int | None:
     return int(digits)
 
 
-async def _session(request: Request, user_id: str, role: str, family: str, *, new: bool) -> dict[str, object]:
-    settings = _settings(request)
+async def _session(
+    redis: Redis, settings: Settings, user_id: str, role: str, family: str, *, new: bool
+) -> dict[str, object]:
     access = issue_access_token(user_id, role, session_id=family, settings=settings)
-    refresh = await sessions.issue_refresh_token(
-        request.app.state.redis, user_id, family, settings.refresh_ttl_seconds, new=new
-    )
+    refresh = await sessions.issue_refresh_token(redis, user_id, family, settings.refresh_ttl_seconds, new=new)
     return {
         "accessToken": access,
         "tokenType": "Bearer",
@@ -89,26 +110,40 @@ async def _session(request: Request, user_id: str, role: str, family: str, *, ne
 # ---- auth ----
 
 
-async def _limit_registrations(request: Request, settings: Settings, key_of_email: str) -> None:
+async def _limit_registrations(redis: Redis, settings: Settings, address: str, key_of_email: str) -> None:
     """Per client address and per email (by its key: Redis never holds the address): a 409 tells whether an
     email has an account, so how fast anyone may ask is bounded."""
-    redis, window = request.app.state.redis, settings.registration_window_seconds
+    window = settings.registration_window_seconds
     message = "Too many registrations; try again later"
-    by_address, by_email = f"rate:register:address:{request_address(request)}", f"rate:register:email:{key_of_email}"
+    by_address, by_email = f"rate:register:address:{address}", f"rate:register:email:{key_of_email}"
     await count_in_window(redis, by_address, settings.registration_max_per_address, window, message)
     await count_in_window(redis, by_email, settings.registration_max_per_email, window, message)
 
 
-@auth_router.post("/register", status_code=201, summary="Create an account; 409 when the email is taken")
-async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResponse:
-    settings = _settings(request)
+@auth_router.post(
+    "/register",
+    status_code=201,
+    summary="Create an account; 409 when the email is taken",
+    response_model=Success[RegisteredUserOut],
+    responses={201: {"headers": success_headers(LOCATION, ETAG, CONSISTENCY_TOKEN)}, **errors(409, 429)},
+)
+async def register(
+    body: RegisterIn,
+    ctx: Context,
+    request: Request,
+    settings: AppSettings,
+    pool: PgPool,
+    redis: RedisClient,
+    bus: Commands,
+    address: ClientAddress,
+) -> JSONResponse:
     email_secret = settings.email_key_secret.get_secret_value().encode()
-    await _limit_registrations(request, settings, email_key(body.email, email_secret))
+    await _limit_registrations(redis, settings, address, email_key(body.email, email_secret))
     problem = password_problem(body.password, email=body.email, name=body.name)
     if problem:
         raise ApiError(422, "Invalid request: check password", [field_error("password", problem)])
     user_id = new_id("user")
-    personal_key = await create_personal_key(request.app.state.pg_pool, user_id)
+    personal_key = await create_personal_key(pool, user_id)
     envelope = commands.registration(
         user_id=user_id,
         personal_key=personal_key,
@@ -122,7 +157,7 @@ async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResp
     )
     # Login looks the address up by its key: it waits for this registration without a token.
     own_writes.attribute_to(request, own_writes.email_writer(envelope.subject))
-    outcome = await commands.register(request.app.state.commands, envelope)
+    outcome = await commands.register(bus, envelope)
     data = {
         "id": user_id,
         "email": body.email,
@@ -134,8 +169,23 @@ async def register(body: RegisterIn, ctx: Context, request: Request) -> JSONResp
     return created(data, "User registered", f"/api/users/{user_id}", headers=commands.decision_headers(outcome))
 
 
-@auth_router.post("/login", summary="Email + password -> access JWT and a rotating refresh token")
-async def login(body: LoginIn, ctx: Context, request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
+@auth_router.post(
+    "/login",
+    summary="Email + password -> access JWT and a rotating refresh token",
+    response_model=Success[SessionOut],
+    responses={200: {"headers": CONSISTENCY_TOKEN}, **errors(429)},
+)
+async def login(
+    body: LoginIn,
+    ctx: Context,
+    request: Request,
+    settings: AppSettings,
+    reads: QueryReads,
+    redis: RedisClient,
+    producer: Producer,
+    address: ClientAddress,
+    consistency: ConsistencyToken = None,
+) -> JSONResponse:
     """Unknown email and wrong password get the same 401 in about the same time. Failures slow further
     attempts down, never lock anyone out: past 5 failures of one account from one address, 10 of one
     account from anywhere, or 100 from one address, the next attempt there waits 1, 2, 4 … s (429 with
@@ -143,20 +193,20 @@ async def login(body: LoginIn, ctx: Context, request: Request, consistency: Cons
     the account's. Waits (bounded) for the address's own registration, so signing in right after
     signing up works without a token. The `X-Consistency-Token` answered finds the login in the user's
     history at once (and the new session's queries wait for it by themselves)."""
-    settings = _settings(request)
-    email, address = normalise_email(body.email), request_address(request)
-    limits = LoginLimits(request.app.state.redis, settings)
+    email = normalise_email(body.email)
+    limits = LoginLimits(redis, settings)
     await limits.attempt(email, address)
     key = email_key(email, settings.email_key_secret.get_secret_value().encode())
-    registered = await own_writes.recall(request.app.state.redis, own_writes.email_writer(key))
-    await queries.caught_up(request, queries.POSTGRES_CHECKPOINT, own_writes.with_own_writes(consistency, registered))
-    found = await queries.credentials(request, email)
+    registered = await own_writes.recall(redis, own_writes.email_writer(key))
+    waited_for = own_writes.with_own_writes(consistency, registered)
+    await queries.caught_up(reads, settings, queries.POSTGRES_CHECKPOINT, waited_for)
+    found = await queries.credentials(reads, email)
     if not await verify_password(found.password_hash if found else None, body.password) or found is None:
         await limits.failed(email, address)
         raise Unauthorized(INVALID_LOGIN)
     await limits.succeeded(email, address)
     family = sessions.new_family()
-    session = await _session(request, found.user_id, found.role, family, new=True)
+    session = await _session(redis, settings, found.user_id, found.role, family, new=True)
     fact = new_event(
         type=USER_LOGGED_IN,
         subject=found.user_id,
@@ -168,25 +218,34 @@ async def login(body: LoginIn, ctx: Context, request: Request, consistency: Cons
     )
     # The login is part of the user's history: its token (and the session's own writes) find it there at once.
     own_writes.attribute_to(request, own_writes.user_writer(found.user_id))
-    position = await request.app.state.producer.publish(USERS.name, fact)
+    position = await producer.publish(USERS.name, fact)
     return ok(session, "Logged in", {CONSISTENCY_HEADER: consistency_token([position])})
 
 
-@auth_router.post("/refresh", summary="Rotate the refresh token; reuse of a rotated one revokes the session")
-async def refresh(body: RefreshIn, request: Request) -> JSONResponse:
-    redis, settings = request.app.state.redis, _settings(request)
+@auth_router.post(
+    "/refresh",
+    summary="Rotate the refresh token; reuse of a rotated one revokes the session",
+    response_model=Success[SessionOut],
+    responses=errors(401),
+)
+async def refresh(body: RefreshIn, settings: AppSettings, reads: QueryReads, redis: RedisClient) -> JSONResponse:
     access_ttl = settings.jwt_access_ttl_seconds
     grant = await sessions.rotate(redis, body.refresh_token, settings.refresh_ttl_seconds, access_ttl)
-    role = await queries.live_role(request, grant.user_id)
+    role = await queries.live_role(reads, grant.user_id)
     if role is None:
         await sessions.revoke_family(redis, grant.family, access_ttl)
         raise Unauthorized("Account closed")
-    return ok(await _session(request, grant.user_id, role, grant.family, new=False), "Token refreshed")
+    return ok(await _session(redis, settings, grant.user_id, role, grant.family, new=False), "Token refreshed")
 
 
-@auth_router.post("/logout", summary="Revoke this session: its refresh tokens and all its access tokens, everywhere")
-async def logout(user: CurrentUser, request: Request, body: LogoutIn | None = None) -> JSONResponse:
-    redis, settings = request.app.state.redis, _settings(request)
+@auth_router.post(
+    "/logout",
+    summary="Revoke this session: its refresh tokens and all its access tokens, everywhere",
+    response_model=Success[LoggedOutOut],
+)
+async def logout(
+    user: CurrentUser, settings: AppSettings, redis: RedisClient, body: LogoutIn | None = None
+) -> JSONResponse:
     access_ttl = settings.jwt_access_ttl_seconds
     await sessions.revoke_family(redis, user.session_id, access_ttl)
     if body is not None and body.refresh_token:
@@ -202,10 +261,17 @@ async def logout(user: CurrentUser, request: Request, body: LogoutIn | None = No
 # ---- users: literal paths before `/{user_id}` ----
 
 
-@users_router.get("/search", summary="Signed in: users by name prefix (email prefix and role too, for admins)")
+@users_router.get(
+    "/search",
+    summary="Signed in: users by name prefix (email prefix and role too, for admins)",
+    response_model=Success[Page[UserSummaryOut]],
+    responses={200: {"headers": STALE}, **errors(403, 429)},
+)
 async def search_users(
-    request: Request,
     viewer: CurrentUser,
+    settings: AppSettings,
+    reads: QueryReads,
+    redis: RedisClient,
     paging: PageQuery,
     q: Annotated[str | None, Query(max_length=100, description=f"At least {SEARCH_MIN_CHARS} characters")] = None,
     role: Annotated[Role | None, Query(description="Admins only")] = None,
@@ -219,44 +285,59 @@ async def search_users(
         raise ApiError(403, "Only an admin may filter users by role", [field_error("role", "admin only")])
     if not is_admin and len((q or "").strip()) < SEARCH_MIN_CHARS:
         raise ApiError(422, "Invalid request: check q", [field_error("q", f"at least {SEARCH_MIN_CHARS} characters")])
-    settings = _settings(request)
     await count_in_window(
-        request.app.state.redis,
+        redis,
         f"rate:user-search:{viewer.subject}",
         settings.user_search_max_per_minute,
         60,
         "Too many user searches; try again later",
     )
-    found, fresh = await queries.search(request, viewer, q.strip() if q else None, role, paging, consistency)
+    found, fresh = await queries.search(reads, settings, viewer, q.strip() if q else None, role, paging, consistency)
     return ok(found, "Users", queries.freshness_headers(fresh))
 
 
-@users_router.get("/{user_id}", summary="Self/admin: full profile; anyone else: the public profile")
+@users_router.get(
+    "/{user_id}",
+    summary="Self/admin: full profile; anyone else: the public profile",
+    response_model=Success[UserProfileOut],
+    responses={200: {"headers": success_headers(ETAG, STALE)}, **errors(404)},
+)
 async def get_user(
-    user_id: UserId, request: Request, viewer: OptionalUser, consistency: ConsistencyToken = None
+    user_id: UserId,
+    viewer: OptionalUser,
+    settings: AppSettings,
+    reads: QueryReads,
+    redis: RedisClient,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    profile, fresh = await queries.profile(request, user_id, consistency)
-    count = await queries.property_count(request, user_id)
+    profile, fresh = await queries.profile(reads, redis, settings, user_id, consistency)
+    count = await queries.property_count(reads, user_id)
     if queries.can_see_everything(viewer, user_id):
         headers = {"ETag": f'"{profile["version"]}"', **queries.freshness_headers(fresh)}
         return ok(queries.full_profile(profile, count), "User profile", headers)
     return ok(queries.public_profile(profile, count), "User profile", queries.freshness_headers(fresh))
 
 
-@users_router.put("/{user_id}", summary="Update name/phone (self or admin); If-Match -> 409 when stale")
+@users_router.put(
+    "/{user_id}",
+    summary="Update name/phone (self or admin); If-Match -> 409 when stale",
+    response_model=Success[UserVersionOut],
+    responses={200: {"headers": success_headers(ETAG, CONSISTENCY_TOKEN)}, **errors(403, 404, 409)},
+)
 async def update_user(
     user_id: UserId,
     body: ProfileUpdateIn,
     user: CurrentUser,
     ctx: Context,
-    request: Request,
+    pool: PgPool,
+    bus: Commands,
     if_match: IfMatch = None,
 ) -> JSONResponse:
     commands.require_self_or_admin(user, user_id)
     changes = body.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
     if not changes:
         raise ApiError(422, "Nothing to update", [field_error("body", "send name and/or phone")])
-    personal_key = await get_personal_key(request.app.state.pg_pool, user_id)
+    personal_key = await get_personal_key(pool, user_id)
     if personal_key is None:
         raise ApiError(404, f"User {user_id} not found")
     update = UpdateProfile(
@@ -264,16 +345,24 @@ async def update_user(
         expected_version=_parse_if_match(if_match),
         actor_role=actor_role(user),
     )
-    outcome = await commands.decide(request, commands.account_command(UPDATE_PROFILE, user_id, update, user, ctx))
+    outcome = await commands.decide(bus, commands.account_command(UPDATE_PROFILE, user_id, update, user, ctx))
     return ok({"id": user_id, "version": outcome.version}, "User updated", commands.decision_headers(outcome))
 
 
-@users_router.delete("/{user_id}", summary="Close the account (self or admin): erase personal data, delist listings")
+@users_router.delete(
+    "/{user_id}",
+    summary="Close the account (self or admin): erase personal data, delist listings",
+    response_model=Success[AccountClosedOut],
+    responses={200: {"headers": success_headers(ETAG, CONSISTENCY_TOKEN)}, **errors(403, 404, 409)},
+)
 async def delete_user(
     user_id: UserId,
     user: CurrentUser,
     ctx: Context,
-    request: Request,
+    settings: AppSettings,
+    reads: QueryReads,
+    redis: RedisClient,
+    bus: Commands,
     if_match: IfMatch = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
@@ -283,16 +372,16 @@ async def delete_user(
     decider with it (each through the property decider, as the owner's or the admin's delete).
     `delistedProperties` counts those decided within the wait; the others follow."""
     commands.require_self_or_admin(user, user_id)
-    await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
-    listings = tuple(await queries.live_listing_ids(request, user_id))
+    await queries.caught_up(reads, settings, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
+    listings = tuple(await queries.live_listing_ids(reads, user_id))
     delete = DeleteAccount(expected_version=_parse_if_match(if_match), actor_role=actor_role(user), listings=listings)
     command = commands.account_command(DELETE_ACCOUNT, user_id, delete, user, ctx)
-    outcome, delistings = await commands.close_account(request, command, listings)
+    outcome, delistings = await commands.close_account(bus, command, listings)
     positions = tuple(position for answer in delistings.values() for position in answer.positions)
     delisted = sum(1 for answer in delistings.values() if answer.verdict == Verdict.ACCEPTED)
     # Every session of the account ends: its access tokens on every device (the deny list every service
     # checks), and its refresh tokens (refresh checks the account is live and revokes the session).
-    await deny_account(request.app.state.redis, user_id, _settings(request).jwt_access_ttl_seconds)
+    await deny_account(redis, user_id, settings.jwt_access_ttl_seconds)
     return ok(
         {"id": user_id, "deleted": True, "delistedProperties": delisted},
         "Account closed and personal data erased",
@@ -300,30 +389,49 @@ async def delete_user(
     )
 
 
-@users_router.get("/{user_id}/properties", summary="A user's listings (delisted ones too for self/admin)")
+@users_router.get(
+    "/{user_id}/properties",
+    summary="A user's listings (delisted ones too for self/admin)",
+    response_model=Success[Page[UserListingOut]],
+    responses={200: {"headers": STALE}, **errors(404)},
+)
 async def user_properties(
-    user_id: UserId, request: Request, viewer: OptionalUser, paging: PageQuery, consistency: ConsistencyToken = None
+    user_id: UserId,
+    viewer: OptionalUser,
+    paging: PageQuery,
+    settings: AppSettings,
+    reads: QueryReads,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    await queries.require_user(request, user_id)
+    await queries.require_user(reads, user_id)
     everything = queries.can_see_everything(viewer, user_id)
-    found, fresh = await queries.listings(request, user_id, everything, paging, consistency)
+    found, fresh = await queries.listings(reads, settings, user_id, everything, paging, consistency)
     return ok(found, "User properties", queries.freshness_headers(fresh))
 
 
-@users_router.post("/{user_id}/property-count", summary="Recount live listings, record the count as an event")
+@users_router.post(
+    "/{user_id}/property-count",
+    summary="Recount live listings, record the count as an event",
+    response_model=Success[PropertyCountOut],
+    responses={200: {"headers": success_headers(ETAG, CONSISTENCY_TOKEN)}, **errors(403, 404, 409)},
+)
 async def recount_properties(
-    user_id: UserId, user: CurrentUser, ctx: Context, request: Request, consistency: ConsistencyToken = None
+    user_id: UserId,
+    user: CurrentUser,
+    ctx: Context,
+    settings: AppSettings,
+    reads: QueryReads,
+    bus: Commands,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """Counts the user's live listings in the property read model (send a property command's
     `X-Consistency-Token` to count your own latest write) and records it: `user.property_count_updated`
     when it changed, nothing when it did not, so repeating it is harmless."""
     commands.require_self_or_admin(user, user_id)
-    await queries.caught_up(request, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
-    count = await queries.count_live_listings(request, user_id)
+    await queries.caught_up(reads, settings, queries.PROPERTIES_CHECKPOINT, consistency, PROPERTIES.name)
+    count = await queries.count_live_listings(reads, user_id)
     record = RecordPropertyCount(property_count=count, actor_role=actor_role(user))
-    outcome = await commands.decide(
-        request, commands.account_command(RECORD_PROPERTY_COUNT, user_id, record, user, ctx)
-    )
+    outcome = await commands.decide(bus, commands.account_command(RECORD_PROPERTY_COUNT, user_id, record, user, ctx))
     return ok(
         {"userId": user_id, "propertyCount": count, "version": outcome.version},
         "Property count recorded",
