@@ -6,17 +6,20 @@ checked against the read model, and one user's preferences change in order on on
 
 import re
 
-from fastapi import Request
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from api.common.auth import AccessClaims
+from api.common.consistency import Reader
 from api.common.deps import RequestContext
 from api.common.errors import ApiError, FieldError, field_error
 from api.common.idempotency import derived_id
-from api.common.kafka import Position
+from api.common.kafka import EventProducer, Position
 from api.common.personal_keys import personal_key
 from api.common.rate_limits import count_in_window
 from api.notification import queries
 from api.notification.models import ChannelsIn, EmailIn, PreferencesIn, SmsIn
+from config.settings import Settings
 from schemas.envelope import new_event
 from schemas.ids import new_id
 from schemas.notifications import (
@@ -89,7 +92,15 @@ def _content(body: EmailIn | SmsIn, *, email: bool, default_kind: Kind) -> tuple
 
 
 async def requested(
-    request: Request, body: EmailIn | SmsIn, user: AccessClaims, notification: str, *, email: bool
+    reads: Reader,
+    pool: AsyncConnectionPool,
+    redis: Redis,
+    settings: Settings,
+    body: EmailIn | SmsIn,
+    user: AccessClaims,
+    notification: str,
+    *,
+    email: bool,
 ) -> NotificationRequested:
     """Checks the body and who may send it; the recipient is named by user id whenever they have an
     account, so no registered person's address ever enters an event."""
@@ -122,17 +133,17 @@ async def requested(
         _a_message(body, content)
     user_id = body.user_id
     if user_id is not None:
-        if not await queries.user_exists(request, user_id):
+        if not await queries.user_exists(reads, user_id):
             raise ApiError(404, f"User {user_id} not found", [field_error("userId", "no such user")])
     elif address is not None:
         # An address that belongs to an account goes to the account: the event then names a user id.
-        user_id = await queries.user_by_address(request, address, email=email)
+        user_id = await queries.user_by_address(reads, address, email=email)
         if user_id is not None:
             address = None
     if kind == Kind.MESSAGE:
         assert user_id is not None
-        await _may_write(request, user, user_id)
-        content = seal_message(content, *await _keys(request, user.subject, user_id))
+        await _may_write(reads, redis, settings, user, user_id)
+        content = seal_message(content, *await _keys(pool, user.subject, user_id))
     return NotificationRequested(
         notification_id=notification,
         user_id=user_id,
@@ -156,16 +167,15 @@ def _a_message(body: EmailIn | SmsIn, content: Content) -> None:
         )
 
 
-async def _may_write(request: Request, user: AccessClaims, recipient: str) -> None:
+async def _may_write(reads: Reader, redis: Redis, s: Settings, user: AccessClaims, recipient: str) -> None:
     """Refused when the recipient blocked the sender (they would rather know than write into the void),
     or when the sender wrote too many messages lately."""
     if recipient == user.subject:
         raise ApiError(422, "A message goes to someone else", [field_error("userId", "not yourself")])
-    if await queries.blocks(request, recipient, user.subject):
+    if await queries.blocks(reads, recipient, user.subject):
         raise ApiError(403, "This user does not take messages from you", [field_error("userId", "blocked you")])
-    s = request.app.state.settings
     await count_in_window(
-        request.app.state.redis,
+        redis,
         f"notifications:messages:{user.subject}",
         s.notification_message_limit,
         s.notification_message_window_seconds,
@@ -173,8 +183,7 @@ async def _may_write(request: Request, user: AccessClaims, recipient: str) -> No
     )
 
 
-async def _keys(request: Request, sender: str, recipient: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
-    pool = request.app.state.pg_pool
+async def _keys(pool: AsyncConnectionPool, sender: str, recipient: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
     sender_key, recipient_key = await personal_key(pool, sender), await personal_key(pool, recipient)
     if sender_key is None:
         raise ApiError(403, "Only people with an account send messages", [field_error("userId", "no account")])
@@ -184,7 +193,7 @@ async def _keys(request: Request, sender: str, recipient: str) -> tuple[tuple[st
 
 
 async def publish(
-    request: Request, event_type: str, subject: str, data: EventData, user: AccessClaims, ctx: RequestContext
+    producer: EventProducer, event_type: str, subject: str, data: EventData, user: AccessClaims, ctx: RequestContext
 ) -> Position:
     event = new_event(
         type=event_type,
@@ -195,7 +204,7 @@ async def publish(
         sessionid=ctx.session_id,
         correlationid=ctx.correlation_id,
     )
-    position: Position = await request.app.state.producer.publish(NOTIFICATIONS.name, event, key=subject)
+    position: Position = await producer.publish(NOTIFICATIONS.name, event, key=subject)
     return position
 
 

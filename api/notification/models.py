@@ -1,9 +1,12 @@
-"""Request bodies of the notification service (camelCase on the wire). Rules that span fields (one
+"""Request and answer bodies of the notification service (camelCase on the wire). Rules that span fields (one
 recipient, a template or a subject and text) are checked in `api/notification/commands.py`, so each
 problem names its field."""
 
+from typing import Any, Literal
+
 from pydantic import ConfigDict, Field, field_validator
 
+from api.common.pagination import Page
 from api.common.responses import ApiModel
 from schemas.notifications import (
     HTML_MAX,
@@ -112,3 +115,100 @@ class PreferencesIn(ApiModel):
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
         return None if value is None else valid_time_zone(value)
+
+
+# ---- answers (`data` of the success envelope) ----
+
+
+class NotificationQueuedOut(ApiModel):
+    id: str
+    state: Literal["queued"]
+    state_url: str = Field(description="Where to read what became of it, channel by channel")
+
+
+class ChannelChoiceOut(ApiModel):
+    email: bool
+    sms: bool
+    in_app: bool
+
+
+class ChannelsOut(ApiModel):
+    listing_alert: ChannelChoiceOut
+    account: ChannelChoiceOut
+    marketing: ChannelChoiceOut
+    message: ChannelChoiceOut
+
+
+class QuietHoursOut(ApiModel):
+    start: str
+    end: str
+
+
+class PreferencesOut(ApiModel):
+    user_id: str
+    channels: ChannelsOut
+    quiet_hours: QuietHoursOut | None
+    time_zone: str
+    is_default: bool = Field(description="True until the user changes anything")
+    updated_at: str | None
+
+
+class BlockOut(ApiModel):
+    user_id: str
+    sender_id: str
+    blocked: bool
+
+
+class BlockedSendersOut(ApiModel):
+    user_id: str
+    blocked: list[str]
+
+
+class MarkedReadOut(ApiModel):
+    id: str
+    read: Literal[True]
+    read_at: str | None = Field(description="When it was read; null while the mark is on its way")
+
+
+class NotificationDeletedOut(ApiModel):
+    id: str
+    deleted: Literal[True]
+
+
+class ChannelStateOut(ApiModel):
+    channel: str
+    state: str = Field(description="`deferred` (with `until`), `suppressed` (with why), `sent` or `failed`")
+    attempts: int
+    detail: str | None
+    until: str | None
+    updated_at: str
+
+
+class NotificationStateOut(ApiModel):
+    id: str
+    user_id: str | None = Field(description="The registered recipient; null for an outside address")
+    requested_by: str | None = Field(description="The sender; null for the platform")
+    kind: str
+    channel: str
+    title: str
+    in_inbox: bool
+    read: bool
+    created_at: str
+    channels: list[ChannelStateOut]
+
+
+class InboxItemOut(ApiModel):
+    id: str
+    kind: str
+    sender_id: str | None = Field(description="Who wrote a message; null for the platform's own")
+    title: str
+    body: str
+    data: dict[str, Any]
+    read: bool
+    read_at: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class InboxOut(Page[InboxItemOut]):
+    unread_count: int

@@ -7,14 +7,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from fastapi import Request
 from psycopg.rows import dict_row
+from redis.asyncio import Redis
 
-from api.common.consistency import wait_for_positions
+from api.common.consistency import Reader, wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
-from api.common.reads import query_pool
 from api.common.status import ReadModel, fixed
+from config.settings import Settings
 from schemas.envelope import format_time
 from schemas.notifications import DEFAULT_PREFERENCES, Kind, Preferences
 from schemas.read_models import (
@@ -31,15 +31,13 @@ READ_MODELS = fixed(
 )
 
 
-async def caught_up(request: Request, token: str | None, *, redis: bool = False) -> bool:
-    settings = request.app.state.settings
-    pool = query_pool(request)
+async def caught_up(reads: Reader, settings: Settings, token: str | None, *, redis: bool = False) -> bool:
     fresh = await wait_for_positions(
-        pool, NOTIFICATIONS_POSTGRES_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
+        reads, NOTIFICATIONS_POSTGRES_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
     )
     if redis:
         fresh = fresh and await wait_for_positions(
-            pool, NOTIFICATIONS_REDIS_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
+            reads, NOTIFICATIONS_REDIS_CHECKPOINT, _TOPICS, token, settings.consistency_wait_seconds
         )
     return fresh
 
@@ -48,21 +46,21 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
     return {} if fresh else {"X-Consistency": "stale"}
 
 
-async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with query_pool(request).connection() as conn:
+async def _fetch(reads: Reader, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    async with reads.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 
 
-async def user_exists(request: Request, user_id: str) -> bool:
-    rows = await _fetch(request, "SELECT 1 FROM users WHERE id = %s AND NOT deleted", (user_id,))
+async def user_exists(reads: Reader, user_id: str) -> bool:
+    rows = await _fetch(reads, "SELECT 1 FROM users WHERE id = %s AND NOT deleted", (user_id,))
     return bool(rows)
 
 
-async def user_by_address(request: Request, address: str, *, email: bool) -> str | None:
+async def user_by_address(reads: Reader, address: str, *, email: bool) -> str | None:
     column = "email_normalised" if email else "phone"
     rows = await _fetch(
-        request,
+        reads,
         f"SELECT id FROM users WHERE {column} = %s AND NOT deleted ORDER BY created_at LIMIT 1",  # noqa: S608
         (address,),
     )
@@ -98,7 +96,7 @@ def _cursor(paging: PageParams) -> tuple[datetime | None, str]:
         raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this list")]) from None
 
 
-async def inbox(request: Request, user_id: str, unread_only: bool, paging: PageParams) -> dict[str, Any]:
+async def inbox(reads: Reader, redis: Redis, user_id: str, unread_only: bool, paging: PageParams) -> dict[str, Any]:
     after_time, after_id = _cursor(paging)
     conditions = ["user_id = %s", "in_app", "deleted_at IS NULL"]
     params: list[Any] = [user_id]
@@ -108,7 +106,7 @@ async def inbox(request: Request, user_id: str, unread_only: bool, paging: PageP
         conditions.append("(created_at, id) < (%s, %s)")
         params += [after_time, after_id]
     rows = await _fetch(
-        request,
+        reads,
         "SELECT id, kind, requested_by, title, body, data, read_at, created_at, delivered_at"  # noqa: S608
         " FROM notifications"
         f" WHERE {' AND '.join(conditions)} ORDER BY created_at DESC, id DESC LIMIT %s",
@@ -118,17 +116,17 @@ async def inbox(request: Request, user_id: str, unread_only: bool, paging: PageP
     last = rows[paging.limit - 1] if more else None
     cursor = encode_cursor({"t": last["created_at"].isoformat(), "id": last["id"]}) if last else None
     result = page([_item(row) for row in rows[: paging.limit]], cursor)
-    result["unreadCount"] = await unread_count(request, user_id)
+    result["unreadCount"] = await unread_count(reads, redis, user_id)
     return result
 
 
-async def unread_count(request: Request, user_id: str) -> int:
+async def unread_count(reads: Reader, redis: Redis, user_id: str) -> int:
     """Redis first (kept absolute and versioned by the projection); Postgres when Redis has none yet."""
-    raw = await request.app.state.redis.get(unread_notifications_key(user_id))
+    raw = await redis.get(unread_notifications_key(user_id))
     if raw is not None:
         return int(orjson.loads(raw)["unread"])
     rows = await _fetch(
-        request,
+        reads,
         "SELECT count(*) AS n FROM notifications WHERE user_id = %s AND in_app AND deleted_at IS NULL"
         " AND read_at IS NULL",
         (user_id,),
@@ -136,10 +134,10 @@ async def unread_count(request: Request, user_id: str) -> int:
     return int(rows[0]["n"])
 
 
-async def inbox_entry(request: Request, notification_id: str) -> dict[str, Any] | None:
+async def inbox_entry(reads: Reader, notification_id: str) -> dict[str, Any] | None:
     """A notification as its recipient sees it in the inbox; None when it is not (or no longer) there."""
     rows = await _fetch(
-        request,
+        reads,
         "SELECT id, user_id, kind, requested_by, title, body, data, read_at, created_at, delivered_at"
         " FROM notifications WHERE id = %s AND in_app AND deleted_at IS NULL",
         (notification_id,),
@@ -147,9 +145,9 @@ async def inbox_entry(request: Request, notification_id: str) -> dict[str, Any] 
     return rows[0] if rows else None
 
 
-async def delivery_state(request: Request, notification_id: str) -> dict[str, Any] | None:
+async def delivery_state(reads: Reader, notification_id: str) -> dict[str, Any] | None:
     rows = await _fetch(
-        request,
+        reads,
         "SELECT id, user_id, requested_by, kind, channel, title, in_app, read_at, deleted_at, created_at"
         " FROM notifications WHERE id = %s",
         (notification_id,),
@@ -158,7 +156,7 @@ async def delivery_state(request: Request, notification_id: str) -> dict[str, An
         return None
     row = rows[0]
     channels = await _fetch(
-        request,
+        reads,
         "SELECT channel, state, attempts, detail, until_at, updated_at FROM notification_channel_states"
         " WHERE notification_id = %s ORDER BY channel",
         (notification_id,),
@@ -187,9 +185,9 @@ async def delivery_state(request: Request, notification_id: str) -> dict[str, An
     }
 
 
-async def preferences(request: Request, user_id: str) -> tuple[Preferences, datetime | None]:
+async def preferences(reads: Reader, user_id: str) -> tuple[Preferences, datetime | None]:
     rows = await _fetch(
-        request, "SELECT preferences, updated_at FROM notification_preferences WHERE user_id = %s", (user_id,)
+        reads, "SELECT preferences, updated_at FROM notification_preferences WHERE user_id = %s", (user_id,)
     )
     if not rows:
         return DEFAULT_PREFERENCES, None
@@ -200,19 +198,19 @@ def preferences_document(user_id: str, prefs: Preferences, updated_at: datetime 
     return {"userId": user_id, **prefs.wire(), "isDefault": updated_at is None, "updatedAt": _time(updated_at)}
 
 
-async def blocks(request: Request, user_id: str, sender_id: str) -> bool:
+async def blocks(reads: Reader, user_id: str, sender_id: str) -> bool:
     """Whether `user_id` blocked `sender_id` (the projection's `notification_blocks`)."""
     rows = await _fetch(
-        request,
+        reads,
         "SELECT 1 FROM notification_blocks WHERE user_id = %s AND sender_id = %s AND blocked",
         (user_id, sender_id),
     )
     return bool(rows)
 
 
-async def blocked_senders(request: Request, user_id: str) -> list[str]:
+async def blocked_senders(reads: Reader, user_id: str) -> list[str]:
     rows = await _fetch(
-        request,
+        reads,
         "SELECT sender_id FROM notification_blocks WHERE user_id = %s AND blocked ORDER BY sender_id",
         (user_id,),
     )
