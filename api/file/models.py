@@ -1,10 +1,11 @@
 """Request bodies of the file service, and the OpenAPI description of its multipart bodies (parsed by
 hand off the stream, so FastAPI cannot infer them from the signature)."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from api.common.contract import FieldErrorOut
 from api.common.responses import ApiModel
 
 MAX_OPTIMIZE_FILES = 100
@@ -73,3 +74,84 @@ OPTIMIZE_EXAMPLES = {
     "files": {"summary": "Some images", "value": {"fileIds": ["file-3f2a9c"]}},
     "property": {"summary": "Every image of a listing", "value": {"propertyId": "prop-123"}},
 }
+
+
+# ---- answers (`data` of the success envelope) ----
+
+
+class FileVariantOut(ApiModel):
+    name: str = Field(description="`<width>.<format>`, for `?variant=`")
+    width: int
+    pixel_width: int
+    height: int | None
+    format: str
+    content_type: str
+    size_bytes: int
+    url: str
+
+
+class FileOut(ApiModel):
+    id: str
+    owner_id: str | None
+    property_id: str | None
+    kind: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    filename: str | None
+    url: str
+    uploaded_at: str | None
+    optimized_at: str | None
+    variants: list[FileVariantOut]
+
+
+class BulkItemOut(ApiModel):
+    """One file's result: `status` 201 with `file`, or 413/415/422 with `message` and `errors`."""
+
+    index: int
+    filename: str | None
+    status: int
+    file: FileOut | None = None
+    message: str | None = None
+    errors: list[FieldErrorOut] | None = None
+
+
+class BulkUploadOut(ApiModel):
+    stored: int
+    refused: int
+    items: list[BulkItemOut]
+
+
+class FileDeletedOut(ApiModel):
+    id: str
+
+
+class QueuedJobOut(ApiModel):
+    job_id: str
+    file_id: str
+    status: Literal["queued"]
+    variants_total: int
+    url: str = Field(description="Where to read the job's progress")
+
+
+class OptimizationQueuedOut(ApiModel):
+    jobs: list[QueuedJobOut]
+
+
+class JobVariantOut(ApiModel):
+    name: str
+    width: int
+    format: str
+    url: str
+
+
+class OptimizationJobOut(ApiModel):
+    job_id: str
+    file_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    variants_done: int
+    variants_total: int
+    variants: list[JobVariantOut]
+    error: str | None
+    requested_at: str | None
+    finished_at: str | None

@@ -60,7 +60,10 @@ class _Collector:
         self._field, self._value = bytearray(), bytearray()
 
     def on_headers_finished(self) -> None:
-        kind, options = parse_options_header(self._headers.get("content-disposition", ""))
+        # As bytes: the parser reads them as latin-1 and hands the bytes back, so a name in UTF-8 (RFC 7578
+        # allows it) survives; given as text, anything past latin-1 makes it raise.
+        disposition = self._headers.get("content-disposition", "").encode("utf-8")
+        kind, options = parse_options_header(disposition)
         if kind != b"form-data" or b"name" not in options:
             raise ApiError(422, "Malformed multipart body", [field_error("body", "every part needs a form-data name")])
         name = options[b"name"].decode("utf-8", "replace")

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import Request
 from psycopg.rows import dict_row
+from redis.asyncio import Redis
 
 from api.common.auth import AccessClaims
-from api.common.consistency import wait_for_positions
-from api.common.reads import query_pool
+from api.common.consistency import Reader, wait_for_positions
 from api.common.status import ReadModel, fixed
+from config.settings import Settings
 from schemas.envelope import format_time
 from schemas.files import PRIVATE_KINDS, file_document
 from schemas.properties import Role
@@ -44,19 +44,17 @@ READ_MODELS = fixed(
 
 
 async def caught_up(
-    request: Request, checkpoint: str, token: str | None, topics: frozenset[str] = _FILE_TOPICS
+    reads: Reader,
+    settings: Settings,
+    checkpoint: str,
+    token: str | None,
+    topics: frozenset[str] = _FILE_TOPICS,
 ) -> bool:
-    return await wait_for_positions(
-        query_pool(request),
-        checkpoint,
-        topics,
-        token,
-        request.app.state.settings.consistency_wait_seconds,
-    )
+    return await wait_for_positions(reads, checkpoint, topics, token, settings.consistency_wait_seconds)
 
 
-async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with query_pool(request).connection() as conn:
+async def _fetch(reads: Reader, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    async with reads.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 
@@ -65,28 +63,28 @@ _FILE_COLUMNS = """id, owner_id, property_id, kind, content_type, size_bytes, sh
     optimized_at, uploaded_at, deleted"""
 
 
-async def file_row(request: Request, file_id: str) -> dict[str, Any] | None:
+async def file_row(reads: Reader, file_id: str) -> dict[str, Any] | None:
     """A live file (not deleted, upload projected), or None."""
     rows = await _fetch(
-        request,
+        reads,
         f"SELECT {_FILE_COLUMNS} FROM files WHERE id = %s AND NOT deleted AND sha256 IS NOT NULL",  # noqa: S608
         (file_id,),
     )
     return rows[0] if rows else None
 
 
-async def file_rows(request: Request, file_ids: list[str]) -> dict[str, dict[str, Any]]:
+async def file_rows(reads: Reader, file_ids: list[str]) -> dict[str, dict[str, Any]]:
     rows = await _fetch(
-        request,
+        reads,
         f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ANY(%s) AND NOT deleted AND sha256 IS NOT NULL",  # noqa: S608
         (file_ids,),
     )
     return {row["id"]: row for row in rows}
 
 
-async def property_image_rows(request: Request, property_id: str) -> list[dict[str, Any]]:
+async def property_image_rows(reads: Reader, property_id: str) -> list[dict[str, Any]]:
     return await _fetch(
-        request,
+        reads,
         f"SELECT {_FILE_COLUMNS} FROM files WHERE property_id = %s AND NOT deleted AND sha256 IS NOT NULL"  # noqa: S608
         " AND content_type LIKE 'image/%%' ORDER BY kind, uploaded_at, id",
         (property_id,),
@@ -99,11 +97,11 @@ class Listing:
     owner_id: str | None
 
 
-async def listing(request: Request, property_id: str, token: str | None = None) -> Listing | None:
+async def listing(reads: Reader, settings: Settings, property_id: str, token: str | None = None) -> Listing | None:
     """The property, if it is listed (read from the property projection's Postgres rows)."""
-    await caught_up(request, PROPERTIES_POSTGRES_CHECKPOINT, token, frozenset({PROPERTIES.name}))
+    await caught_up(reads, settings, PROPERTIES_POSTGRES_CHECKPOINT, token, frozenset({PROPERTIES.name}))
     rows = await _fetch(
-        request,
+        reads,
         "SELECT id, owner_id FROM properties WHERE id = %s AND NOT deleted AND title IS NOT NULL",
         (property_id,),
     )
@@ -140,14 +138,16 @@ def document_of(row: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-async def property_files(request: Request, property_id: str, token: str | None) -> tuple[list[dict[str, Any]], bool]:
+async def property_files(
+    reads: Reader, redis: Redis, settings: Settings, property_id: str, token: str | None
+) -> tuple[list[dict[str, Any]], bool]:
     """Every live file of the property, in listing order: Redis, falling back to Postgres."""
-    fresh = await caught_up(request, FILES_REDIS_CHECKPOINT, token)
-    raw = await request.app.state.redis.get(property_files_key(property_id))
+    fresh = await caught_up(reads, settings, FILES_REDIS_CHECKPOINT, token)
+    raw = await redis.get(property_files_key(property_id))
     if raw is not None:
         return orjson.loads(raw)["items"], fresh
     rows = await _fetch(
-        request,
+        reads,
         f"SELECT {_FILE_COLUMNS} FROM files WHERE property_id = %s AND NOT deleted AND sha256 IS NOT NULL"  # noqa: S608
         " ORDER BY CASE kind WHEN 'photo' THEN 0 WHEN 'floor_plan' THEN 1 ELSE 2 END, uploaded_at, id",
         (property_id,),
@@ -155,9 +155,9 @@ async def property_files(request: Request, property_id: str, token: str | None) 
     return [document_of(row) for row in rows], fresh
 
 
-async def job(request: Request, job_id: str) -> dict[str, Any] | None:
+async def job(reads: Reader, job_id: str) -> dict[str, Any] | None:
     rows = await _fetch(
-        request,
+        reads,
         "SELECT j.job_id, j.file_id, j.source_sha256, j.requested_by, j.status, j.error, j.variants, j.widths,"
         " j.formats, j.requested_at, j.finished_at, f.owner_id,"
         " (SELECT count(*) FROM file_variants v WHERE v.source_sha256 = j.source_sha256"

@@ -11,19 +11,48 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from psycopg_pool import AsyncConnectionPool
 
 from api.common.auth import AccessClaims
-from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser, RequestContext
+from api.common.consistency import Reader
+from api.common.contract import CONSISTENCY_TOKEN, ETAG, LOCATION, STALE, errors, success_headers
+from api.common.deps import (
+    AppSettings,
+    Blobs,
+    ConsistencyToken,
+    Context,
+    CurrentUser,
+    FileId,
+    IdempotencyKey,
+    OptionalUser,
+    PgPool,
+    Producer,
+    PropertyId,
+    QueryReads,
+    RedisClient,
+    RequestContext,
+)
 from api.common.downloads import blob_response
 from api.common.errors import ApiError, field_error
-from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
-from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
-from api.common.pagination import PageQuery, encode_cursor, page
+from api.common.idempotency import derived_id, fingerprint, idempotent
+from api.common.kafka import CONSISTENCY_HEADER, EventProducer, Position, consistency_token
+from api.common.pagination import Page, PageQuery, encode_cursor, page
 from api.common.personal_keys import personal_key, sealed_filename
-from api.common.responses import OrjsonResponse, created, ok
+from api.common.responses import OrjsonResponse, Success, created, ok
 from api.file import queries
-from api.file.models import BULK_BODY, OPTIMIZE_EXAMPLES, UPLOAD_BODY, OptimizeIn
+from api.file.models import (
+    BULK_BODY,
+    OPTIMIZE_EXAMPLES,
+    UPLOAD_BODY,
+    BulkUploadOut,
+    FileDeletedOut,
+    FileOut,
+    OptimizationJobOut,
+    OptimizationQueuedOut,
+    OptimizeIn,
+)
 from api.file.uploads import MULTIPART_OVERHEAD, Received, default_filename, receive, resolve_kind
+from config.settings import Settings
 from schemas.envelope import Envelope, format_time, new_event
 from schemas.files import (
     FILE_DELETED,
@@ -43,14 +72,10 @@ from schemas.ids import new_id
 from schemas.registry import EventData
 from schemas.topics import FILES
 from storage import BlobStore
-from storage.web import app_blob_store
 
 router = APIRouter(prefix="/api/files", tags=["files"])
 
-FileId = Annotated[str, Path(pattern=r"^file-[A-Za-z0-9]{1,64}$", description="A file id, `file-…`")]
-PropertyId = Annotated[str, Path(pattern=r"^prop-[A-Za-z0-9]{1,64}$", description="A property id, `prop-…`")]
 JobId = Annotated[str, Path(pattern=r"^job-[A-Za-z0-9]{1,64}$", description="An optimisation job id, `job-…`")]
-IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
 VariantQuery = Annotated[
     str | None,
     Query(
@@ -59,10 +84,6 @@ VariantQuery = Annotated[
     ),
 ]
 _PROPERTY_ID = re.compile(r"^prop-[A-Za-z0-9]{1,64}$")
-
-
-def _store(request: Request) -> BlobStore:
-    return app_blob_store(request)
 
 
 def _event(kind: str, file_id: str, data: EventData, ctx: RequestContext, event_id: str | None = None) -> Envelope:
@@ -78,8 +99,7 @@ def _event(kind: str, file_id: str, data: EventData, ctx: RequestContext, event_
     )
 
 
-async def _publish(request: Request, events: list[Envelope]) -> list[Position]:
-    producer = request.app.state.producer
+async def _publish(producer: EventProducer, events: list[Envelope]) -> list[Position]:
     return list(await asyncio.gather(*(producer.publish(FILES.name, event) for event in events)))
 
 
@@ -89,14 +109,14 @@ def _owner_or_admin(user: AccessClaims, owner: str | None, what: str) -> None:
 
 
 async def _checked_property(
-    request: Request, fields: dict[str, str], user: AccessClaims, token: str | None
+    reads: Reader, settings: Settings, fields: dict[str, str], user: AccessClaims, token: str | None
 ) -> str | None:
     property_id = fields.get("propertyId") or None
     if property_id is None:
         return None
     if not _PROPERTY_ID.match(property_id):
         raise ApiError(422, "Invalid propertyId", [field_error("propertyId", "a property id, `prop-…`")])
-    found = await queries.listing(request, property_id, token)
+    found = await queries.listing(reads, settings, property_id, token)
     if found is None:
         raise ApiError(404, f"Property {property_id} not found", [field_error("propertyId", "no such listing")])
     _owner_or_admin(user, found.owner_id, "listing")
@@ -136,23 +156,25 @@ def _uploaded_document(event: FileUploaded, at: str) -> dict[str, Any]:
 
 
 async def _store_and_announce(
-    request: Request, ctx: RequestContext, pairs: list[tuple[Received, FileUploaded]]
+    store: BlobStore,
+    pool: AsyncConnectionPool,
+    producer: EventProducer,
+    ctx: RequestContext,
+    pairs: list[tuple[Received, FileUploaded]],
 ) -> tuple[list[Envelope], list[Position]]:
     """Commit the bytes (named by their hash), then produce the events: the bytes exist before any
     event names them, so a consumer never meets a file whose bytes are still on their way. The events
     carry the names sealed with the uploader's key; the answers, the names as sent."""
-    store = _store(request)
     for received, _ in pairs:
         assert received.writer is not None
         await asyncio.to_thread(store.commit, received.writer)
         received.writer = None
-    pool = request.app.state.pg_pool
     keys = {owner: await personal_key(pool, owner) for owner in {uploaded.owner_id for _, uploaded in pairs}}
     events = []
     for _, uploaded in pairs:
         name = sealed_filename(keys[uploaded.owner_id], uploaded.owner_id, uploaded.filename)
         events.append(_event(FILE_UPLOADED, uploaded.file_id, uploaded.model_copy(update={"filename": name}), ctx))
-    return events, await _publish(request, events)
+    return events, await _publish(producer, events)
 
 
 # ---- commands ----
@@ -163,17 +185,25 @@ async def _store_and_announce(
     status_code=201,
     summary="Upload one file (multipart): JPEG, PNG, WebP or PDF, told by its bytes",
     openapi_extra=UPLOAD_BODY,
+    response_model=Success[FileOut],
     responses={
-        201: {"description": "Stored; `Location: /api/files/file-…`"},
-        413: {"description": "Larger than the limit of its type"},
-        415: {"description": "Not JPEG, PNG, WebP or PDF (by its bytes), or a polyglot"},
-        422: {"description": "Missing file, bad kind or propertyId, truncated, a decompression bomb"},
+        201: {
+            "description": "Stored; `Location: /api/files/file-…`",
+            "headers": success_headers(LOCATION, CONSISTENCY_TOKEN),
+        },
+        **errors(403, 404, 409, 413, 415, 422),
     },
 )
 async def upload_file(
     request: Request,
     user: CurrentUser,
     ctx: Context,
+    settings: AppSettings,
+    store: Blobs,
+    reads: QueryReads,
+    pool: PgPool,
+    redis: RedisClient,
+    producer: Producer,
     idempotency_key: IdempotencyKey = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
@@ -182,10 +212,9 @@ async def upload_file(
     photo for images, document for PDFs). Images may be `HI_FILE_MAX_IMAGE_BYTES` (25 MB), other files
     `HI_FILE_MAX_UPLOAD_BYTES` (256 MB). A listing you have just created is waited for (send its
     `X-Consistency-Token` if it was created elsewhere)."""
-    settings = request.app.state.settings
     body = await receive(
         request,
-        _store(request),
+        store,
         settings,
         file_fields=frozenset({"file"}),
         max_files=1,
@@ -198,14 +227,14 @@ async def upload_file(
         kind = resolve_kind(received, body.fields.get("kind"))
         if not received.ok:
             raise ApiError(received.status, received.message, received.errors)
-        property_id = await _checked_property(request, body.fields, user, consistency)
+        property_id = await _checked_property(reads, settings, body.fields, user, consistency)
         file_id = (
             derived_id("file", "file.upload", user.subject, idempotency_key) if idempotency_key else new_id("file")
         )
         uploaded = _uploaded(received, file_id, user, property_id, kind)
 
         async def answer() -> JSONResponse:
-            events, positions = await _store_and_announce(request, ctx, [(received, uploaded)])
+            events, positions = await _store_and_announce(store, pool, producer, ctx, [(received, uploaded)])
             data = _uploaded_document(uploaded, format_time(events[0].time))
             return created(
                 data,
@@ -216,7 +245,7 @@ async def upload_file(
 
         wire = {**uploaded.to_wire(), "fileId": None}
         return await idempotent(
-            request.app.state.redis,
+            redis,
             scope="file.upload",
             user_id=user.subject,
             key=idempotency_key,
@@ -231,12 +260,22 @@ async def upload_file(
     "/bulk",
     summary="Upload up to 20 files in one request; a result per file",
     openapi_extra=BULK_BODY,
-    responses={200: {"description": "Each file's own result: 201, 413, 415 or 422"}},
+    response_model=Success[BulkUploadOut],
+    responses={
+        200: {"description": "Each file's own result: 201, 413, 415 or 422", "headers": CONSISTENCY_TOKEN},
+        **errors(403, 404, 409, 413, 422),
+    },
 )
 async def upload_bulk(
     request: Request,
     user: CurrentUser,
     ctx: Context,
+    settings: AppSettings,
+    store: Blobs,
+    reads: QueryReads,
+    pool: PgPool,
+    redis: RedisClient,
+    producer: Producer,
     idempotency_key: IdempotencyKey = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
@@ -244,10 +283,9 @@ async def upload_bulk(
     file does not fail the others: `data.items[i]` is file i's result (`status` 201 with the file,
     or 413/415/422 with `errors`). The answer is 200 whenever the request itself was readable. With an
     `Idempotency-Key`, the same request sent again stores nothing twice and gets the first answer."""
-    settings = request.app.state.settings
     body = await receive(
         request,
-        _store(request),
+        store,
         settings,
         file_fields=frozenset({"files"}),
         max_files=settings.file_bulk_max_files,
@@ -258,7 +296,7 @@ async def upload_bulk(
             raise ApiError(422, "No files in the request", [field_error("files", "attach 1 to 20 files as `files`")])
         requested_kind = body.fields.get("kind")
         kinds = [resolve_kind(received, requested_kind) for received in body.files]
-        property_id = await _checked_property(request, body.fields, user, consistency)
+        property_id = await _checked_property(reads, settings, body.fields, user, consistency)
 
         def file_id(index: int) -> str:
             if idempotency_key is None:
@@ -272,7 +310,7 @@ async def upload_bulk(
         ]
 
         async def answer() -> JSONResponse:
-            events, positions = await _store_and_announce(request, ctx, good) if good else ([], [])
+            events, positions = await _store_and_announce(store, pool, producer, ctx, good) if good else ([], [])
             stored = {r.index: (uploaded, event) for (r, uploaded), event in zip(good, events, strict=True)}
             items = []
             for received in body.files:
@@ -290,7 +328,7 @@ async def upload_bulk(
         wire = [{**uploaded.to_wire(), "fileId": None} for _, uploaded in good]
         refused = [received.problem() for received in body.files if not received.ok]
         return await idempotent(
-            request.app.state.redis,
+            redis,
             scope="file.bulk",
             user_id=user.subject,
             key=idempotency_key,
@@ -301,19 +339,30 @@ async def upload_bulk(
         body.discard()
 
 
-@router.delete("/{file_id}", summary="Delete a file (owner or admin): it leaves listings and downloads")
+@router.delete(
+    "/{file_id}",
+    summary="Delete a file (owner or admin): it leaves listings and downloads",
+    response_model=Success[FileDeletedOut],
+    responses={200: {"headers": CONSISTENCY_TOKEN}, **errors(403, 404)},
+)
 async def delete_file(
-    file_id: FileId, request: Request, user: CurrentUser, ctx: Context, consistency: ConsistencyToken = None
+    file_id: FileId,
+    user: CurrentUser,
+    ctx: Context,
+    settings: AppSettings,
+    reads: QueryReads,
+    producer: Producer,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """Its bytes are removed by the garbage collector once no live file refers to them (identical
     uploads share bytes) and the grace period has passed."""
-    await queries.caught_up(request, queries.FILES_POSTGRES_CHECKPOINT, consistency)
-    row = await queries.file_row(request, file_id)
+    await queries.caught_up(reads, settings, queries.FILES_POSTGRES_CHECKPOINT, consistency)
+    row = await queries.file_row(reads, file_id)
     if row is None:
         raise ApiError(404, f"File {file_id} not found")
     _owner_or_admin(user, row["owner_id"], "file")
     deleted = FileDeleted(file_id=file_id, owner_id=row["owner_id"], property_id=row["property_id"])
-    positions = await _publish(request, [_event(FILE_DELETED, file_id, deleted, ctx)])
+    positions = await _publish(producer, [_event(FILE_DELETED, file_id, deleted, ctx)])
     return ok({"id": file_id}, "File deleted", {CONSISTENCY_HEADER: consistency_token(positions)})
 
 
@@ -322,12 +371,18 @@ async def delete_file(
     status_code=202,
     summary="Start optimising images: resized WebP + original-format variants without EXIF",
     openapi_extra={"requestBody": {"content": {"application/json": {"examples": OPTIMIZE_EXAMPLES}}}},
+    response_model=Success[OptimizationQueuedOut],
+    responses={202: {"headers": CONSISTENCY_TOKEN}, **errors(403, 404, 409, 415)},
 )
 async def optimize(
     body: OptimizeIn,
     request: Request,
     user: CurrentUser,
     ctx: Context,
+    settings: AppSettings,
+    reads: QueryReads,
+    redis: RedisClient,
+    producer: Producer,
     idempotency_key: IdempotencyKey = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
@@ -336,19 +391,19 @@ async def optimize(
     (`queued`, `running` with `variantsDone` of `variantsTotal`, `done`, `failed` with the reason).
     The `file-optimizer` worker makes 320, 768 and 1600 px wide variants (never upscaled) in WebP and the
     original format, with EXIF (GPS included), XMP and comments stripped, and records `file.optimized`."""
-    await queries.caught_up(request, queries.FILES_POSTGRES_CHECKPOINT, consistency)
+    await queries.caught_up(reads, settings, queries.FILES_POSTGRES_CHECKPOINT, consistency)
     if body.property_id is not None:
-        found = await queries.listing(request, body.property_id, consistency)
+        found = await queries.listing(reads, settings, body.property_id, consistency)
         if found is None:
             raise ApiError(
                 404, f"Property {body.property_id} not found", [field_error("propertyId", "no such listing")]
             )
         _owner_or_admin(user, found.owner_id, "listing")
-        rows = await queries.property_image_rows(request, body.property_id)
+        rows = await queries.property_image_rows(reads, body.property_id)
     else:
         assert body.file_ids is not None
         ids = list(dict.fromkeys(body.file_ids))
-        found_rows = await queries.file_rows(request, ids)
+        found_rows = await queries.file_rows(reads, ids)
         rows = []
         for n, file_id in enumerate(ids):
             row = found_rows.get(file_id)
@@ -392,7 +447,7 @@ async def optimize(
             )
             for r in requests
         ]
-        positions = await _publish(request, events)
+        positions = await _publish(producer, events)
         jobs = [
             {
                 "jobId": r.job_id,
@@ -411,7 +466,7 @@ async def optimize(
         )
 
     return await idempotent(
-        request.app.state.redis,
+        redis,
         scope="file.optimize",
         user_id=user.subject,
         key=idempotency_key,
@@ -423,16 +478,21 @@ async def optimize(
 # ---- queries ----
 
 
-@router.get("/optimize/{job_id}", summary="An optimisation job's progress")
+@router.get(
+    "/optimize/{job_id}",
+    summary="An optimisation job's progress",
+    response_model=Success[OptimizationJobOut],
+    responses={200: {"headers": STALE}, **errors(403, 404)},
+)
 async def optimization_job(
-    job_id: JobId, request: Request, user: CurrentUser, consistency: ConsistencyToken = None
+    job_id: JobId, user: CurrentUser, settings: AppSettings, reads: QueryReads, consistency: ConsistencyToken = None
 ) -> JSONResponse:
     """`status`: `queued` (nothing made yet), `running` (`variantsDone` of `variantsTotal` made),
     `done` (with the variants and their URLs) or `failed` (with `error`). The requester, the file's
     owner and admins may read it. A job you have just queued is waited for (from elsewhere, send the
     202's `X-Consistency-Token`)."""
-    fresh = await queries.caught_up(request, queries.FILES_POSTGRES_CHECKPOINT, consistency)
-    found = await queries.job(request, job_id)
+    fresh = await queries.caught_up(reads, settings, queries.FILES_POSTGRES_CHECKPOINT, consistency)
+    found = await queries.job(reads, job_id)
     if found is None:
         raise ApiError(404, f"Optimisation job {job_id} not found")
     if not (queries.is_admin(user) or user.subject in (found["requested_by"], found["owner_id"])):
@@ -463,21 +523,28 @@ async def optimization_job(
     return ok(data, "Optimisation job", queries.freshness_headers(fresh))
 
 
-@router.get("/property/{property_id}", summary="A listing's files: photos first, then floor plans, documents")
+@router.get(
+    "/property/{property_id}",
+    summary="A listing's files: photos first, then floor plans, documents",
+    response_model=Success[Page[FileOut]],
+    responses={200: {"headers": STALE}, **errors(404)},
+)
 async def property_files(
     property_id: PropertyId,
-    request: Request,
     user: OptionalUser,
     paging: PageQuery,
+    settings: AppSettings,
+    reads: QueryReads,
+    redis: RedisClient,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """Each with its download URL and its variants' URLs. Private documents are listed only for their
     owner, the listing's owner and admins."""
     # The listing too may be one the caller has just created: it is looked up after the wait.
-    found = await queries.listing(request, property_id, consistency)
+    found = await queries.listing(reads, settings, property_id, consistency)
     if found is None:
         raise ApiError(404, f"Property {property_id} not found")
-    items, fresh = await queries.property_files(request, property_id, consistency)
+    items, fresh = await queries.property_files(reads, redis, settings, property_id, consistency)
     visible = [item for item in items if queries.may_read(item, user, found.owner_id)]
     start = 0
     if paging.cursor is not None:
@@ -491,22 +558,47 @@ async def property_files(
     return ok(page(chosen, cursor), "Property files", queries.freshness_headers(fresh))
 
 
+# What a download can be: the types an upload is told to be by its bytes, and the variants made of images.
+_BYTES = {
+    media: {"schema": {"type": "string", "format": "binary"}}
+    for media in ("image/jpeg", "image/png", "image/webp", "application/pdf")
+}
+_SERVED = success_headers(
+    ETAG,
+    {"Accept-Ranges": {"description": "`bytes`: ranges are served", "schema": {"type": "string"}}},
+    {
+        "Content-Disposition": {
+            "description": "`inline` for public images, else `attachment`",
+            "schema": {"type": "string"},
+        }
+    },
+)
+_CONTENT_RANGE = {"Content-Range": {"description": "`bytes <first>-<last>/<size>`", "schema": {"type": "string"}}}
+
+
 @router.head("/{file_id}", include_in_schema=False)
 @router.get(
     "/{file_id}",
     summary="Download a file or one of its variants (streamed; Range, ETag, If-None-Match)",
     response_class=Response,
     responses={
-        200: {"description": "The bytes", "content": {"application/octet-stream": {}}},
-        206: {"description": "The range asked for"},
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        416: {"description": "Range not satisfiable"},
+        200: {"description": "The bytes, of the type told by them at upload", "content": _BYTES, "headers": _SERVED},
+        206: {
+            "description": "The range asked for",
+            "content": _BYTES,
+            "headers": success_headers(_SERVED, _CONTENT_RANGE),
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)", "headers": ETAG},
+        **errors(401, 403, 404, 416),
     },
 )
 async def download(
     file_id: FileId,
     request: Request,
     user: OptionalUser,
+    settings: AppSettings,
+    reads: QueryReads,
+    store: Blobs,
     variant: VariantQuery = None,
     consistency: ConsistencyToken = None,
     range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
@@ -515,8 +607,8 @@ async def download(
 ) -> Response:
     """Photos and floor plans are public; a document only for its owner, the listing's owner and
     admins (401 without a token, 403 for anyone else). `ETag` is the SHA-256 of the bytes served."""
-    await queries.caught_up(request, queries.FILES_POSTGRES_CHECKPOINT, consistency)
-    row = await queries.file_row(request, file_id)
+    await queries.caught_up(reads, settings, queries.FILES_POSTGRES_CHECKPOINT, consistency)
+    row = await queries.file_row(reads, file_id)
     if row is None:
         raise ApiError(404, f"File {file_id} not found")
     private = row["kind"] in PRIVATE_KINDS
@@ -524,7 +616,9 @@ async def download(
         if user is None:
             raise ApiError(401, "This document is private: sign in", headers={"WWW-Authenticate": "Bearer"})
         if not (queries.is_admin(user) or user.subject == row["owner_id"]):
-            listing = await queries.listing(request, row["property_id"], consistency) if row["property_id"] else None
+            listing = (
+                await queries.listing(reads, settings, row["property_id"], consistency) if row["property_id"] else None
+            )
             if listing is None or listing.owner_id != user.subject:
                 raise ApiError(403, "This document is private to its owner")
     sha256, size, content_type, filename = row["sha256"], row["size_bytes"], row["content_type"], row["filename"]
@@ -537,7 +631,7 @@ async def download(
         stem = filename.rsplit(".", 1)[0] if "." in filename else filename
         filename = f"{stem}-{chosen['width']}.{chosen['format'].replace('jpeg', 'jpg')}"
     return await blob_response(
-        _store(request),
+        store,
         sha256=sha256,
         size=size,
         content_type=content_type,
