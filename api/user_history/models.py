@@ -1,10 +1,11 @@
-"""Request bodies of the user-history service."""
+"""Request and response bodies of the user-history service (camelCase on the wire)."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from api.common.pagination import Page
 from api.common.responses import ApiModel, Timestamp, require_utc
 
 USER_ID_PATTERN = r"^user-[A-Za-z0-9._-]{1,64}$"
@@ -64,3 +65,97 @@ class ReplayIn(ApiModel):
         if self.from_ == "earliest":
             return None
         return datetime.fromisoformat(self.from_.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# ---- answers ----
+
+
+class ReplayRequestedOut(ApiModel):
+    job_id: str
+    state: Literal["queued"]
+    user_id: str | None = Field(description="The one user rebuilt; null: everyone")
+    from_: str = Field(alias="from", description="`earliest`, or the time replayed from")
+    until: Timestamp | None = Field(description="The point in time of a snapshot; null: a rebuild swapped in")
+
+
+class ReplayJobOut(ApiModel):
+    job_id: str
+    state: Literal["queued", "running", "completed", "failed"]
+    phase: str
+    user_id: str | None
+    from_: str = Field(alias="from", description="`earliest`, or the time replayed from")
+    until: Timestamp | None
+    requested_by: str
+    requested_at: Timestamp
+    generation: int | None
+    consumer_group: str | None
+    events_processed: int
+    events_total: int
+    percent: float
+    events_per_second: float | None
+    eta_seconds: float | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    error: str | None
+    snapshot: str | None = Field(description="The `?snapshot=` to read this job's point-in-time copy with")
+    snapshot_expires_at: Timestamp | None
+    snapshot_dropped_at: Timestamp | None
+
+
+class ActivityOut(ApiModel):
+    """One thing the user did (or that happened to their account), as history keeps it."""
+
+    id: str = Field(description="The id of the event it comes from")
+    type: str = Field(description="The activity type, e.g. `property.created`")
+    category: str
+    event_type: str = Field(description="The event's type with its version, e.g. `property.created.v1`")
+    subject: str
+    property_id: str | None
+    occurred_at: Timestamp
+    summary: str
+    details: dict[str, Any]
+
+
+class TimelineDayOut(ApiModel):
+    date: str = Field(description="The local day, `YYYY-MM-DD`")
+    count: int = Field(description="All the day's activities")
+    by_type: dict[str, int]
+    activities: list[ActivityOut] = Field(description="The day's newest `perDay` activities")
+
+
+class TimelineOut(Page[TimelineDayOut]):
+    time_zone: str
+
+
+class RawEventOut(BaseModel):
+    """A CloudEvent exactly as archived (its attribute names are CloudEvents', not camelCase)."""
+
+    specversion: str
+    id: str
+    type: str
+    source: str
+    subject: str | None
+    time: str
+    datacontenttype: str
+    userid: str | None = None
+    sessionid: str | None = None
+    correlationid: str | None = None
+    causationid: str | None = None
+    sequence: int | None = None
+    data: Any
+
+
+class StatsOut(ApiModel):
+    user_id: str
+    total_activities: int
+    by_type: dict[str, int]
+    by_category: dict[str, int]
+    listings_created: int
+    views_received: int
+    searches: int
+    saved_searches: int
+    first_active_at: Timestamp | None
+    last_active_at: Timestamp | None
+    active_days_last30: int = Field(alias="activeDaysLast30")
+    time_zone: str
+    account_closed: bool

@@ -22,8 +22,10 @@ import psycopg.errors
 from fastapi import Request
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
-from api.common.consistency import wait_for_positions
+from api.common.consistency import Reader, wait_for_positions
 from api.common.errors import ApiError, field_error
 from api.common.pagination import PageParams, encode_cursor, page
 from api.common.personal_keys import personal_key
@@ -31,6 +33,7 @@ from api.common.reads import query_pool
 from api.common.responses import require_day
 from api.common.status import ReadModel
 from api.user_history.timeline import bucket_by_day, day_bounds, last_days_start, zone
+from config.settings import Settings
 from schemas.envelope import format_time
 from schemas.history import (
     SEARCH_PERFORMED,
@@ -71,10 +74,6 @@ class Target:
         return sql.Identifier(generation_schema(self.namespace, self.number), name)
 
 
-def namespace(request: Request) -> str:
-    return str(request.app.state.settings.history_namespace)
-
-
 def freshness_headers(fresh: bool) -> dict[str, str]:
     return {} if fresh else {"X-Consistency": "stale"}
 
@@ -102,7 +101,8 @@ async def _target(conn: AsyncConnection[Any], ns: str, snapshot: str | None, use
 
 
 async def in_generation(
-    request: Request,
+    pool: Reader,
+    ns: str,
     user_id: str,
     snapshot: str | None,
     read: Callable[[AsyncConnection[Any], Target], Awaitable[T]],
@@ -110,8 +110,8 @@ async def in_generation(
 ) -> T:
     """Runs `read` against the generation the query should see; see the module's note on swaps."""
     for attempt in range(1, _ATTEMPTS + 1):
-        async with query_pool(request).connection() as conn:
-            target = await _target(conn, namespace(request), snapshot, user_id)
+        async with pool.connection() as conn:
+            target = await _target(conn, ns, snapshot, user_id)
             if target is None:
                 return empty()  # nothing projected in this namespace yet
             try:
@@ -122,25 +122,20 @@ async def in_generation(
     raise AssertionError("unreachable")
 
 
-async def caught_up(request: Request, store: str, token: str | None) -> bool:
+async def caught_up(pool: Reader, settings: Settings, store: str, token: str | None) -> bool:
     """Waits (bounded) until the live generation's store has applied the token's positions."""
     if not token:
         return True
-    ns = namespace(request)
+    ns = settings.history_namespace
     # Nothing live yet: the wait still validates the token and gives up after its bound.
-    generation = await _live_generation(request) or 0
+    generation = await _live_generation(pool, ns) or 0
     projection = redis_checkpoint(ns, generation) if store == "redis" else postgres_checkpoint(ns, generation)
-    settings = request.app.state.settings
-    return await wait_for_positions(
-        query_pool(request), projection, HISTORY_TOPICS, token, settings.consistency_wait_seconds
-    )
+    return await wait_for_positions(pool, projection, HISTORY_TOPICS, token, settings.consistency_wait_seconds)
 
 
-async def _live_generation(request: Request) -> int | None:
-    async with query_pool(request).connection() as conn:
-        cursor = await conn.execute(
-            "SELECT generation FROM user_history_live WHERE namespace = %s", (namespace(request),)
-        )
+async def _live_generation(pool: Reader, ns: str) -> int | None:
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT generation FROM user_history_live WHERE namespace = %s", (ns,))
         row = await cursor.fetchone()
     return None if row is None else int(row[0])
 
@@ -148,11 +143,12 @@ async def _live_generation(request: Request) -> int | None:
 async def read_models(request: Request) -> list[ReadModel]:
     """What `/status` reports on: the live generation's Postgres and Redis stores, the event archive the raw
     events are read from, and the rebuild jobs' table."""
-    ns = namespace(request)
+    settings: Settings = request.app.state.settings
+    ns = settings.history_namespace
     # The topics the history workers read (HI_HISTORY_TOPICS narrows them, for benchmarks and tests).
-    topics = frozenset(request.app.state.settings.history_topic_override) or HISTORY_TOPICS
+    topics = frozenset(settings.history_topic_override) or HISTORY_TOPICS
     models = [ReadModel(ARCHIVE_CHECKPOINT, topics)]
-    generation = await _live_generation(request)
+    generation = await _live_generation(query_pool(request), ns)
     if generation is not None:
         models += [
             ReadModel(postgres_checkpoint(ns, generation), topics),
@@ -162,19 +158,16 @@ async def read_models(request: Request) -> list[ReadModel]:
     return models
 
 
-async def archive_caught_up(request: Request, token: str | None) -> bool:
-    settings = request.app.state.settings
-    return await wait_for_positions(
-        query_pool(request), ARCHIVE_CHECKPOINT, HISTORY_TOPICS, token, settings.consistency_wait_seconds
-    )
+async def archive_caught_up(pool: Reader, settings: Settings, token: str | None) -> bool:
+    return await wait_for_positions(pool, ARCHIVE_CHECKPOINT, HISTORY_TOPICS, token, settings.consistency_wait_seconds)
 
 
 # ---- activities ----
 
 
-async def _opener(request: Request, user_id: str) -> Callable[[str, str], str | None]:
+async def _opener(primary: AsyncConnectionPool, user_id: str) -> Callable[[str, str], str | None]:
     """Opens the user's sealed words (searches, saved-search names) with their key; None once it is gone."""
-    key = await personal_key(request.app.state.pg_pool, user_id)
+    key = await personal_key(primary, user_id)
 
     def open_text(field: str, value: str) -> str | None:
         if key is None:
@@ -187,8 +180,8 @@ async def _opener(request: Request, user_id: str) -> Callable[[str, str], str | 
     return open_text
 
 
-async def _opened(request: Request, user_id: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    open_text = await _opener(request, user_id)
+async def _opened(primary: AsyncConnectionPool, user_id: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    open_text = await _opener(primary, user_id)
     return [opened_activity(document, open_text) for document in documents]
 
 
@@ -224,7 +217,13 @@ class ActivityFilter:
 
 
 async def activities(
-    request: Request, user_id: str, where: ActivityFilter, paging: PageParams, snapshot: str | None
+    pool: Reader,
+    primary: AsyncConnectionPool,
+    settings: Settings,
+    user_id: str,
+    where: ActivityFilter,
+    paging: PageParams,
+    snapshot: str | None,
 ) -> dict[str, Any]:
     after = _keyset(paging)
 
@@ -261,17 +260,18 @@ async def activities(
         next_cursor = encode_cursor({"t": last["occurred_at"].isoformat(), "id": last["event_id"]}) if last else None
         return page([activity(row) for row in rows], next_cursor)
 
-    found = await in_generation(request, user_id, snapshot, read, lambda: page([], None))
-    return {**found, "items": await _opened(request, user_id, found["items"])}
+    found = await in_generation(pool, settings.history_namespace, user_id, snapshot, read, lambda: page([], None))
+    return {**found, "items": await _opened(primary, user_id, found["items"])}
 
 
-async def recent(request: Request, user_id: str, limit: int) -> list[dict[str, Any]]:
+async def recent(
+    pool: Reader, primary: AsyncConnectionPool, redis: Redis, settings: Settings, user_id: str, limit: int
+) -> list[dict[str, Any]]:
     """The newest activities from Redis; from Postgres when Redis has no list for the user (never
     written there yet, Redis emptied, or the generation swapped between the two reads)."""
 
     async def read(conn: AsyncConnection[Any], target: Target) -> list[dict[str, Any]]:
         zset, docs = recent_keys(target.namespace, target.number, user_id)
-        redis = request.app.state.redis
         async with redis.pipeline(transaction=True) as pipe:
             pipe.zrevrange(zset, 0, limit - 1)
             pipe.hgetall(docs)
@@ -287,7 +287,8 @@ async def recent(request: Request, user_id: str, limit: int) -> list[dict[str, A
         )
         return [activity(row) for row in await cursor.fetchall()]
 
-    return await _opened(request, user_id, await in_generation(request, user_id, None, read, list))
+    found = await in_generation(pool, settings.history_namespace, user_id, None, read, list)
+    return await _opened(primary, user_id, found)
 
 
 # ---- raw events ----
@@ -317,7 +318,7 @@ def cloud_event(row: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-async def raw_events(request: Request, user_id: str, event_type: str | None, paging: PageParams) -> dict[str, Any]:
+async def raw_events(pool: Reader, user_id: str, event_type: str | None, paging: PageParams) -> dict[str, Any]:
     """Events the user did (`userid`) or that are about them (`subject`), newest first."""
     after = _keyset(paging)
     conditions = [sql.SQL("(user_id = %s OR subject = %s)")]
@@ -335,7 +336,7 @@ async def raw_events(request: Request, user_id: str, event_type: str | None, pag
         "SELECT event_id, event_type, source, subject, occurred_at, user_id, session_id, correlation_id, causation_id,"
         " sequence, data FROM event_store WHERE {where} ORDER BY occurred_at DESC, event_id DESC LIMIT %s"
     ).format(where=sql.SQL(" AND ").join(conditions))
-    async with query_pool(request).connection() as conn:
+    async with pool.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(query, (*params, paging.limit + 1))
         rows = await cursor.fetchall()
     more = len(rows) > paging.limit
@@ -359,7 +360,9 @@ def _day_cursor(paging: PageParams) -> date | None:
 
 
 async def timeline(
-    request: Request,
+    pool: Reader,
+    primary: AsyncConnectionPool,
+    settings: Settings,
     user_id: str,
     tz_name: str,
     where: ActivityFilter,
@@ -435,9 +438,14 @@ async def timeline(
         return {"items": items, "nextCursor": next_cursor, "timeZone": tz_name}
 
     found = await in_generation(
-        request, user_id, snapshot, read, lambda: {"items": [], "nextCursor": None, "timeZone": tz_name}
+        pool,
+        settings.history_namespace,
+        user_id,
+        snapshot,
+        read,
+        lambda: {"items": [], "nextCursor": None, "timeZone": tz_name},
     )
-    open_text = await _opener(request, user_id)
+    open_text = await _opener(primary, user_id)
     for day in found["items"]:
         day["activities"] = [opened_activity(document, open_text) for document in day["activities"]]
     return found
@@ -464,7 +472,9 @@ def empty_stats(user_id: str, tz_name: str) -> dict[str, Any]:
     }
 
 
-async def stats(request: Request, user_id: str, tz_name: str, now: datetime, snapshot: str | None) -> dict[str, Any]:
+async def stats(
+    pool: Reader, settings: Settings, user_id: str, tz_name: str, now: datetime, snapshot: str | None
+) -> dict[str, Any]:
     """Totals per activity type and category; listings created (properties the user listed, from the
     owners table); views received on those listings (by anyone, signed in or not, as the listing's view
     count does); searches performed and saved; first and last activity; the local days with any activity
@@ -518,4 +528,6 @@ async def stats(request: Request, user_id: str, tz_name: str, now: datetime, sna
                 result[moment] = format_time(result[moment])
         return result
 
-    return await in_generation(request, user_id, snapshot, read, lambda: empty_stats(user_id, tz_name))
+    return await in_generation(
+        pool, settings.history_namespace, user_id, snapshot, read, lambda: empty_stats(user_id, tz_name)
+    )

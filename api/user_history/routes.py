@@ -5,24 +5,45 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from api.common.auth import AccessClaims
-from api.common.consistency import wait_for_positions
-from api.common.deps import ConsistencyToken, Context, CurrentUser
+from api.common.consistency import Reader, wait_for_positions
+from api.common.contract import CONSISTENCY_TOKEN, LOCATION, STALE, errors, success_headers
+from api.common.deps import (
+    AppSettings,
+    ConsistencyToken,
+    Context,
+    CurrentUser,
+    IdempotencyKey,
+    PgPool,
+    Producer,
+    QueryReads,
+    RedisClient,
+    UserId,
+)
 from api.common.errors import ApiError, field_error
-from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
+from api.common.idempotency import derived_id, fingerprint, idempotent
 from api.common.kafka import CONSISTENCY_HEADER, consistency_token
-from api.common.pagination import PageParams, PageQuery, encode_cursor, page
-from api.common.reads import query_pool
-from api.common.responses import OrjsonResponse, ok, require_utc
+from api.common.pagination import Page, PageParams, PageQuery, encode_cursor, page
+from api.common.responses import OrjsonResponse, Success, ok, require_utc
 from api.user_history import queries
-from api.user_history.models import USER_ID_PATTERN, ReplayIn
+from api.user_history.models import (
+    ActivityOut,
+    RawEventOut,
+    ReplayIn,
+    ReplayJobOut,
+    ReplayRequestedOut,
+    StatsOut,
+    TimelineOut,
+)
 from api.user_history.queries import ActivityFilter
 from api.user_history.timeline import DEFAULT_TIME_ZONE, UnknownTimeZone
+from config.settings import Settings
 from schemas.envelope import format_time, new_event
 from schemas.history import (
     ACTIVITY_CATEGORIES,
@@ -39,9 +60,7 @@ from schemas.users import Role
 
 router = APIRouter(prefix="/api/user-history", tags=["user history"])
 
-UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id, `user-…`")]
 JobId = Annotated[str, Path(pattern=r"^job-[A-Za-z0-9]{1,64}$", description="A replay job id, `job-…`")]
-IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
 TypeFilter = Annotated[
     str | None,
     Query(
@@ -128,10 +147,26 @@ def _zone(tz: str) -> str:
 
 # ---- replay (before `/{user_id}`: `replay` is not a user id) ----
 
+# What a query's success may carry: that the store had not caught up in time.
+_READ = {"headers": STALE}
 
-@router.post("/replay", status_code=202, summary="Admin: rebuild history (all users or one; from earliest or a time)")
+
+@router.post(
+    "/replay",
+    status_code=202,
+    summary="Admin: rebuild history (all users or one; from earliest or a time)",
+    response_model=Success[ReplayRequestedOut],
+    responses={202: {"headers": success_headers(LOCATION, CONSISTENCY_TOKEN)}, **errors(403)},
+)
 async def start_replay(
-    body: ReplayIn, user: CurrentUser, ctx: Context, request: Request, idempotency_key: IdempotencyKey = None
+    body: ReplayIn,
+    user: CurrentUser,
+    ctx: Context,
+    request: Request,
+    settings: AppSettings,
+    redis: RedisClient,
+    producer: Producer,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """A blue/green rebuild run by the history replay worker: a fresh generation is filled from Kafka while
     the current one keeps answering, then swapped in. With `until`, a separate read-only copy of history
@@ -141,7 +176,6 @@ async def start_replay(
     _require_admin(user)
     if body.until is not None and body.from_time is not None and body.until <= body.from_time:
         raise ApiError(422, "Invalid time range", [field_error("until", "must be after from")])
-    settings = request.app.state.settings
     job_id = derived_id("job", "history.replay", user.subject, idempotency_key) if idempotency_key else new_id("job")
 
     async def answer() -> JSONResponse:
@@ -162,7 +196,7 @@ async def start_replay(
             sessionid=ctx.session_id,
             correlationid=ctx.correlation_id,
         )
-        position = await request.app.state.producer.publish(USER_HISTORY_REPLAYS.name, envelope)
+        position = await producer.publish(USER_HISTORY_REPLAYS.name, envelope)
         location = f"/api/user-history/replay/{job_id}"
         data = {
             "jobId": job_id,
@@ -178,7 +212,7 @@ async def start_replay(
         )
 
     return await idempotent(
-        request.app.state.redis,
+        redis,
         scope="history.replay",
         user_id=user.subject,
         key=idempotency_key,
@@ -218,10 +252,9 @@ def _job(row: dict[str, Any], retention_seconds: float) -> dict[str, Any]:
     }
 
 
-async def _replayer_caught_up(request: Request, token: str | None) -> bool:
-    settings = request.app.state.settings
+async def _replayer_caught_up(pool: Reader, settings: Settings, token: str | None) -> bool:
     return await wait_for_positions(
-        query_pool(request),
+        pool,
         replayer_checkpoint(settings.history_namespace),
         frozenset({USER_HISTORY_REPLAYS.name}),
         token,
@@ -229,12 +262,17 @@ async def _replayer_caught_up(request: Request, token: str | None) -> bool:
     )
 
 
-@router.get("/replay", summary="Admin: rebuild jobs, newest first")
+@router.get(
+    "/replay",
+    summary="Admin: rebuild jobs, newest first",
+    response_model=Success[Page[ReplayJobOut]],
+    responses={200: _READ, **errors(403)},
+)
 async def list_replays(
-    user: CurrentUser, request: Request, paging: PageQuery, consistency: ConsistencyToken = None
+    user: CurrentUser, pool: QueryReads, settings: AppSettings, paging: PageQuery, consistency: ConsistencyToken = None
 ) -> JSONResponse:
     _require_admin(user)
-    fresh = await _replayer_caught_up(request, consistency)
+    fresh = await _replayer_caught_up(pool, settings, consistency)
     after = None
     if paging.cursor is not None:
         try:
@@ -242,48 +280,54 @@ async def list_replays(
         except (KeyError, TypeError, ValueError):
             raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this list")]) from None
     keyset = " AND (requested_at, job_id) < (%s, %s)" if after else ""
-    async with query_pool(request).connection() as conn:
+    async with pool.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(
             sql.SQL(
                 "SELECT * FROM user_history_replay_jobs WHERE namespace = %s{keyset}"
                 " ORDER BY requested_at DESC, job_id DESC LIMIT %s"
             ).format(keyset=sql.SQL(keyset)),
-            (request.app.state.settings.history_namespace, *(after or ()), paging.limit + 1),
+            (settings.history_namespace, *(after or ()), paging.limit + 1),
         )
         rows = await cursor.fetchall()
     more = len(rows) > paging.limit
     rows = rows[: paging.limit]
     last = rows[-1] if more else None
     next_cursor = encode_cursor({"t": last["requested_at"].isoformat(), "id": last["job_id"]}) if last else None
-    retention = request.app.state.settings.history_snapshot_retention_seconds
+    retention = settings.history_snapshot_retention_seconds
     return ok(
         page([_job(row, retention) for row in rows], next_cursor), "Rebuild jobs", queries.freshness_headers(fresh)
     )
 
 
-@router.get("/replay/{job_id}", summary="Admin: a rebuild job's state, events processed and total, rate, ETA")
+@router.get(
+    "/replay/{job_id}",
+    summary="Admin: a rebuild job's state, events processed and total, rate, ETA",
+    response_model=Success[ReplayJobOut],
+    responses={200: _READ, **errors(403, 404)},
+)
 async def replay_job(
-    job_id: JobId, user: CurrentUser, request: Request, consistency: ConsistencyToken = None
+    job_id: JobId, user: CurrentUser, pool: QueryReads, settings: AppSettings, consistency: ConsistencyToken = None
 ) -> JSONResponse:
     _require_admin(user)
-    fresh = await _replayer_caught_up(request, consistency)
-    async with query_pool(request).connection() as conn:
+    fresh = await _replayer_caught_up(pool, settings, consistency)
+    async with pool.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(
             "SELECT * FROM user_history_replay_jobs WHERE job_id = %s AND namespace = %s",
-            (job_id, request.app.state.settings.history_namespace),
+            (job_id, settings.history_namespace),
         )
         row = await cursor.fetchone()
     if row is None:
         raise ApiError(404, f"Replay job {job_id} not found", headers=queries.freshness_headers(fresh))
-    retention = request.app.state.settings.history_snapshot_retention_seconds
-    return ok(_job(row, retention), "Rebuild job", queries.freshness_headers(fresh))
+    return ok(_job(row, settings.history_snapshot_retention_seconds), "Rebuild job", queries.freshness_headers(fresh))
 
 
 # ---- a user's history ----
 
 
 async def _activities(
-    request: Request,
+    reads: Reader,
+    primary: AsyncConnectionPool,
+    settings: Settings,
     user: AccessClaims,
     user_id: str,
     paging: PageParams,
@@ -294,68 +338,98 @@ async def _activities(
 ) -> JSONResponse:
     _may_read(user, user_id)
     where = _filter(window, category)
-    fresh = await queries.caught_up(request, "postgres", consistency)
-    data = await queries.activities(request, user_id, where, paging, window.snapshot)
+    fresh = await queries.caught_up(reads, settings, "postgres", consistency)
+    data = await queries.activities(reads, primary, settings, user_id, where, paging, window.snapshot)
     return ok(data, message, queries.freshness_headers(fresh))
 
 
-@router.get("/{user_id}", summary="All activities, newest first; filter by type and time; cursor paging")
+# A snapshot that is not (or no longer) a finished point-in-time copy: 404.
+_ACTIVITIES = {"response_model": Success[Page[ActivityOut]], "responses": {200: _READ, **errors(403, 404)}}
+
+
+@router.get("/{user_id}", summary="All activities, newest first; filter by type and time; cursor paging", **_ACTIVITIES)
 async def history(
     user_id: UserId,
     user: CurrentUser,
-    request: Request,
+    reads: QueryReads,
+    primary: PgPool,
+    settings: AppSettings,
     paging: PageQuery,
     window: ActivityWindow,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    return await _activities(request, user, user_id, paging, window, consistency, None, "User history")
+    return await _activities(reads, primary, settings, user, user_id, paging, window, consistency, None, "User history")
 
 
-@router.get("/{user_id}/recent", summary="The last N (≤ 50) activities, from Redis")
+@router.get(
+    "/{user_id}/recent",
+    summary="The last N (≤ 50) activities, from Redis",
+    response_model=Success[Page[ActivityOut]],
+    responses={200: _READ, **errors(403)},
+)
 async def recent(
     user_id: UserId,
     user: CurrentUser,
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+    reads: QueryReads,
+    primary: PgPool,
+    redis: RedisClient,
+    settings: AppSettings,
+    limit: Annotated[int, Query(ge=1, le=50, description="How many activities")] = 20,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     _may_read(user, user_id)
-    fresh = await queries.caught_up(request, "redis", consistency)
-    items = await queries.recent(request, user_id, limit)
+    fresh = await queries.caught_up(reads, settings, "redis", consistency)
+    items = await queries.recent(reads, primary, redis, settings, user_id, limit)
     return ok(page(items, None), "Recent activity", queries.freshness_headers(fresh))
 
 
-@router.get("/{user_id}/properties", summary="Property activity: created, updated, viewed, delisted, images added")
+@router.get(
+    "/{user_id}/properties",
+    summary="Property activity: created, updated, viewed, delisted, images added",
+    **_ACTIVITIES,
+)
 async def property_history(
     user_id: UserId,
     user: CurrentUser,
-    request: Request,
+    reads: QueryReads,
+    primary: PgPool,
+    settings: AppSettings,
     paging: PageQuery,
     window: ActivityWindow,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     return await _activities(
-        request, user, user_id, paging, window, consistency, Category.PROPERTY, "Property activity"
+        reads, primary, settings, user, user_id, paging, window, consistency, Category.PROPERTY, "Property activity"
     )
 
 
-@router.get("/{user_id}/searches", summary="Searches performed and saved")
+@router.get("/{user_id}/searches", summary="Searches performed and saved", **_ACTIVITIES)
 async def search_history(
     user_id: UserId,
     user: CurrentUser,
-    request: Request,
+    reads: QueryReads,
+    primary: PgPool,
+    settings: AppSettings,
     paging: PageQuery,
     window: ActivityWindow,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    return await _activities(request, user, user_id, paging, window, consistency, Category.SEARCH, "Search activity")
+    return await _activities(
+        reads, primary, settings, user, user_id, paging, window, consistency, Category.SEARCH, "Search activity"
+    )
 
 
-@router.get("/{user_id}/events", summary="The raw CloudEvents of the user, from the event store")
+@router.get(
+    "/{user_id}/events",
+    summary="The raw CloudEvents of the user, from the event store",
+    response_model=Success[Page[RawEventOut]],
+    responses={200: _READ, **errors(403)},
+)
 async def raw_events(
     user_id: UserId,
     user: CurrentUser,
-    request: Request,
+    reads: QueryReads,
+    settings: AppSettings,
     paging: PageQuery,
     event_type: Annotated[
         str | None,
@@ -371,16 +445,23 @@ async def raw_events(
     """Events the user did (`userid`) or that are about their account (`subject`), newest first, exactly
     as archived. Personal fields of `users` events are sealed with the user's key (crypto-shredding)."""
     _may_read(user, user_id)
-    fresh = await queries.archive_caught_up(request, consistency)
-    data = await queries.raw_events(request, user_id, event_type, paging)
+    fresh = await queries.archive_caught_up(reads, settings, consistency)
+    data = await queries.raw_events(reads, user_id, event_type, paging)
     return ok(data, "Raw events", queries.freshness_headers(fresh))
 
 
-@router.get("/{user_id}/timeline", summary="Activities grouped by day in the user's time zone, with counts")
+@router.get(
+    "/{user_id}/timeline",
+    summary="Activities grouped by day in the user's time zone, with counts",
+    response_model=Success[TimelineOut],
+    responses={200: _READ, **errors(403, 404)},
+)
 async def timeline(
     user_id: UserId,
     user: CurrentUser,
-    request: Request,
+    reads: QueryReads,
+    primary: PgPool,
+    settings: AppSettings,
     paging: PageQuery,
     window: ActivityWindow,
     tz: TimeZone = DEFAULT_TIME_ZONE,
@@ -392,22 +473,28 @@ async def timeline(
     _may_read(user, user_id)
     where = _filter(window)
     tz = _zone(tz)
-    fresh = await queries.caught_up(request, "postgres", consistency)
-    data = await queries.timeline(request, user_id, tz, where, per_day, paging, window.snapshot)
+    fresh = await queries.caught_up(reads, settings, "postgres", consistency)
+    data = await queries.timeline(reads, primary, settings, user_id, tz, where, per_day, paging, window.snapshot)
     return ok(data, "Timeline", queries.freshness_headers(fresh))
 
 
-@router.get("/{user_id}/stats", summary="Totals per activity type, listings, views received, searches, activity")
+@router.get(
+    "/{user_id}/stats",
+    summary="Totals per activity type, listings, views received, searches, activity",
+    response_model=Success[StatsOut],
+    responses={200: _READ, **errors(403, 404)},
+)
 async def user_stats(
     user_id: UserId,
     user: CurrentUser,
-    request: Request,
+    reads: QueryReads,
+    settings: AppSettings,
     tz: TimeZone = DEFAULT_TIME_ZONE,
     snapshot: Snapshot = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     _may_read(user, user_id)
     tz = _zone(tz)
-    fresh = await queries.caught_up(request, "postgres", consistency)
-    data = await queries.stats(request, user_id, tz, datetime.now(UTC), snapshot)
+    fresh = await queries.caught_up(reads, settings, "postgres", consistency)
+    data = await queries.stats(reads, settings, user_id, tz, datetime.now(UTC), snapshot)
     return ok(data, "User statistics", queries.freshness_headers(fresh))
