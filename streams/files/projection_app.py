@@ -21,12 +21,12 @@ from schemas.read_models import FILES_REDIS_CHECKPOINT
 from schemas.topics import FILES, USERS
 from streams.app import create_app
 from streams.batches import apply_isolating_refusals, take_batches, until_done
+from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter
 from streams.files.projection import PROJECTION_CONSUMER, PlannedChange, plan_files
 from streams.files.sinks import PostgresFileSink, PropertyList, RedisFileListSink
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
-from streams.properties.sinks import PostgresCheckpoints
 
 log = logging.getLogger("streams.files.projection")
 

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from schemas.personal import FILENAME, UnreadablePersonalData, is_sealed, unseal
 from schemas.read_models import FILES_POSTGRES_CHECKPOINT, property_files_key
+from streams.checkpoints import raise_checkpoints
 from streams.files.projection import (
     FileChange,
     FileRemoved,
@@ -36,7 +37,6 @@ from streams.files.projection import (
 )
 from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
-from streams.properties.sinks import raise_checkpoints
 
 _STORE_FILE = """
 INSERT INTO files (id, owner_id, property_id, kind, content_type, size_bytes, sha256, filename, uploaded_at,

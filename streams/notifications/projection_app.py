@@ -19,11 +19,11 @@ from schemas.read_models import NOTIFICATIONS_REDIS_CHECKPOINT
 from schemas.topics import NOTIFICATIONS, USERS
 from streams.app import create_app
 from streams.batches import take_batches, until_done
+from streams.checkpoints import PostgresCheckpoints
 from streams.notifications.projection import PROJECTION_CONSUMER, plan_notifications
 from streams.notifications.sinks import PostgresNotificationSink, RedisUnreadSink
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
-from streams.properties.sinks import PostgresCheckpoints
 
 settings = get_settings()
 app = create_app(settings.notification_projection_group, settings)

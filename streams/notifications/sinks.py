@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from schemas.notifications import in_app, open_message, open_search_name
 from schemas.personal import UnreadablePersonalData
 from schemas.read_models import NOTIFICATIONS_POSTGRES_CHECKPOINT, unread_notifications_key
+from streams.checkpoints import raise_checkpoints
 from streams.notifications.projection import (
     BlockSet,
     Change,
@@ -33,7 +34,6 @@ from streams.notifications.projection import (
     touched_users,
 )
 from streams.positions import SourcePosition
-from streams.properties.sinks import raise_checkpoints
 from streams.redis_documents import WRITE_IF_NEWER
 
 _NOT_ERASED = "NOT EXISTS (SELECT 1 FROM notification_erased_users e WHERE e.user_id = %(user_id)s)"

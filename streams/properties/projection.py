@@ -221,14 +221,6 @@ class ViewTotals:
     last_offset: int
 
 
-def highest_offsets(positions: Sequence[SourcePosition]) -> dict[tuple[str, int], int]:
-    highest: dict[tuple[str, int], int] = {}
-    for position in positions:
-        where = (position.topic, position.partition)
-        highest[where] = max(highest.get(where, -1), position.offset)
-    return highest
-
-
 # ---- documents for Redis and OpenSearch, from the current row ----
 
 

@@ -29,6 +29,7 @@ from schemas.read_models import PROPERTIES_REDIS_CHECKPOINT
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from streams.app import create_app
 from streams.batches import apply_isolating_refusals, record_of, take_batches, until_done
+from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord, SourcePosition
@@ -39,7 +40,6 @@ from streams.properties.projection import (
     plan_views,
 )
 from streams.properties.sinks import (
-    PostgresCheckpoints,
     PostgresPropertySink,
     PostgresViewSink,
     RedisPropertySink,

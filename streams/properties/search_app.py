@@ -28,18 +28,18 @@ from schemas.read_models import PROPERTIES_OPENSEARCH_CHECKPOINT, PROPERTIES_POS
 from schemas.topics import PROPERTIES
 from streams.app import create_app
 from streams.batches import record_of, take_batches, until_done
+from streams.checkpoints import PostgresCheckpoints, highest_offsets
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.positions import RawRecord
 from streams.properties.projection import (
     SEARCH_CONSUMER,
     PropertyPlan,
     behind,
-    highest_offsets,
     newest_versions,
     passed,
     plan_properties,
 )
-from streams.properties.sinks import OpenSearchPropertySink, PostgresCheckpoints, PostgresPropertyRows
+from streams.properties.sinks import OpenSearchPropertySink, PostgresPropertyRows
 
 log = logging.getLogger("streams.properties.search")
 

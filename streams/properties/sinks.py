@@ -37,6 +37,7 @@ from schemas.read_models import (
 )
 from schemas.topics import PROPERTY_VIEWS
 from streams.batches import StoreUnavailable
+from streams.checkpoints import raise_checkpoints
 from streams.positions import SourcePosition
 from streams.properties.projection import (
     ImagesReplaced,
@@ -45,41 +46,11 @@ from streams.properties.projection import (
     ViewSeen,
     ViewTotals,
     epoch_ms,
-    highest_offsets,
     redis_document,
 )
 from streams.redis_documents import RETURN_IF_NOT_NEWER
 
 log = logging.getLogger("streams.properties.sinks")
-
-_RAISE_CHECKPOINTS = """
-INSERT INTO projection_checkpoints (projection, topic, partition, "offset")
-SELECT %s, * FROM unnest(%s::text[], %s::integer[], %s::bigint[])
-ON CONFLICT (projection, topic, partition)
-DO UPDATE SET "offset" = GREATEST(projection_checkpoints."offset", EXCLUDED."offset"), updated_at = now()
-"""
-
-
-async def raise_checkpoints(conn: AsyncConnection[Any], projection: str, positions: Iterable[SourcePosition]) -> None:
-    highest = highest_offsets(list(positions))
-    if not highest:
-        return
-    await conn.execute(
-        _RAISE_CHECKPOINTS,
-        (projection, [t for t, _ in highest], [p for _, p in highest], list(highest.values())),
-    )
-
-
-class PostgresCheckpoints:
-    """Records how far a store other than Postgres has got, once its write is visible."""
-
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self._pool = pool
-
-    async def record(self, projection: str, positions: Sequence[SourcePosition]) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            await raise_checkpoints(conn, projection, positions)
-
 
 # ---- Postgres ----
 

@@ -26,10 +26,10 @@ from schemas.read_models import SAVED_SEARCH_MATCHES_CHECKPOINT
 from schemas.topics import PROPERTIES, SEARCHES
 from streams.app import create_app
 from streams.batches import StoreUnavailable, record_of, take_batches, until_done
+from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.personal_keys import personal_keys
 from streams.positions import RawRecord
-from streams.properties.sinks import PostgresCheckpoints
 from streams.searches.matching import (
     MATCHER_CONSUMER,
     ListedProperty,

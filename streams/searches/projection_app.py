@@ -21,10 +21,10 @@ from schemas.read_models import SAVED_SEARCHES_OPENSEARCH_CHECKPOINT
 from schemas.topics import SEARCHES, USERS
 from streams.app import create_app
 from streams.batches import take_batches, until_done
+from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
-from streams.properties.sinks import PostgresCheckpoints
 from streams.searches.projection import PROJECTION_CONSUMER, plan_searches
 from streams.searches.sinks import OpenSearchSavedSearchSink, PostgresSearchSink
 

@@ -21,9 +21,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas.read_models import SEARCHES_POSTGRES_CHECKPOINT
 from schemas.searches import saved_match_event_id
+from streams.checkpoints import raise_checkpoints
 from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
-from streams.properties.sinks import SearchUnavailable, raise_checkpoints, write_versioned
+from streams.properties.sinks import SearchUnavailable, write_versioned
 from streams.searches.matching import ListedProperty, SavedSearchHit
 from streams.searches.projection import (
     SavedSearchRemoved,

@@ -19,10 +19,10 @@ from schemas.read_models import USERS_REDIS_CHECKPOINT
 from schemas.topics import USERS
 from streams.app import create_app
 from streams.batches import take_batches, until_done
+from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter
 from streams.parking import KeyOrder, key_order, run_in_key_order
 from streams.positions import RawRecord
-from streams.properties.sinks import PostgresCheckpoints
 from streams.users.projection import PROJECTION_CONSUMER, plan_users
 from streams.users.sinks import PostgresUserSink, RedisUserSink
 

@@ -9,9 +9,9 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from schemas.read_models import USERS_POSTGRES_CHECKPOINT, idempotency_slots_of, user_key
+from streams.checkpoints import raise_checkpoints
 from streams.personal_keys import personal_keys
 from streams.positions import SourcePosition
-from streams.properties.sinks import raise_checkpoints
 from streams.redis_documents import WRITE_IF_NEWER
 from streams.users.projection import UserChange, UserRow, opened, redis_document
 
