@@ -46,12 +46,8 @@ PRICE_BANDS: tuple[tuple[str, str, int | None, int | None], ...] = (
 _LOCALITY_BUCKETS = 100
 _AMENITY_BUCKETS = 50
 
-# What a listings search needs from OpenSearch: less JSON to parse on every answer. Every answer of an
-# `_msearch` has its `status`, so none is dropped as empty and the answers still pair with the legs.
-_LEG_FIELDS = (
-    "responses.status,responses.error,responses.hits.total,responses.aggregations,"
-    "responses.hits.hits._score,responses.hits.hits._source,responses.hits.hits.sort"
-)
+# What a listing hit needs from OpenSearch: less JSON to parse on every answer.
+_HIT_FIELDS = "hits.total,hits.hits._id,hits.hits._score,hits.hits._source,hits.hits.sort,aggregations"
 
 
 def freshness_headers(fresh: bool) -> dict[str, str]:
@@ -89,9 +85,9 @@ async def history_caught_up(request: Request, token: str | None) -> bool:
 # ---- OpenSearch ----
 
 
-async def _search(request: Request, body: dict[str, Any], filter_path: str) -> dict[str, Any]:
+async def _search(request: Request, body: dict[str, Any], filter_path: str | None = _HIT_FIELDS) -> dict[str, Any]:
     settings = request.app.state.settings
-    params = {"filter_path": filter_path}
+    params = {"filter_path": filter_path} if filter_path else {}
     try:
         return await request.app.state.opensearch.search(  # type: ignore[no-any-return]
             index=settings.opensearch_properties_alias, body=body, params=params
@@ -208,66 +204,6 @@ def _after(cursor: dict[str, Any] | None, sort: Sort, fingerprint: str) -> list[
     return after
 
 
-def listing_searches(
-    criteria: SearchCriteria, sort: Sort, limit: int, after: list[Any] | None, facets: set[Facet]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two legs of a listings search, sent together in one `_msearch`:
-
-    - counts: `size: 0`, the exact total and the facets (first page only). A `size: 0` search is what
-      OpenSearch's shard request cache keeps (`request_cache`), so a search asked again before the
-      index next refreshes (the same words, filters and facets: the common searches, any sort, any
-      page) is answered from memory, facets and all;
-    - hits: the page itself without counting every match (`track_total_hits: false`), so Lucene may
-      stop at the page's last competitive hit instead of scoring and sorting every match.
-    """
-    query = search_query(criteria)
-    counts: dict[str, Any] = {"size": 0, "query": query, "track_total_hits": True}
-    if facets and after is None:
-        counts["aggs"] = facet_aggregations(facets)
-    hits: dict[str, Any] = {
-        "query": query,
-        "size": limit + 1,
-        "sort": _sort_clause(sort),
-        "track_total_hits": False,
-    }
-    if after is not None:
-        hits["search_after"] = after
-    return counts, hits
-
-
-def _leg_failure(answer: dict[str, Any], cursor_given: bool) -> Exception | None:
-    """What a failed leg of an `_msearch` means for the caller (None when it answered)."""
-    if "error" not in answer:
-        return None
-    status = answer.get("status", 0)
-    error = answer["error"]
-    if status == 404:
-        return DependencyUnavailable("opensearch", "the listings index is missing; run `make prepare`")
-    if status == 429 or status >= 500:
-        return DependencyUnavailable("opensearch", f"answered {status}")
-    if status == 400 and cursor_given:
-        return ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this search")])
-    return RuntimeError(f"opensearch refused a listings search ({status}): {orjson.dumps(error).decode()[:500]}")
-
-
-async def _msearch(request: Request, legs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Each (header, body) leg's answer, in order, in one round trip; the alias goes in every header."""
-    alias = request.app.state.settings.opensearch_properties_alias
-    lines: list[dict[str, Any]] = []
-    for header, body in legs:
-        lines += [{"index": alias, **header}, body]
-    try:
-        found = await request.app.state.opensearch.msearch(body=lines, params={"filter_path": _LEG_FIELDS})
-    except NotFoundError:
-        raise DependencyUnavailable("opensearch", "the listings index is missing; run `make prepare`") from None
-    except TransportError as exc:
-        if isinstance(exc.status_code, int) and (exc.status_code == 429 or exc.status_code >= 500):
-            raise DependencyUnavailable("opensearch", f"answered {exc.status_code}") from None
-        raise
-    answers: list[dict[str, Any]] = found["responses"]
-    return answers
-
-
 async def search_listings(
     request: Request,
     criteria: SearchCriteria,
@@ -280,23 +216,32 @@ async def search_listings(
     sort = sort or (Sort.RELEVANCE if criteria.q else Sort.NEWEST)
     fingerprint = search_fingerprint(criteria)
     after = _after(cursor, sort, fingerprint)
-    counts, hits_search = listing_searches(criteria, sort, limit, after, facets)
-    counted, found = await _msearch(request, [({"request_cache": True}, counts), ({}, hits_search)])
-    # The page's leg first: a cursor OpenSearch cannot read fails there, and only there.
-    for answer in (found, counted):
-        failure = _leg_failure(answer, after is not None)
-        if failure is not None:
-            raise failure
+    body: dict[str, Any] = {
+        "query": search_query(criteria),
+        "size": limit + 1,
+        "sort": _sort_clause(sort),
+        "track_total_hits": True,
+    }
+    if after is not None:
+        body["search_after"] = after
+    if facets and after is None:
+        body["aggs"] = facet_aggregations(facets)
+    try:
+        found = await _search(request, body)
+    except TransportError as exc:
+        if exc.status_code == 400 and after is not None:
+            raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this search")]) from None
+        raise
     hits = found.get("hits", {}).get("hits", [])
     more = len(hits) > limit
     hits = hits[:limit]
     with_score = sort == Sort.RELEVANCE
     next_cursor = encode_cursor({"s": sort.value, "a": hits[-1]["sort"], "f": fingerprint}) if more and hits else None
     data = page([render_listing(hit, with_score) for hit in hits], next_cursor)
-    data["total"] = counted.get("hits", {}).get("total", {}).get("value", 0)
+    data["total"] = found.get("hits", {}).get("total", {}).get("value", 0)
     data["sort"] = sort.value
     if facets and after is None:
-        data["facets"] = render_facets(counted.get("aggregations", {}))
+        data["facets"] = render_facets(found.get("aggregations", {}))
     return data
 
 
