@@ -14,15 +14,16 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import NotFoundError, TransportError
 from psycopg.rows import dict_row
 
-from api.common.consistency import wait_for_positions
+from api.common.consistency import Reader, wait_for_positions
 from api.common.errors import ApiError, DependencyUnavailable, field_error
 from api.common.pagination import PageParams, encode_cursor, page
-from api.common.reads import query_pool
 from api.common.status import ReadModel
 from api.search.models import Facet, Sort
+from config.settings import Settings
 from schemas.envelope import format_time
 from schemas.localities import CANONICAL_NAME
 from schemas.read_models import SEARCHES_POSTGRES_CHECKPOINT
@@ -54,17 +55,18 @@ def freshness_headers(fresh: bool) -> dict[str, str]:
     return {} if fresh else {"X-Consistency": "stale"}
 
 
-async def _caught_up(request: Request, checkpoint: str, topics: frozenset[str], token: str | None) -> bool:
-    settings = request.app.state.settings
-    return await wait_for_positions(query_pool(request), checkpoint, topics, token, settings.consistency_wait_seconds)
+async def _caught_up(
+    pool: Reader, settings: Settings, checkpoint: str, topics: frozenset[str], token: str | None
+) -> bool:
+    return await wait_for_positions(pool, checkpoint, topics, token, settings.consistency_wait_seconds)
 
 
-async def listings_caught_up(request: Request, token: str | None) -> bool:
-    return await _caught_up(request, request.app.state.settings.properties_search_checkpoint, _LISTING_TOPICS, token)
+async def listings_caught_up(pool: Reader, settings: Settings, token: str | None) -> bool:
+    return await _caught_up(pool, settings, settings.properties_search_checkpoint, _LISTING_TOPICS, token)
 
 
-async def saved_caught_up(request: Request, token: str | None) -> bool:
-    return await _caught_up(request, request.app.state.settings.saved_searches_checkpoint, _SEARCH_TOPICS, token)
+async def saved_caught_up(pool: Reader, settings: Settings, token: str | None) -> bool:
+    return await _caught_up(pool, settings, settings.saved_searches_checkpoint, _SEARCH_TOPICS, token)
 
 
 async def read_models(request: Request) -> Sequence[ReadModel]:
@@ -78,18 +80,19 @@ async def read_models(request: Request) -> Sequence[ReadModel]:
     )
 
 
-async def history_caught_up(request: Request, token: str | None) -> bool:
-    return await _caught_up(request, SEARCHES_POSTGRES_CHECKPOINT, _SEARCH_TOPICS, token)
+async def history_caught_up(pool: Reader, settings: Settings, token: str | None) -> bool:
+    return await _caught_up(pool, settings, SEARCHES_POSTGRES_CHECKPOINT, _SEARCH_TOPICS, token)
 
 
 # ---- OpenSearch ----
 
 
-async def _search(request: Request, body: dict[str, Any], filter_path: str | None = _HIT_FIELDS) -> dict[str, Any]:
-    settings = request.app.state.settings
+async def _search(
+    search: AsyncOpenSearch, settings: Settings, body: dict[str, Any], filter_path: str | None = _HIT_FIELDS
+) -> dict[str, Any]:
     params = {"filter_path": filter_path} if filter_path else {}
     try:
-        return await request.app.state.opensearch.search(  # type: ignore[no-any-return]
+        return await search.search(  # type: ignore[no-any-return]
             index=settings.opensearch_properties_alias, body=body, params=params
         )
     except NotFoundError:
@@ -205,7 +208,8 @@ def _after(cursor: dict[str, Any] | None, sort: Sort, fingerprint: str) -> list[
 
 
 async def search_listings(
-    request: Request,
+    search: AsyncOpenSearch,
+    settings: Settings,
     criteria: SearchCriteria,
     sort: Sort | None,
     limit: int,
@@ -227,7 +231,7 @@ async def search_listings(
     if facets and after is None:
         body["aggs"] = facet_aggregations(facets)
     try:
-        found = await _search(request, body)
+        found = await _search(search, settings, body)
     except TransportError as exc:
         if exc.status_code == 400 and after is not None:
             raise ApiError(400, "Invalid cursor", [field_error("cursor", "not a cursor of this search")]) from None
@@ -245,7 +249,7 @@ async def search_listings(
     return data
 
 
-async def filter_values(request: Request) -> dict[str, Any]:
+async def filter_values(search: AsyncOpenSearch, settings: Settings) -> dict[str, Any]:
     """What a search form offers, with how many live listings each value finds."""
     body = {
         "size": 0,
@@ -256,7 +260,7 @@ async def filter_values(request: Request) -> dict[str, Any]:
             "areaStats": {"stats": {"field": "areaSqft"}},
         },
     }
-    found = await _search(request, body, filter_path="hits.total,aggregations")
+    found = await _search(search, settings, body, filter_path="hits.total,aggregations")
     aggregations = found.get("aggregations", {})
     facets = render_facets(aggregations)
 
@@ -295,10 +299,9 @@ def _prefix_rank(name: str, typed: str) -> int:
     return 1 if any(word.startswith(typed) for word in name.split()) else 2
 
 
-async def suggestions(request: Request, q: str, limit: int) -> list[dict[str, Any]]:
+async def suggestions(search: AsyncOpenSearch, settings: Settings, q: str, limit: int) -> list[dict[str, Any]]:
     """Localities (with listing counts) whose name, or a word of it, starts as typed; then listing titles.
     Both in one round trip (`_msearch`): localities as an aggregation, titles as collapsed hits."""
-    settings = request.app.state.settings
     known = _localities_starting(q)
     typed = {"match": {"location.suggest": {"query": q, "operator": "and"}}}
     localities = {
@@ -324,7 +327,7 @@ async def suggestions(request: Request, q: str, limit: int) -> list[dict[str, An
     header = {"index": settings.opensearch_properties_alias}
     try:
         # No filter_path here: it drops a response left empty (no hits), and the two would not pair up.
-        found = await request.app.state.opensearch.msearch(body=[header, localities, header, titles])
+        found = await search.msearch(body=[header, localities, header, titles])
     except NotFoundError:
         raise DependencyUnavailable("opensearch", "the listings index is missing; run `make prepare`") from None
     by_locality, by_title = found["responses"]
@@ -344,15 +347,15 @@ async def suggestions(request: Request, q: str, limit: int) -> list[dict[str, An
 # ---- Postgres ----
 
 
-async def _fetch(request: Request, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    async with query_pool(request).connection() as conn:
+async def _fetch(pool: Reader, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
         cursor = await conn.cursor(row_factory=dict_row).execute(sql, params)  # type: ignore[arg-type]
         return await cursor.fetchall()
 
 
-async def user_is_known(request: Request, user_id: str) -> bool:
+async def user_is_known(pool: Reader, user_id: str) -> bool:
     """Whether the users read model holds this account, not deleted (for admins asking about others)."""
-    rows = await _fetch(request, "SELECT deleted FROM users WHERE id = %s", (user_id,))
+    rows = await _fetch(pool, "SELECT deleted FROM users WHERE id = %s", (user_id,))
     return bool(rows) and not rows[0]["deleted"]
 
 
@@ -382,11 +385,11 @@ def _history_item(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def history(request: Request, user_id: str, paging: PageParams) -> dict[str, Any]:
+async def history(pool: Reader, user_id: str, paging: PageParams) -> dict[str, Any]:
     after_time, after_id = _keyset(paging)
     keyset = " AND (searched_at, event_id) < (%s, %s)" if after_time else ""
     rows = await _fetch(
-        request,
+        pool,
         "SELECT event_id, query, filters, result_count, searched_at FROM search_history"  # noqa: S608
         f" WHERE user_id = %s{keyset} ORDER BY searched_at DESC, event_id DESC LIMIT %s",
         (user_id, *((after_time, after_id) if after_time else ()), paging.limit + 1),
@@ -404,11 +407,11 @@ def saved_item(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def saved_searches(request: Request, owner_id: str, paging: PageParams) -> dict[str, Any]:
+async def saved_searches(pool: Reader, owner_id: str, paging: PageParams) -> dict[str, Any]:
     after_time, after_id = _keyset(paging)
     keyset = " AND (created_at, id) < (%s, %s)" if after_time else ""
     rows = await _fetch(
-        request,
+        pool,
         "SELECT id, owner_id, name, criteria, created_at FROM saved_searches"  # noqa: S608
         f" WHERE owner_id = %s AND NOT deleted{keyset} ORDER BY created_at DESC, id DESC LIMIT %s",
         (owner_id, *((after_time, after_id) if after_time else ()), paging.limit + 1),
@@ -416,18 +419,18 @@ async def saved_searches(request: Request, owner_id: str, paging: PageParams) ->
     return _page(rows, paging.limit, "created_at", "id", saved_item)
 
 
-async def saved_search(request: Request, saved_search_id: str) -> dict[str, Any] | None:
+async def saved_search(pool: Reader, saved_search_id: str) -> dict[str, Any] | None:
     """The live saved search, or None (never saved, deleted or erased)."""
     rows = await _fetch(
-        request,
+        pool,
         "SELECT id, owner_id, name, criteria, created_at FROM saved_searches WHERE id = %s AND NOT deleted",
         (saved_search_id,),
     )
     return rows[0] if rows else None
 
 
-async def saved_search_count(request: Request, owner_id: str) -> int:
+async def saved_search_count(pool: Reader, owner_id: str) -> int:
     rows = await _fetch(
-        request, "SELECT count(*) AS n FROM saved_searches WHERE owner_id = %s AND NOT deleted", (owner_id,)
+        pool, "SELECT count(*) AS n FROM saved_searches WHERE owner_id = %s AND NOT deleted", (owner_id,)
     )
     return int(rows[0]["n"])

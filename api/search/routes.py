@@ -5,20 +5,48 @@ import logging
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from psycopg_pool import PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.common.auth import AccessClaims
-from api.common.deps import ConsistencyToken, Context, CurrentUser, OptionalUser, RequestContext
+from api.common.consistency import Reader
+from api.common.contract import CONSISTENCY_TOKEN, LOCATION, STALE, errors, success_headers
+from api.common.deps import (
+    AppSettings,
+    ConsistencyToken,
+    Context,
+    CurrentUser,
+    IdempotencyKey,
+    OptionalUser,
+    PgPool,
+    Producer,
+    QueryReads,
+    RedisClient,
+    RequestContext,
+    SearchClient,
+    UserId,
+)
 from api.common.errors import ApiError, DependencyUnavailable, field_error
-from api.common.idempotency import IDEMPOTENCY_HEADER, derived_id, fingerprint, idempotent
-from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
-from api.common.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT, PageQuery, decode_cursor
+from api.common.idempotency import derived_id, fingerprint, idempotent
+from api.common.kafka import CONSISTENCY_HEADER, EventProducer, Position, consistency_token
+from api.common.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT, Page, PageQuery, decode_cursor
 from api.common.personal_keys import personal_key, sealed_text
-from api.common.responses import created, ok
+from api.common.responses import Success, created, ok
 from api.search import queries
-from api.search.models import AdvancedSearchIn, Facet, SaveSearchIn, Sort
+from api.search.models import (
+    AdvancedSearchIn,
+    Facet,
+    SavedSearchCreatedOut,
+    SavedSearchDeletedOut,
+    SavedSearchOut,
+    SaveSearchIn,
+    SearchFiltersOut,
+    SearchHistoryEntryOut,
+    SearchResultsOut,
+    Sort,
+    SuggestionOut,
+)
 from schemas.envelope import new_event
 from schemas.ids import new_id
 from schemas.personal import SEARCH_NAME, SEARCH_QUERY
@@ -41,7 +69,6 @@ log = logging.getLogger("api.search")
 
 router = APIRouter(prefix="/api/search", tags=["search"])
 
-UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
 SavedSearchId = Annotated[str, Path(pattern=r"^search-[A-Za-z0-9._-]{1,64}$", description="`search-…`")]
 # The seed names it `/saved/{userId}`; a saved search id there (the `Location` of a save) shows that one.
 UserOrSavedSearchId = Annotated[
@@ -51,7 +78,6 @@ UserOrSavedSearchId = Annotated[
         description="A user id (`user-…`: their saved searches) or a saved search id (`search-…`: that one)",
     ),
 ]
-IdempotencyKey = Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200)]
 Money = Annotated[int | None, Query(ge=0, le=10**12)]
 
 
@@ -59,18 +85,23 @@ def _is_admin(user: AccessClaims) -> bool:
     return user.role == Role.ADMIN
 
 
-async def _require_self_or_admin(request: Request, user: AccessClaims, user_id: str) -> None:
+async def _require_self_or_admin(reads: Reader, user: AccessClaims, user_id: str) -> None:
     """Your own, or an admin's look at an account that exists."""
     if user.subject == user_id:
         return
     if not _is_admin(user):
         raise ApiError(403, "Only the user themselves or an admin may see this")
-    if not await queries.user_is_known(request, user_id):
+    if not await queries.user_is_known(reads, user_id):
         raise ApiError(404, f"User {user_id} not found")
 
 
 async def _record_search(
-    request: Request, user: AccessClaims | None, ctx: RequestContext, criteria: SearchCriteria, total: int
+    primary: AsyncConnectionPool,
+    producer: EventProducer,
+    user: AccessClaims | None,
+    ctx: RequestContext,
+    criteria: SearchCriteria,
+    total: int,
 ) -> dict[str, str]:
     """A signed-in user's search becomes a `search.performed` fact (their history); the answer carries
     its position. Kafka being down costs the history entry, never the search: logged, not raised; so does
@@ -82,7 +113,7 @@ async def _record_search(
     query = None
     if criteria.q is not None:
         try:
-            key = await personal_key(request.app.state.pg_pool, user.subject)
+            key = await personal_key(primary, user.subject)
         except (psycopg.OperationalError, PoolTimeout):
             log.warning("search by %s not recorded in history: postgres unavailable", user.subject)
             return {}
@@ -97,7 +128,7 @@ async def _record_search(
         correlationid=ctx.correlation_id,
     )
     try:
-        position: Position = await request.app.state.producer.publish(SEARCHES.name, event)
+        position: Position = await producer.publish(SEARCHES.name, event)
     except DependencyUnavailable:
         log.warning("search by %s not recorded in history: kafka unavailable", user.subject)
         return {}
@@ -131,11 +162,25 @@ def _simple_criteria(
     )
 
 
-@router.get("/properties", summary="Full-text search with filters, sorting, facets and cursor paging")
+# A search's answer: its position in the searcher's history (signed in), and whether the index had caught up.
+_SEARCHED = {200: {"headers": success_headers(CONSISTENCY_TOKEN, STALE)}}
+_READ = {200: {"headers": STALE}}
+
+
+@router.get(
+    "/properties",
+    summary="Full-text search with filters, sorting, facets and cursor paging",
+    response_model=Success[SearchResultsOut],
+    responses=_SEARCHED,
+)
 async def search_properties(
-    request: Request,
     user: OptionalUser,
     ctx: Context,
+    reads: QueryReads,
+    primary: PgPool,
+    search: SearchClient,
+    producer: Producer,
+    settings: AppSettings,
     q: Annotated[
         str | None,
         Query(max_length=MAX_QUERY_CHARS, description="Words over title, description and locality (synonyms apply)"),
@@ -148,92 +193,141 @@ async def search_properties(
     bathrooms: Annotated[int | None, Query(ge=0, le=50, description="Exactly this many")] = None,
     sort: Annotated[Sort | None, Query(description="Default: relevance with `q`, else newest")] = None,
     facets: Annotated[bool, Query(description="Facet counts over every match (first page only)")] = True,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Listings per page")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=MAX_CURSOR_LENGTH, description="`nextCursor` of the previous page")
+    ] = None,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     criteria = _simple_criteria(q, location, property_type, min_price, max_price, bedrooms, bathrooms)
-    fresh = await queries.listings_caught_up(request, consistency)
+    fresh = await queries.listings_caught_up(reads, settings, consistency)
     wanted = {Facet.LOCATION, Facet.PROPERTY_TYPE, Facet.BEDROOMS, Facet.PRICE} if facets else set()
     data = await queries.search_listings(
-        request, criteria, sort, limit, decode_cursor(cursor) if cursor else None, wanted
+        search, settings, criteria, sort, limit, decode_cursor(cursor) if cursor else None, wanted
     )
-    headers = await _record_search(request, user, ctx, criteria, data["total"])
+    headers = await _record_search(primary, producer, user, ctx, criteria, data["total"])
     return ok(data, "Search results", {**headers, **queries.freshness_headers(fresh)})
 
 
-@router.post("/advanced", summary="Search with a JSON body: boolean filters, ranges, distance, amenities, facets")
+@router.post(
+    "/advanced",
+    summary="Search with a JSON body: boolean filters, ranges, distance, amenities, facets",
+    response_model=Success[SearchResultsOut],
+    responses=_SEARCHED,
+)
 async def advanced_search(
-    body: AdvancedSearchIn, request: Request, user: OptionalUser, ctx: Context, consistency: ConsistencyToken = None
+    body: AdvancedSearchIn,
+    user: OptionalUser,
+    ctx: Context,
+    reads: QueryReads,
+    primary: PgPool,
+    search: SearchClient,
+    producer: Producer,
+    settings: AppSettings,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """Lists in `filters` are "any of"; different fields must all hold; `exclude` removes; `amenities.all`
     needs every one, `amenities.any` at least one; `near` keeps listings within `km` of a point."""
     criteria = body.criteria()
-    fresh = await queries.listings_caught_up(request, consistency)
-    data = await queries.search_listings(
-        request, criteria, body.sort, body.limit, decode_cursor(body.cursor) if body.cursor else None, set(body.facets)
-    )
-    headers = await _record_search(request, user, ctx, criteria, data["total"])
+    fresh = await queries.listings_caught_up(reads, settings, consistency)
+    cursor = decode_cursor(body.cursor) if body.cursor else None
+    data = await queries.search_listings(search, settings, criteria, body.sort, body.limit, cursor, set(body.facets))
+    headers = await _record_search(primary, producer, user, ctx, criteria, data["total"])
     return ok(data, "Search results", {**headers, **queries.freshness_headers(fresh)})
 
 
-@router.get("/filters", summary="Filter values with listing counts: localities, types, price bands, bedrooms")
-async def search_filters(request: Request, consistency: ConsistencyToken = None) -> JSONResponse:
-    fresh = await queries.listings_caught_up(request, consistency)
-    return ok(await queries.filter_values(request), "Search filters", queries.freshness_headers(fresh))
+@router.get(
+    "/filters",
+    summary="Filter values with listing counts: localities, types, price bands, bedrooms",
+    response_model=Success[SearchFiltersOut],
+    responses=_READ,
+)
+async def search_filters(
+    reads: QueryReads, search: SearchClient, settings: AppSettings, consistency: ConsistencyToken = None
+) -> JSONResponse:
+    fresh = await queries.listings_caught_up(reads, settings, consistency)
+    return ok(await queries.filter_values(search, settings), "Search filters", queries.freshness_headers(fresh))
 
 
-@router.get("/suggestions", summary="As you type: matching localities (with counts), then listing titles")
+@router.get(
+    "/suggestions",
+    summary="As you type: matching localities (with counts), then listing titles",
+    response_model=Success[Page[SuggestionOut]],
+    responses=_READ,
+)
 async def search_suggestions(
-    request: Request,
+    reads: QueryReads,
+    search: SearchClient,
+    settings: AppSettings,
     q: Annotated[str, Query(min_length=1, max_length=100, description="What has been typed so far")],
-    limit: Annotated[int, Query(ge=1, le=20)] = 8,
+    limit: Annotated[int, Query(ge=1, le=20, description="Suggestions at most")] = 8,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     if not q.strip():
         raise ApiError(422, "Invalid request: check q", [field_error("q", "must contain a letter or digit")])
-    fresh = await queries.listings_caught_up(request, consistency)
-    items = await queries.suggestions(request, q.strip(), limit)
+    fresh = await queries.listings_caught_up(reads, settings, consistency)
+    items = await queries.suggestions(search, settings, q.strip(), limit)
     return ok({"items": items, "nextCursor": None}, "Suggestions", queries.freshness_headers(fresh))
 
 
 # ---- history ----
 
 
-@router.get("/history/{user_id}", summary="A user's searches, newest first (the user themselves or an admin)")
+@router.get(
+    "/history/{user_id}",
+    summary="A user's searches, newest first (the user themselves or an admin)",
+    response_model=Success[Page[SearchHistoryEntryOut]],
+    responses={**_READ, **errors(403, 404)},
+)
 async def search_history(
-    user_id: UserId, request: Request, user: CurrentUser, paging: PageQuery, consistency: ConsistencyToken = None
+    user_id: UserId,
+    user: CurrentUser,
+    reads: QueryReads,
+    settings: AppSettings,
+    paging: PageQuery,
+    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    await _require_self_or_admin(request, user, user_id)
-    fresh = await queries.history_caught_up(request, consistency)
-    return ok(await queries.history(request, user_id, paging), "Search history", queries.freshness_headers(fresh))
+    await _require_self_or_admin(reads, user, user_id)
+    fresh = await queries.history_caught_up(reads, settings, consistency)
+    return ok(await queries.history(reads, user_id, paging), "Search history", queries.freshness_headers(fresh))
 
 
 # ---- saved searches ----
 
 
-@router.post("/save", status_code=201, summary="Save a search; new matching listings alert its owner")
+@router.post(
+    "/save",
+    status_code=201,
+    summary="Save a search; new matching listings alert its owner",
+    response_model=Success[SavedSearchCreatedOut],
+    responses={201: {"headers": success_headers(LOCATION, CONSISTENCY_TOKEN)}, **errors(409)},
+)
 async def save_search(
     body: SaveSearchIn,
     request: Request,
     user: CurrentUser,
     ctx: Context,
+    reads: QueryReads,
+    primary: PgPool,
+    redis: RedisClient,
+    producer: Producer,
+    settings: AppSettings,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    settings = request.app.state.settings
+    """409 once the owner has as many saved searches as allowed (`HI_MAX_SAVED_SEARCHES_PER_USER`)."""
     saved_search_id = (
         derived_id("search", "search.save", user.subject, idempotency_key) if idempotency_key else new_id("search")
     )
     criteria = body.criteria.to_wire()
 
     async def answer() -> JSONResponse:
-        if await queries.saved_search_count(request, user.subject) >= settings.max_saved_searches_per_user:
+        if await queries.saved_search_count(reads, user.subject) >= settings.max_saved_searches_per_user:
             raise ApiError(
                 409,
                 f"You already have {settings.max_saved_searches_per_user} saved searches; delete one first",
                 [field_error("name", "saved search limit reached")],
             )
-        key = await personal_key(request.app.state.pg_pool, user.subject)
+        key = await personal_key(primary, user.subject)
         sealed_criteria = dict(criteria)
         if body.criteria.q is not None:
             sealed_criteria["q"] = sealed_text(key, user.subject, SEARCH_QUERY, body.criteria.q)
@@ -252,7 +346,7 @@ async def save_search(
             sessionid=ctx.session_id,
             correlationid=ctx.correlation_id,
         )
-        position: Position = await request.app.state.producer.publish(SEARCHES.name, event)
+        position: Position = await producer.publish(SEARCHES.name, event)
         data = {"id": saved_search_id, "name": body.name, "criteria": criteria, "createdAt": event.time}
         return created(
             data,
@@ -262,7 +356,7 @@ async def save_search(
         )
 
     return await idempotent(
-        request.app.state.redis,
+        redis,
         scope="search.save",
         user_id=user.subject,
         key=idempotency_key,
@@ -274,39 +368,51 @@ async def save_search(
 @router.get(
     "/saved/{user_id}",
     summary="A user's saved searches, newest first (`user-…`), or one saved search (`search-…`); owner or admin",
+    response_model=Success[Page[SavedSearchOut] | SavedSearchOut],
+    responses={**_READ, **errors(403, 404)},
 )
 async def saved_searches(
     user_id: UserOrSavedSearchId,
-    request: Request,
     user: CurrentUser,
+    reads: QueryReads,
+    settings: AppSettings,
     paging: PageQuery,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    fresh = await queries.saved_caught_up(request, consistency)
+    """A user id answers a page of their saved searches; a saved search id (the `Location` of a save)
+    answers that one."""
+    fresh = await queries.saved_caught_up(reads, settings, consistency)
     headers = queries.freshness_headers(fresh)
     if user_id.startswith("search-"):
-        row = await queries.saved_search(request, user_id)
+        row = await queries.saved_search(reads, user_id)
         if row is None:
             raise ApiError(404, f"Saved search {user_id} not found")
         if row["owner_id"] != user.subject and not _is_admin(user):
             raise ApiError(403, "Only the owner or an admin may see this saved search")
         return ok(queries.saved_item(row), "Saved search", headers)
-    await _require_self_or_admin(request, user, user_id)
-    return ok(await queries.saved_searches(request, user_id, paging), "Saved searches", headers)
+    await _require_self_or_admin(reads, user, user_id)
+    return ok(await queries.saved_searches(reads, user_id, paging), "Saved searches", headers)
 
 
-@router.delete("/saved/{saved_search_id}", summary="Delete a saved search and its alert (owner or admin)")
+@router.delete(
+    "/saved/{saved_search_id}",
+    summary="Delete a saved search and its alert (owner or admin)",
+    response_model=Success[SavedSearchDeletedOut],
+    responses={200: {"headers": CONSISTENCY_TOKEN}, **errors(403, 404)},
+)
 async def delete_saved_search(
     saved_search_id: SavedSearchId,
-    request: Request,
     user: CurrentUser,
     ctx: Context,
+    reads: QueryReads,
+    producer: Producer,
+    settings: AppSettings,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     """A search saved a moment ago can be deleted at once (from another session, send the save's
     `X-Consistency-Token`)."""
-    await queries.saved_caught_up(request, consistency)
-    row = await queries.saved_search(request, saved_search_id)
+    await queries.saved_caught_up(reads, settings, consistency)
+    row = await queries.saved_search(reads, saved_search_id)
     if row is None:
         raise ApiError(404, f"Saved search {saved_search_id} not found")
     if row["owner_id"] != user.subject and not _is_admin(user):
@@ -320,6 +426,6 @@ async def delete_saved_search(
         sessionid=ctx.session_id,
         correlationid=ctx.correlation_id,
     )
-    position: Position = await request.app.state.producer.publish(SEARCHES.name, event)
+    position: Position = await producer.publish(SEARCHES.name, event)
     data: dict[str, Any] = {"id": saved_search_id}
     return ok(data, "Saved search deleted", {CONSISTENCY_HEADER: consistency_token([position])})
