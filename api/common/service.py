@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from opensearchpy import AsyncOpenSearch
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -171,6 +172,10 @@ def _add_probes(app: FastAPI, name: str) -> None:
         return ok(dict.fromkeys(results, "up"), "ready")
 
 
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 def create_service(
     name: str,
     *,
@@ -202,7 +207,13 @@ def create_service(
             yield
 
     app = FastAPI(
-        title=title, description=f"{description}\n\n{own_writes.OPENAPI_RULE}", version=version, lifespan=lifespan
+        title=title,
+        description=f"{description}\n\n{own_writes.OPENAPI_RULE}",
+        version=version,
+        lifespan=lifespan,
+        # An operation is named by its route function (`create_property`), the name a generated client gives
+        # it, rather than FastAPI's function-path-method (`create_property_api_properties_post`).
+        generate_unique_id_function=_operation_id,
     )
     app.state.service_name = name
     app.state.uses = used
