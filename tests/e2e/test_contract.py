@@ -19,8 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.services import by_name
+from config import get_settings
 from tests.support.files import running_file_slice
+from tests.support.history import running_history_slice
 from tests.support.notifications import running_notification_slice
+from tests.support.services import ServiceProcess
 from tests.support.stack import StackEndpoints
 from tests.support.users import UserSlice, registration, running_user_slice
 
@@ -58,6 +62,29 @@ async def _user(stack: StackEndpoints, logs: Path, users: UserSlice) -> AsyncIte
 
 
 @asynccontextmanager
+async def _property(stack: StackEndpoints, logs: Path, users: UserSlice) -> AsyncIterator[str]:
+    # The user slice runs the property slice beside it: its decider and projections answer the commands.
+    yield users.properties.service.url
+
+
+@asynccontextmanager
+async def _search(stack: StackEndpoints, logs: Path, users: UserSlice) -> AsyncIterator[str]:
+    # Listings are found in the index the user slice's property search projection keeps.
+    service = ServiceProcess(by_name("search"), logs / "search-service.log", stack.as_env())
+    try:
+        await service.start()
+        yield service.url
+    finally:
+        service.stop()
+
+
+@asynccontextmanager
+async def _user_history(stack: StackEndpoints, logs: Path, users: UserSlice) -> AsyncIterator[str]:
+    async with running_history_slice(logs, stack.as_env(), get_settings()) as running:
+        yield running.service.url
+
+
+@asynccontextmanager
 async def _notification(stack: StackEndpoints, logs: Path, users: UserSlice) -> AsyncIterator[str]:
     # Recipients are looked up in the users read model, which the user slice's projection keeps.
     async with running_notification_slice(logs, stack.as_env(), with_users=False) as running:
@@ -74,6 +101,9 @@ async def _file(stack: StackEndpoints, logs: Path, users: UserSlice) -> AsyncIte
 
 FUZZED = (
     Fuzzed("user", _user, alone=("/api/auth/logout",)),
+    Fuzzed("property", _property),
+    Fuzzed("search", _search),
+    Fuzzed("user-history", _user_history),
     Fuzzed("notification", _notification),
     Fuzzed("file", _file),
 )
