@@ -31,11 +31,10 @@ from streams.properties.decider import (
     PropertyState,
     decide,
     evolve,
-    remember,
     state_from_json,
     state_to_json,
-    version_after,
 )
+from streams.remembered_commands import remember, version_after
 
 log = logging.getLogger("streams.properties.decider")
 

@@ -36,11 +36,11 @@ from schemas.properties import (
     UpdateProperty,
 )
 from schemas.registry import EventData
+from streams.remembered_commands import Remembered, decided_before, remembered_from_json
 
 # Commands remembered per property, each with the version its acceptance left: a redelivered command (a
 # decider killed before its offset was committed restarts from the changelog, which already holds it) is
 # answered as the first time, not applied twice, and not with a version later commands reached.
-REMEMBERED_COMMANDS = 20
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class PropertyState:
     featured: bool = False
     images: tuple[Image, ...] = ()
     deleted: bool = False
-    recent_commands: tuple[tuple[str, int | None], ...] = field(default_factory=tuple)  # (command id, version)
+    recent_commands: Remembered = field(default_factory=tuple)  # (command id, version)
 
 
 Decision = list[NewEvent] | Rejection
@@ -160,32 +160,6 @@ def evolve(state: PropertyState | None, event: NewEvent, *, property_id: str, ti
     raise ValueError(f"cannot evolve a property with {event.type}")
 
 
-def decided_before(state: PropertyState | None, command_id: str) -> bool:
-    return state is not None and any(id_ == command_id for id_, _ in state.recent_commands)
-
-
-def remember(state: PropertyState, command_id: str) -> PropertyState:
-    """Remember an accepted command with the version it left; a command remembered already keeps its own."""
-    if decided_before(state, command_id):
-        return state
-    recent = (*state.recent_commands, (command_id, state.version))
-    return replace(state, recent_commands=recent[-REMEMBERED_COMMANDS:])
-
-
-def version_after(state: PropertyState, command_id: str) -> int:
-    """The version an accepted command left the property at: the same answer however often it is decided.
-    A command remembered before versions were kept with it gets the current version."""
-    for id_, version in state.recent_commands:
-        if id_ == command_id and version is not None:
-            return version
-    return state.version
-
-
-def _recent_from_json(entries: list[Any]) -> tuple[tuple[str, int | None], ...]:
-    """`[id, version]` pairs; a bare id is a state written before versions were remembered."""
-    return tuple((entry, None) if isinstance(entry, str) else (entry[0], entry[1]) for entry in entries)
-
-
 # ---- the state as the table stores it (JSON), and back ----
 
 
@@ -213,5 +187,5 @@ def state_from_json(document: dict[str, Any]) -> PropertyState:
         featured=document["featured"],
         images=tuple(Image.model_validate(image) for image in document["images"]),
         deleted=document["deleted"],
-        recent_commands=_recent_from_json(document["recentCommands"]),
+        recent_commands=remembered_from_json(document["recentCommands"]),
     )

@@ -33,6 +33,7 @@ from streams.deciding import (
     event_id,
     outcome_envelope,
 )
+from streams.remembered_commands import remember, version_after
 from streams.users.decider import (
     AccountState,
     Command,
@@ -42,10 +43,8 @@ from streams.users.decider import (
     email_to_release,
     evolve,
     listings_to_delist,
-    remember,
     state_from_json,
     state_to_json,
-    version_after,
 )
 
 log = logging.getLogger("streams.users.account")

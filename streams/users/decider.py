@@ -35,8 +35,7 @@ from schemas.users import (
     UserPropertyCountUpdated,
     UserRegistered,
 )
-
-REMEMBERED_COMMANDS = 20
+from streams.remembered_commands import Remembered, decided_before, remembered_from_json
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class AccountState:
     property_count: int = 0
     deleted: bool = False
     # (command id, the version its acceptance left): a redelivered command is answered as the first time.
-    recent_commands: tuple[tuple[str, int | None], ...] = field(default_factory=tuple)
+    recent_commands: Remembered = field(default_factory=tuple)
     email_key: str | None = None
 
 
@@ -199,32 +198,6 @@ def listings_to_delist(command: Command, before: AccountState | None, after: Acc
     return command.data.listings
 
 
-def decided_before(state: AccountState | None, command_id: str) -> bool:
-    return state is not None and any(id_ == command_id for id_, _ in state.recent_commands)
-
-
-def remember(state: AccountState, command_id: str) -> AccountState:
-    """Remember an accepted command with the version it left; a command remembered already keeps its own."""
-    if decided_before(state, command_id):
-        return state
-    recent = (*state.recent_commands, (command_id, state.version))
-    return replace(state, recent_commands=recent[-REMEMBERED_COMMANDS:])
-
-
-def version_after(state: AccountState, command_id: str) -> int:
-    """The version an accepted command left the account at, however often it is decided (the current one
-    for a command remembered before versions were kept with it)."""
-    for id_, version in state.recent_commands:
-        if id_ == command_id and version is not None:
-            return version
-    return state.version
-
-
-def _recent_from_json(entries: list[Any]) -> tuple[tuple[str, int | None], ...]:
-    """`[id, version]` pairs; a bare id is a state written before versions were remembered."""
-    return tuple((entry, None) if isinstance(entry, str) else (entry[0], entry[1]) for entry in entries)
-
-
 def state_to_json(state: AccountState) -> dict[str, Any]:
     return {
         "id": state.id,
@@ -250,6 +223,6 @@ def state_from_json(document: dict[str, Any]) -> AccountState:
         created_at=datetime.fromisoformat(document["createdAt"]),
         property_count=document["propertyCount"],
         deleted=document["deleted"],
-        recent_commands=_recent_from_json(document["recentCommands"]),
+        recent_commands=remembered_from_json(document["recentCommands"]),
         email_key=document.get("emailKey"),
     )

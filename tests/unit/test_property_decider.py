@@ -26,11 +26,10 @@ from streams.properties.decider import (
     Rejection,
     decide,
     evolve,
-    remember,
     state_from_json,
     state_to_json,
-    version_after,
 )
+from streams.remembered_commands import remember, version_after
 
 NOW = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
 SEED_LISTING = ListingFields.model_validate(

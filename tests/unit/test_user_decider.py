@@ -26,6 +26,7 @@ from schemas.users import (
     email_key,
     normalise_email,
 )
+from streams.remembered_commands import remember, version_after
 from streams.users.decider import (
     AccountState,
     Command,
@@ -37,10 +38,8 @@ from streams.users.decider import (
     email_to_release,
     evolve,
     listings_to_delist,
-    remember,
     state_from_json,
     state_to_json,
-    version_after,
 )
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
