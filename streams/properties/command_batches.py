@@ -13,7 +13,7 @@ events that never reached the broker would be lost.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import faust
@@ -34,7 +34,7 @@ from streams.properties.decider import (
     state_from_json,
     state_to_json,
 )
-from streams.remembered_commands import remember, version_after
+from streams.remembered_commands import decided_before, remember, version_after
 
 log = logging.getLogger("streams.properties.decider")
 
@@ -128,12 +128,15 @@ class PropertyCommandBatches:
             if message.offset in dead_lettered:
                 continue
             try:
-                pending.append(await self._decide_one(message, decode(message.value), attempt))
+                decided = await self._decide_one(message, decode(message.value), attempt)
             except ProducerFailed:
                 raise
             except Exception as exc:
                 await self._produced(self._dead_letter(message, exc))
                 dead_lettered.add(message.offset)
+            else:
+                if decided is not None:
+                    pending.append(decided)
         answers = []
         for item in pending:
             written = [await self._produced(send) for send in item.sends]
@@ -153,8 +156,11 @@ class PropertyCommandBatches:
                 raise ProducerFailed(str(exc)) from exc
             raise
 
-    async def _decide_one(self, message: faust.types.Message, cause: Envelope, attempt: _Attempt) -> _Pending:
-        """Decide, fold the events into the table and start producing them; nothing here waits on Kafka."""
+    async def _decide_one(self, message: faust.types.Message, cause: Envelope, attempt: _Attempt) -> _Pending | None:
+        """Decide, fold the events into the table and start producing them; nothing here waits on Kafka.
+        None for a command redelivered after a crash that the state has decided and since forgotten (more
+        commands on the property since than it remembers): its events and answer left the first time, and
+        answering it again from today's state could say another version."""
         command = read_command(cause)
         if message.key != command.property_id.encode():
             # The table is partitioned by the message key; a command keyed otherwise would be decided
@@ -162,6 +168,8 @@ class PropertyCommandBatches:
             raise EventDecodeError(f"command key {message.key!r} is not its property id {command.property_id}")
         stored = self._states.get(command.property_id)
         state: PropertyState | None = state_from_json(stored) if stored else None
+        if _forgotten_redelivery(state, command.id, message.offset):
+            return None
         decision = decide(command, state)
         if isinstance(decision, Rejection):
             outcome = decision.outcome(command.id, command.property_id, state.version if state else None)
@@ -173,6 +181,7 @@ class PropertyCommandBatches:
             sends.append(await self._produced(self._send(PROPERTIES.name, message.key, encode(envelope))))
         assert state is not None  # an accepted command always leaves a property behind
         state = remember(state, command.id)
+        state = replace(state, decided_through=max(message.offset, state.decided_through or -1))
         attempt.before.setdefault(command.property_id, (message.partition, stored))
         self._states.put(message.partition, command.property_id, state_to_json(state))
         outcome = CommandOutcome(
@@ -187,3 +196,9 @@ class PropertyCommandBatches:
     def _roll_back(self, attempt: _Attempt) -> None:
         for property_id, (partition, state) in attempt.before.items():
             self._states.put(partition, property_id, state)
+
+
+def _forgotten_redelivery(state: PropertyState | None, command_id: str, offset: int) -> bool:
+    if state is None or state.decided_through is None or decided_before(state, command_id):
+        return False
+    return offset <= state.decided_through

@@ -64,6 +64,9 @@ class PropertyState:
     images: tuple[Image, ...] = ()
     deleted: bool = False
     recent_commands: Remembered = field(default_factory=tuple)  # (command id, version)
+    # The offset, in its partition of property-commands, of the last command decided into this state. A
+    # command redelivered after a crash at or below it was decided already, even once it is forgotten.
+    decided_through: int | None = None
 
 
 Decision = list[NewEvent] | Rejection
@@ -174,6 +177,7 @@ def state_to_json(state: PropertyState) -> dict[str, Any]:
         "images": [image.to_wire() for image in state.images],
         "deleted": state.deleted,
         "recentCommands": [[id_, version] for id_, version in state.recent_commands],
+        "decidedThrough": state.decided_through,
     }
 
 
@@ -188,4 +192,5 @@ def state_from_json(document: dict[str, Any]) -> PropertyState:
         images=tuple(Image.model_validate(image) for image in document["images"]),
         deleted=document["deleted"],
         recent_commands=remembered_from_json(document["recentCommands"]),
+        decided_through=document.get("decidedThrough"),  # absent from states written before it was kept
     )

@@ -18,6 +18,7 @@ from schemas.properties import CREATE_PROPERTY, UPDATE_PROPERTY, CreateProperty,
 from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
 from streams.properties import command_batches
 from streams.properties.command_batches import PropertyCommandBatches
+from streams.remembered_commands import REMEMBERED_COMMANDS
 
 LISTING = ListingFields.model_validate(
     {
@@ -138,3 +139,32 @@ def test_a_producer_error_decides_the_batch_again_and_loses_no_outcome(fail_at: 
     assert outcomes["cmd-a2"].version == 2  # decided again from the state before the batch, not twice
     assert set(broker.event_ids()) == set(clean.event_ids())  # the same events: sinks ignore the repeats
     assert states == expected_states
+
+
+def test_a_command_redelivered_after_more_commands_than_the_state_remembers_is_not_answered_again() -> None:
+    """A decider killed before its offsets were committed decides its commands again from a state that has
+    moved on. A command still remembered is answered with the version it left; one pushed out of memory by
+    later commands on its property must not be answered from today's state with another version."""
+    updates = [
+        message(1 + n, UPDATE_PROPERTY, "prop-a", UpdateProperty(changes={"price": 6_000_000 + n}), f"cmd-u{n}")
+        for n in range(REMEMBERED_COMMANDS + 5)
+    ]
+    first_run = [message(0, CREATE_PROPERTY, "prop-a", CreateProperty(listing=LISTING), "cmd-a"), *updates]
+    table = Table()
+    broker = Broker()
+
+    async def dead_letter(_: faust.types.Message, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    deciding = PropertyCommandBatches(broker.send, table, dead_letter)
+    asyncio.run(deciding.decide_batch(first_run))
+    first_answers = {a.subject: a.data for a in map(decode, broker.taken[COMMAND_OUTCOMES.name])}
+
+    broker.taken[COMMAND_OUTCOMES.name] = []
+    asyncio.run(deciding.decide_batch(first_run))  # the same log again, as after a crash
+    again = {a.subject: a.data for a in map(decode, broker.taken[COMMAND_OUTCOMES.name])}
+
+    assert again, "the remembered commands are answered again"
+    assert "cmd-u0" not in again and "cmd-a" not in again  # forgotten: answered once, the first time
+    assert all(again[command]["version"] == first_answers[command]["version"] for command in again)
+    assert table.states["prop-a"]["version"] == 1 + len(updates)  # nothing applied twice
