@@ -124,12 +124,14 @@ def archive_rate(topic: str, count: int, dsn: str) -> float:
         log.close()
 
 
-async def cleanup(topic: str, bootstrap: str, dsn: str) -> None:
+async def cleanup(topic: str, bootstrap: str, dsn: str, groups: list[str] | None = None) -> None:
+    """The bench's topic, its rows and the consumer groups named (None: every `bench-*` group)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.delete_topics([topic])
-        groups = [g[0] for g in await admin.list_consumer_groups() if g[0].startswith("bench-")]
+        if groups is None:
+            groups = [g[0] for g in await admin.list_consumer_groups() if g[0].startswith("bench-")]
     finally:
         await admin.close()
     if groups:

@@ -34,7 +34,7 @@ import psycopg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from bench.archive import produce
+from bench.archive import cleanup, produce
 from config import get_settings
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -152,24 +152,6 @@ def run(workers: int, group: str, topic: str, count: int, dsn: str, bootstrap: s
             scratch.cleanup()
 
 
-async def cleanup(topic: str, groups: list[str], bootstrap: str, dsn: str) -> None:
-    """This bench's topic, rows and groups only (other benches may be running on the same stack)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()
-    if groups:
-        # aiokafka's admin client cannot delete groups; Kafka's own tool can.
-        command = [str(ROOT / "ops" / "kafka-cli"), "consumer-groups", "--delete"]
-        command += [arg for group in groups for arg in ("--group", group)]
-        await asyncio.to_thread(subprocess.run, command, capture_output=True, check=False)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM event_store WHERE source_topic = %s", (topic,))
-        conn.execute("DELETE FROM projection_checkpoints WHERE topic = %s", (topic,))
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000)
@@ -197,7 +179,7 @@ async def main() -> None:
                 f"{result.cpu_ms_per_event:>6.3f} CPU ms/event (all workers)   partitions: {shares}"
             )
     finally:
-        await cleanup(topic, groups, settings.kafka_bootstrap, settings.postgres_dsn)
+        await cleanup(topic, settings.kafka_bootstrap, settings.postgres_dsn, groups)  # its own groups only
 
 
 if __name__ == "__main__":
