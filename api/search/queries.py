@@ -48,7 +48,7 @@ _LOCALITY_BUCKETS = 100
 _AMENITY_BUCKETS = 50
 
 # What a listing hit needs from OpenSearch: less JSON to parse on every answer.
-_HIT_FIELDS = "hits.total,hits.hits._id,hits.hits._score,hits.hits._source,hits.hits.sort,aggregations"
+HIT_FIELDS = "hits.total,hits.hits._id,hits.hits._score,hits.hits._source,hits.hits.sort,aggregations"
 
 
 def freshness_headers(fresh: bool) -> dict[str, str]:
@@ -88,7 +88,7 @@ async def history_caught_up(pool: Reader, settings: Settings, token: str | None)
 
 
 async def _search(
-    search: AsyncOpenSearch, settings: Settings, body: dict[str, Any], filter_path: str | None = _HIT_FIELDS
+    search: AsyncOpenSearch, settings: Settings, body: dict[str, Any], filter_path: str | None = HIT_FIELDS
 ) -> dict[str, Any]:
     params = {"filter_path": filter_path} if filter_path else {}
     try:
@@ -103,7 +103,7 @@ async def _search(
         raise
 
 
-def _sort_clause(sort: Sort) -> list[Any]:
+def sort_clause(sort: Sort) -> list[Any]:
     tiebreak = {"id": "asc"}
     if sort == Sort.RELEVANCE:
         return ["_score", {"createdAt": "desc"}, tiebreak]
@@ -223,7 +223,7 @@ async def search_listings(
     body: dict[str, Any] = {
         "query": search_query(criteria),
         "size": limit + 1,
-        "sort": _sort_clause(sort),
+        "sort": sort_clause(sort),
         "track_total_hits": True,
     }
     if after is not None:
