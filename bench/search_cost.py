@@ -40,8 +40,7 @@ import httpx
 import orjson
 
 from api.search.models import Facet, Sort
-# The single search's sort and fields are the service's own, so the bench measures what it sends.
-from api.search.queries import HIT_FIELDS, facet_aggregations, sort_clause
+from api.search.queries import HIT_FIELDS, facet_aggregations, sort_clause  # what the service sends
 from bench.search import bench_document
 from config import get_settings
 from ops.search_index import MAPPING_VERSION, alias_indices, create_index, mapping_version, new_index_name
