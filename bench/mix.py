@@ -20,7 +20,8 @@ and per route class, and a CPU account: CPU ms per request summed per process, f
 system and only those (`ops.run`'s children and the stores of `HI_STATE_DIR`, with theirs: Kafka,
 OpenSearch, Postgres, Redis, each service, each worker; and the load generator; other suites running on
 the same machine are not counted). It ends with the highest rate whose p99 < 200 ms with >= 99.9 % 2xx,
-and the whole system's idle CPU over 30 s (measured before the load, once the set-up has settled);
+and the whole system's idle CPU over 30 s (measured before the load, once every group of the system has
+caught up with what the set-up produced);
 `--idle-only` prints just that, per part.
 
 Anonymous views, and each bench user's sign-up and login, are sent with an `X-Forwarded-For` of their own
@@ -51,8 +52,12 @@ ROOT = THIS_FILE.parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/mix.py`
 
 import aiohttp
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
+from config import get_settings
 from ops.demo_data import demo_listing
+from ops.run import parts
 
 PORTS = {"user": 8081, "property": 8082, "search": 8083, "user-history": 8084, "notification": 8085, "file": 8086}
 MIX: dict[str, int] = {
@@ -207,8 +212,6 @@ def system_pids() -> set[int]:
     """The processes of the system under test: `ops.run` and the stores of its state dir (`HI_STATE_DIR`,
     or Redis by its port), with all their children. Other suites' workers and stacks on the same machine
     (same command lines, other state dirs) are not counted."""
-    from config import get_settings
-
     settings = get_settings()
     marks = (str(settings.state_dir), f"127.0.0.1:{settings.redis_port}")
     processes = _processes()
@@ -366,6 +369,39 @@ def _print_step(step: Step) -> None:
         print(f"     {part:<40} {ms:6.2f}")
 
 
+def _groups(host: str) -> list[str]:
+    """The consumer groups of the running system: those ops.run's workers are probed by."""
+    return sorted({g for part in parts(host) if part.probe[:1] == ("group",) for g in part.probe[1:]})
+
+
+async def _settle(host: str, bootstrap: str, limit: float = 180) -> float:
+    """Wait until every group of the system has committed up to its topics' ends (what the set-up or a
+    load step produced is processed), so the idle figure is the system at rest, not a backlog draining.
+    Answers the seconds it took."""
+    groups, started = _groups(host), time.perf_counter()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await admin.start()
+    await ends.start()
+    try:
+        while time.perf_counter() - started < limit:
+            lag = 0
+            for group in groups:
+                committed = await admin.list_consumer_group_offsets(group)
+                if committed:
+                    log_ends = await ends.end_offsets(list(committed))
+                    lag += sum(max(0, end - committed[tp].offset) for tp, end in log_ends.items())
+            if lag == 0:
+                break
+            await asyncio.sleep(1)
+        else:
+            print(f"   (groups still behind after {limit:.0f} s: idle includes their catching up)")
+    finally:
+        await ends.stop()
+        await admin.close()
+    return time.perf_counter() - started
+
+
 def _idle(seconds: float) -> dict[str, float]:
     before, started = cpu_by_part(), time.perf_counter()
     time.sleep(seconds)
@@ -402,12 +438,15 @@ def main() -> None:
         load_generator()
         return
     if args.idle_only:
+        asyncio.run(_settle(args.host, get_settings().kafka_bootstrap))
         idle = _idle(args.idle_seconds)
         for part, share in sorted(idle.items(), key=lambda item: -item[1]):
             print(f"   {part:<40} {share:6.2f} % of a core")
         print(f"   whole system idle over {args.idle_seconds:.0f} s: {sum(idle.values()):.1f} % of a core")
         return
     world = asyncio.run(_setup(args))
+    bootstrap = get_settings().kafka_bootstrap
+    print(f"settled in {asyncio.run(_settle(args.host, bootstrap)):.1f} s")
     idle = _idle(args.idle_seconds)
     steps = []
     offset = 0
