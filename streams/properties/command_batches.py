@@ -13,7 +13,7 @@ events that never reached the broker would be lost.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import faust
@@ -34,7 +34,7 @@ from streams.properties.decider import (
     state_from_json,
     state_to_json,
 )
-from streams.remembered_commands import decided_before, remember, version_after
+from streams.remembered_commands import forgotten_redelivery, remember, version_after
 
 log = logging.getLogger("streams.properties.decider")
 
@@ -168,7 +168,7 @@ class PropertyCommandBatches:
             raise EventDecodeError(f"command key {message.key!r} is not its property id {command.property_id}")
         stored = self._states.get(command.property_id)
         state: PropertyState | None = state_from_json(stored) if stored else None
-        if _forgotten_redelivery(state, command.id, message.offset):
+        if forgotten_redelivery(state, command.id, message.offset):
             return None
         decision = decide(command, state)
         if isinstance(decision, Rejection):
@@ -180,8 +180,7 @@ class PropertyCommandBatches:
             envelope = event_envelope(command, cause, event, index, state.version)
             sends.append(await self._produced(self._send(PROPERTIES.name, message.key, encode(envelope))))
         assert state is not None  # an accepted command always leaves a property behind
-        state = remember(state, command.id)
-        state = replace(state, decided_through=max(message.offset, state.decided_through or -1))
+        state = remember(state, command.id, message.offset)
         attempt.before.setdefault(command.property_id, (message.partition, stored))
         self._states.put(message.partition, command.property_id, state_to_json(state))
         outcome = CommandOutcome(
@@ -196,9 +195,3 @@ class PropertyCommandBatches:
     def _roll_back(self, attempt: _Attempt) -> None:
         for property_id, (partition, state) in attempt.before.items():
             self._states.put(partition, property_id, state)
-
-
-def _forgotten_redelivery(state: PropertyState | None, command_id: str, offset: int) -> bool:
-    if state is None or state.decided_through is None or decided_before(state, command_id):
-        return False
-    return offset <= state.decided_through

@@ -33,7 +33,7 @@ from streams.deciding import (
     event_id,
     outcome_envelope,
 )
-from streams.remembered_commands import remember, version_after
+from streams.remembered_commands import forgotten_redelivery, remember, version_after
 from streams.users.decider import (
     AccountState,
     Command,
@@ -108,12 +108,18 @@ async def _produce(topic: str, key: bytes, envelope: Envelope) -> str:
     return f"{metadata.topic}:{metadata.partition}:{metadata.offset}"
 
 
-async def handle(key: bytes, cause: Envelope) -> None:
+async def handle(key: bytes, offset: int, cause: Envelope) -> None:
+    """Decide the command at `offset` of its partition. A command redelivered after a crash that the
+    account decided and has since forgotten is not answered again: its answer left the first time (each
+    command is answered before the next is decided), and today's state could answer another version."""
     command = read_command(cause)
     if key != command.user_id.encode():
         raise EventDecodeError(f"command key {key!r} is not its user id {command.user_id}")
     stored = accounts.get(command.user_id)
     state: AccountState | None = state_from_json(stored) if stored else None
+    if forgotten_redelivery(state, command.id, offset):
+        log.info("command %s at offset %d was decided before this restart; not answered again", command.id, offset)
+        return
     decision = decide(command, state)
     if isinstance(decision, Rejection):
         outcome = decision.outcome(command.id, command.user_id, state.version if state else None)
@@ -132,7 +138,7 @@ async def handle(key: bytes, cause: Envelope) -> None:
             )
         for property_id in listings_to_delist(command, before, state):
             await _produce(PROPERTY_COMMANDS.name, property_id.encode(), delisting_command(command, cause, property_id))
-        state = remember(state, command.id)
+        state = remember(state, command.id, offset)
         accounts[command.user_id] = state_to_json(state)
         outcome = CommandOutcome(
             command_id=command.id,
@@ -154,7 +160,7 @@ async def decide_account_commands(stream: faust.StreamT[bytes]) -> None:
     async for event in stream.events():
         message = event.message
         try:
-            await handle(message.key, decode(message.value))
+            await handle(message.key, message.offset, decode(message.value))
         except Exception as exc:
             await dead_letter_command(app, ACCOUNT, message, exc)
 

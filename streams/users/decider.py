@@ -89,6 +89,9 @@ class AccountState:
     # (command id, the version its acceptance left): a redelivered command is answered as the first time.
     recent_commands: Remembered = field(default_factory=tuple)
     email_key: str | None = None
+    # The offset, in its partition of user-commands, of the last command decided into this state. A
+    # command redelivered after a crash at or below it was decided already, even once it is forgotten.
+    decided_through: int | None = None
 
 
 def decide(command: Command, state: AccountState | None) -> Decision:
@@ -210,6 +213,7 @@ def state_to_json(state: AccountState) -> dict[str, Any]:
         "deleted": state.deleted,
         "recentCommands": [[id_, version] for id_, version in state.recent_commands],
         "emailKey": state.email_key,
+        "decidedThrough": state.decided_through,
     }
 
 
@@ -225,4 +229,5 @@ def state_from_json(document: dict[str, Any]) -> AccountState:
         deleted=document["deleted"],
         recent_commands=remembered_from_json(document["recentCommands"]),
         email_key=document.get("emailKey"),
+        decided_through=document.get("decidedThrough"),  # absent from states written before it was kept
     )

@@ -1,10 +1,13 @@
 """The account decider's agent (streams/users/account_app.py), commands in, no broker: the registry's
 forward opens the account (`user.registered.v1` on `users`, the state in `accounts`, the answer to the
 waiting registration); closing it emits `user.deleted.v1`, hands the email back to the registry and
-delists each listing it names; the same command again emits nothing new."""
+delists each listing it names; the same command again emits nothing new. Redelivered after a crash from
+its own offsets, a log longer than the state remembers is answered again only where the answer is the
+same."""
 
 from schemas.codec import encode
 from schemas.envelope import Envelope, new_event
+from schemas.personal import NAME, seal
 from schemas.properties import DELETE_PROPERTY
 from schemas.topics import (
     COMMAND_OUTCOMES,
@@ -18,16 +21,20 @@ from schemas.topics import (
 from schemas.users import (
     DELETE_ACCOUNT,
     RELEASE_EMAIL,
+    UPDATE_PROFILE,
     USER_DELETED,
     USER_REGISTERED,
     DeleteAccount,
     RegisterUser,
+    UpdateProfile,
     delisting_command_id,
 )
+from streams.positions import RawRecord, SourcePosition
+from streams.remembered_commands import REMEMBERED_COMMANDS
 from streams.users.account_app import accounts, decide_account_commands
 from streams.users.decider import state_from_json
 from streams.users.registry_app import open_account_command
-from tests.support.topology import kafka_partition, registration, running
+from tests.support.topology import kafka_partition, put_records, registration, running
 
 USER_ID = "user-topology1"
 EMAIL_KEY = "email-" + "cd" * 32
@@ -88,3 +95,53 @@ async def test_an_account_is_opened_then_closed_releasing_its_email_and_delistin
         assert len(producer.to(USER_REGISTRATIONS.name)) == 1
         assert len(producer.to(PROPERTY_COMMANDS.name)) == len(listings)
         assert producer.to(DEAD_LETTERS.name) == []
+
+
+def renaming(n: int) -> Envelope:
+    name = seal(bytes(range(32)), USER_ID, NAME, f"Priya {n}")
+    return new_event(
+        type=UPDATE_PROFILE,
+        subject=USER_ID,
+        data=UpdateProfile(changes={"name": name}).to_wire(),
+        service="user",
+        userid=USER_ID,
+        event_id=f"cmd-rename{n}",
+    )
+
+
+async def test_a_log_redelivered_after_a_crash_is_answered_again_only_where_the_state_still_remembers():
+    """Killed before its offsets were committed, the decider decides its log again from the changelog's
+    state, which has moved on. More renames than the state remembers: the forgotten ones (and the
+    opening) are not answered again (their offsets are at or below the one the state was decided
+    through), the remembered ones are answered with the version each left, and nothing is emitted twice."""
+    partition = kafka_partition(USER_COMMANDS.name, USER_ID.encode())
+    log = [opening(), *(renaming(n) for n in range(REMEMBERED_COMMANDS + 5))]
+    records = [
+        RawRecord(USER_ID.encode(), encode(envelope), SourcePosition(USER_COMMANDS.name, partition, offset))
+        for offset, envelope in enumerate(log)
+    ]
+    async with running(decide_account_commands) as (agent, producer):
+        await put_records(agent, records)
+        first = {sent.key: sent.envelope.data for sent in await producer.until(COMMAND_OUTCOMES.name, len(log))}
+        events = len(producer.to(USERS.name))
+        assert events == len(log)
+
+        await put_records(agent, records)  # the same log from the same offsets, as after a crash
+        remembered = {envelope.id.encode() for envelope in log[-REMEMBERED_COMMANDS:]}
+        answers = await producer.until(COMMAND_OUTCOMES.name, len(log) + len(remembered))
+        # One more command after the redelivery: every redelivered record has been handled before it.
+        after = renaming(999)
+        later = SourcePosition(USER_COMMANDS.name, partition, len(log))
+        await put_records(agent, [RawRecord(USER_ID.encode(), encode(after), later)])
+        answers = await producer.until(COMMAND_OUTCOMES.name, len(log) + len(remembered) + 1)
+        again = answers[len(log) : -1]
+        assert answers[-1].envelope.data["version"] == len(log) + 1
+
+    assert {sent.key for sent in again} == remembered
+
+    def verdict(answer: dict) -> tuple:
+        return answer["verdict"], answer["version"], answer.get("status")
+
+    assert [verdict(sent.envelope.data) for sent in again] == [verdict(first[sent.key]) for sent in again]
+    assert len(producer.to(USERS.name)) == events + 1
+    assert producer.to(DEAD_LETTERS.name) == []

@@ -50,7 +50,7 @@ def command(kind: str, data, *, by: str = "user-456", command_id: str = "cmd-1")
 
 def listed(by: str = "user-456") -> PropertyState:
     [created] = decide(command(CREATE_PROPERTY, CreateProperty(listing=SEED_LISTING), by=by), None)
-    return remember(evolve(None, created, property_id="prop-123", time=NOW), "cmd-0")
+    return remember(evolve(None, created, property_id="prop-123", time=NOW), "cmd-0", 0)
 
 
 def image(n: int) -> Image:
@@ -82,13 +82,13 @@ def test_a_command_redelivered_after_later_ones_is_answered_with_the_version_it_
     state = listed()
     first = command(UPDATE_PROPERTY, UpdateProperty(changes={"price": 9000000}), command_id="cmd-1")
     second = command(UPDATE_PROPERTY, UpdateProperty(changes={"price": 8000000}), command_id="cmd-2")
-    for step in (first, second):
+    for offset, step in enumerate((first, second), start=1):
         [event] = decide(step, state)
-        state = remember(evolve(state, event, property_id="prop-123", time=NOW), step.id)
+        state = remember(evolve(state, event, property_id="prop-123", time=NOW), step.id, offset)
     assert state.version == 3
     assert decide(first, state) == [] and decide(second, state) == []
     assert (version_after(state, "cmd-1"), version_after(state, "cmd-2")) == (2, 3)
-    assert remember(state, "cmd-1") == state  # seen again, still the version of its first decision
+    assert remember(state, "cmd-1", 1) == state  # seen again, still the version of its first decision
     assert version_after(state_from_json(state_to_json(state)), "cmd-1") == 2
 
 

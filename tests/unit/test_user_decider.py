@@ -77,7 +77,7 @@ def opened() -> AccountState:
         password_hash=sealed(PASSWORD_HASH, "h"),
     )
     [event] = decide(command(OPEN_ACCOUNT, data, command_id="cmd-open"), None)
-    return remember(evolve(None, event, user_id=USER, time=NOW), "cmd-open")
+    return remember(evolve(None, event, user_id=USER, time=NOW), "cmd-open", 0)
 
 
 def test_email_keys_ignore_case_and_spaces_and_hide_the_address():
@@ -142,7 +142,7 @@ def test_a_command_redelivered_after_later_ones_is_answered_with_the_version_it_
     for n, name in enumerate(("Priya R.", "Priya Reddy"), start=1):
         step = command(UPDATE_PROFILE, UpdateProfile(changes=update(name=name)), command_id=f"cmd-u{n}")
         [event] = decide(step, state)
-        state = remember(evolve(state, event, user_id=USER, time=NOW), step.id)
+        state = remember(evolve(state, event, user_id=USER, time=NOW), step.id, n)
     assert state.version == 3
     again = command(UPDATE_PROFILE, UpdateProfile(changes=update(name="Priya R.")), command_id="cmd-u1")
     assert decide(again, state) == []
@@ -151,7 +151,7 @@ def test_a_command_redelivered_after_later_ones_is_answered_with_the_version_it_
         2,
         3,
     )
-    assert remember(state, "cmd-u1") == state
+    assert remember(state, "cmd-u1", 1) == state
     restored = state_from_json(state_to_json(state))
     assert version_after(restored, "cmd-u1") == 2
     legacy = state_from_json({**state_to_json(state), "recentCommands": ["cmd-u1"]})
