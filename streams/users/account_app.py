@@ -23,7 +23,14 @@ from schemas.outcomes import CommandOutcome, Verdict
 from schemas.properties import DELETE_PROPERTY, DeleteProperty
 from schemas.registry import EventData
 from schemas.topics import COMMAND_OUTCOMES, PROPERTY_COMMANDS, USER_COMMANDS, USER_REGISTRATIONS, USERS
-from schemas.users import ACCOUNT_COMMANDS, RELEASE_EMAIL, DeleteAccount, ReleaseEmail, delisting_command_id
+from schemas.users import (
+    ACCOUNT_COMMANDS,
+    OPEN_ACCOUNT,
+    RELEASE_EMAIL,
+    DeleteAccount,
+    ReleaseEmail,
+    delisting_command_id,
+)
 from streams.app import create_app, run_worker
 from streams.deciding import (
     ACCOUNT_SOURCE,
@@ -35,6 +42,7 @@ from streams.deciding import (
 )
 from streams.remembered_commands import forgotten_redelivery, remember, version_after
 from streams.users.decider import (
+    OPENED_AT,
     AccountState,
     Command,
     NewEvent,
@@ -144,7 +152,7 @@ async def handle(key: bytes, offset: int, cause: Envelope) -> None:
             command_id=command.id,
             aggregate_id=command.user_id,
             verdict=Verdict.ACCEPTED,
-            version=version_after(state, command.id),
+            version=OPENED_AT if command.type == OPEN_ACCOUNT else version_after(state, command.id),
             positions=tuple(positions),
             result={"createdAt": format_time(state.created_at), "propertyCount": state.property_count},
         )

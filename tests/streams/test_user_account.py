@@ -129,13 +129,25 @@ async def test_a_log_redelivered_after_a_crash_is_answered_again_only_where_the_
         await put_records(agent, records)  # the same log from the same offsets, as after a crash
         remembered = {envelope.id.encode() for envelope in log[-REMEMBERED_COMMANDS:]}
         answers = await producer.until(COMMAND_OUTCOMES.name, len(log) + len(remembered))
-        # One more command after the redelivery: every redelivered record has been handled before it.
-        after = renaming(999)
-        later = SourcePosition(USER_COMMANDS.name, partition, len(log))
-        await put_records(agent, [RawRecord(USER_ID.encode(), encode(after), later)])
-        answers = await producer.until(COMMAND_OUTCOMES.name, len(log) + len(remembered) + 1)
-        again = answers[len(log) : -1]
-        assert answers[-1].envelope.data["version"] == len(log) + 1
+        # The registry forwards the opening again (a new offset: it was killed too), then one more rename:
+        # every redelivered record has been handled once that is answered.
+        forwarded = SourcePosition(USER_COMMANDS.name, partition, len(log))
+        later = SourcePosition(USER_COMMANDS.name, partition, len(log) + 1)
+        await put_records(
+            agent,
+            [
+                RawRecord(USER_ID.encode(), encode(opening()), forwarded),
+                RawRecord(USER_ID.encode(), encode(renaming(999)), later),
+            ],
+        )
+        answers = await producer.until(COMMAND_OUTCOMES.name, len(log) + len(remembered) + 2)
+        again, reopened, renamed = answers[len(log) : -2], answers[-2], answers[-1]
+        assert (reopened.key, reopened.envelope.data["verdict"], reopened.envelope.data["version"]) == (
+            b"cmd-open1",
+            "accepted",
+            1,
+        )
+        assert renamed.envelope.data["version"] == len(log) + 1
 
     assert {sent.key for sent in again} == remembered
 

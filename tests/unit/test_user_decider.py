@@ -26,7 +26,7 @@ from schemas.users import (
     email_key,
     normalise_email,
 )
-from streams.remembered_commands import remember, version_after
+from streams.remembered_commands import decided_before, remember, version_after
 from streams.users.decider import (
     AccountState,
     Command,
@@ -115,6 +115,20 @@ def test_opening_an_account_registers_the_user_at_version_1():
 
 def test_an_open_account_command_seen_twice_emits_once():
     assert decide(command(OPEN_ACCOUNT, None, command_id="cmd-open"), opened()) == []
+
+
+def test_a_registration_forwarded_again_after_the_account_forgot_it_is_already_applied():
+    """The registry, killed before committing, forwards a registration again long after the account has
+    moved on (its opening no longer remembered): the same address for the same new user id is that
+    registration, already applied, not a second account."""
+    state = opened()
+    for n in range(25):
+        step = command(UPDATE_PROFILE, UpdateProfile(changes=update(name=f"Priya {n}")), command_id=f"cmd-u{n}")
+        [event] = decide(step, state)
+        state = remember(evolve(state, event, user_id=USER, time=NOW), step.id, n + 1)
+    assert not decided_before(state, "cmd-open")
+    again = OpenAccount(email="a@b.in", email_key="email-x", name="n", phone="+911234567890", password_hash="h")
+    assert decide(command(OPEN_ACCOUNT, again, command_id="cmd-open"), state) == []
 
 
 def update(**changes: str) -> dict[str, str]:
