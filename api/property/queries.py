@@ -208,6 +208,7 @@ async def featured(pool: Reader, settings: Settings, limit: int, token: str | No
 
 async def similar(
     pool: Reader,
+    redis: Redis,
     search: AsyncOpenSearch,
     settings: Settings,
     property_id: str,
@@ -215,11 +216,10 @@ async def similar(
     token: str | None,
 ) -> tuple[list[dict[str, Any]], bool]:
     fresh = await _caught_up(pool, settings, PROPERTIES_OPENSEARCH_CHECKPOINT, token)
-    found = await search.search(index=PROPERTIES_ALIAS, body={"query": {"ids": {"values": [property_id]}}, "size": 1})
-    hits = found["hits"]["hits"]
-    if not hits:
-        raise ApiError(404, f"Property {property_id} not found")
-    this = hits[0]["_source"]
+    # The listing itself from its document (Redis, else Postgres; 404 when gone): one OpenSearch query per
+    # request instead of two. The wait above already covers the token: the search projection indexes a
+    # listing only once Postgres has it.
+    this, _ = await details(pool, redis, settings, property_id, None)
     price = this.get("price") or 0
     should: list[dict[str, Any]] = [
         {"term": {"location": {"value": this.get("location"), "boost": 3}}},
@@ -227,8 +227,9 @@ async def similar(
         {"range": {"price": {"gte": int(price * 0.75), "lte": int(price * 1.25), "boost": 2}}},
         {"range": {"bedrooms": {"gte": (this.get("bedrooms") or 0) - 1, "lte": (this.get("bedrooms") or 0) + 1}}},
     ]
-    if "geo" in this:
-        should.append({"geo_distance": {"distance": "5km", "geo": this["geo"], "_name": "near"}})
+    if this.get("latitude") is not None and this.get("longitude") is not None:
+        near = {"lat": this["latitude"], "lon": this["longitude"]}
+        should.append({"geo_distance": {"distance": "5km", "geo": near, "_name": "near"}})
     query = {
         "bool": {
             "should": should,

@@ -363,12 +363,13 @@ async def user_properties(
 async def similar_properties(
     property_id: PropertyId,
     pool: QueryReads,
+    redis: RedisClient,
     search: SearchClient,
     settings: AppSettings,
     limit: Annotated[int, Query(ge=1, le=50, description="How many listings")] = 10,
     consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    items, fresh = await queries.similar(pool, search, settings, property_id, limit, consistency)
+    items, fresh = await queries.similar(pool, redis, search, settings, property_id, limit, consistency)
     return ok({"items": items, "nextCursor": None}, "Similar properties", queries.freshness_headers(fresh))
 
 
