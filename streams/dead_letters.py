@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import faust
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from schemas.topics import (
     DEAD_LETTERS,
@@ -46,8 +47,9 @@ class DeadLetter:
         ]
 
 
-async def publish_dead_letters(app: faust.App, letters: Sequence[DeadLetter]) -> None:
-    """Waits for the broker's ack: the source message is acked only once its dead letter is safe."""
+async def publish_dead_letters(to: faust.App | AIOKafkaProducer, letters: Sequence[DeadLetter]) -> None:
+    """Waits for the broker's ack: the source message is acked only once its dead letter is safe. `to`
+    is a Faust app (the deciders, the delivery and optimizer workers) or the lean runner's producer."""
     for letter in letters:
         log.warning(
             "dead letter from %s[%d]@%d (%s): %s",
@@ -58,7 +60,10 @@ async def publish_dead_letters(app: faust.App, letters: Sequence[DeadLetter]) ->
             letter.error,
         )
         metrics.dead_lettered(letter.consumer, letter.error)
-        await app.producer.send_and_wait(
+        if isinstance(to, AIOKafkaProducer):
+            await to.send_and_wait(DEAD_LETTERS.name, letter.value, key=letter.key, headers=list(letter.headers()))
+            continue
+        await to.producer.send_and_wait(
             DEAD_LETTERS.name,
             letter.key,
             letter.value,
