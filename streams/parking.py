@@ -9,25 +9,24 @@ same code as a batch from Kafka, deletes the ones it applied and leaves the rest
 first that fails again. The consumer stays the only writer of its stores, and its sinks, idempotent
 and version-guarded, make a row applied twice (a kill between applying and deleting) harmless.
 
-Parkings are committed before the batch returns, so before Faust commits its offsets: a kill before
+Parkings are committed before the batch returns, so before the runner commits the batch's offsets: a kill before
 that redelivers the batch, which parks the same events again onto the same primary keys (the source
 positions), never twice and never lost. Events of the key read before the dead one flow as usual.
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
-import faust
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.topics import REDRIVE_CHANNEL
-from streams.batches import MAX_BACKOFF_SECONDS, TRANSIENT, record_of, until_done
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.batches import MAX_BACKOFF_SECONDS, TRANSIENT, until_done
+from streams.dead_letters import DeadLetter, or_dead_letter
 from streams.positions import RawRecord, SourcePosition
 
 log = logging.getLogger("streams.parking")
@@ -232,9 +231,10 @@ Work = Callable[[Sequence[RawRecord]], Awaitable[None]]
 
 
 class KeyOrder:
-    """A consumer's batches and redrives, one at a time, in order per key. The agent hands each batch
-    to `run`; the projector plans through `plan`, dead-letters through `dead_letters` and asks `holds`
-    before applying an event one by one, so a key blocked mid-batch is blocked for the rest of it."""
+    """A consumer's batches and redrives, one at a time, in order per key. The runner hands each batch
+    to `run` (`streams.runner.Context.in_key_order`, which runs `watch` beside it); the projector plans
+    through `plan`, dead-letters through `dead_letters` and asks `holds` before applying an event one
+    by one, so a key blocked mid-batch is blocked for the rest of it."""
 
     def __init__(self, lot: ParkingLot, publish: Publish, dead_letter_consumer: str) -> None:
         self._lot = lot
@@ -299,7 +299,7 @@ class KeyOrder:
         return applied
 
     async def watch(self, assigned: Callable[[], Collection[tuple[str, int]] | None], work: Work) -> None:
-        """Runs beside the agent for as long as it runs: asleep until a redrive of this consumer is
+        """Runs beside the group's consumer for as long as it runs: asleep until a redrive of this consumer is
         notified (or `REDRIVE_CHECK_SECONDS` pass), so a worker with nothing parked asks Postgres nothing.
         Looping on a timer instead cost each parking worker two queries a second, forever."""
         backoff = 0.1
@@ -333,36 +333,5 @@ class KeyOrder:
         try:
             await self.redrive(assigned, work)
         except Exception:
-            # A bug in one redrive must not stop the next one nor the agent; the rows stay parked.
+            # A bug in one redrive must not stop the next one nor the batches; the rows stay parked.
             log.exception("%s: redrive failed", self._lot.consumer)
-
-
-def assigned_partitions(app: faust.App) -> set[tuple[str, int]] | None:
-    """The partitions this worker reads now: only the worker that reads a key redrives it, so its
-    batches and the redrive take turns (`KeyOrder`'s lock) instead of racing."""
-    try:
-        return {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
-    except (AttributeError, RuntimeError):
-        return None
-
-
-async def run_in_key_order(
-    app: faust.App, order: KeyOrder, batches: AsyncIterable[Sequence[faust.EventT[Any]]], work: Work
-) -> None:
-    """An agent's loop for a consumer that parks: each batch through `order`, and redrives beside it."""
-    redrives = asyncio.create_task(order.watch(lambda: assigned_partitions(app), work))
-    try:
-        async for events in batches:
-            await order.run([record_of(event) for event in events], work)
-    finally:
-        redrives.cancel()
-
-
-def key_order(app: faust.App, pool: AsyncConnectionPool, dead_letter_consumer: str) -> KeyOrder:
-    """A projection app's `KeyOrder`: parked under its group (the app id, so a test's group has rows of
-    its own), dead letters to `app`'s producer with `dlq.consumer` = `dead_letter_consumer`."""
-
-    async def publish(letters: Sequence[DeadLetter]) -> None:
-        await publish_dead_letters(app, letters)
-
-    return KeyOrder(ParkingLot(pool, app.conf.id), publish, dead_letter_consumer)

@@ -1,32 +1,31 @@
 """The file read-model projection: `python -m streams.files.projection_worker worker -l info`.
 
-Its own Faust app and consumer group (`settings.file_projection_group`, default `file-projection`).
-One thin agent on `files` and `users`: plan (pure) -> Postgres (files, jobs, list versions and the
+Its own consumer group (`settings.file_projection_group`, default `file-projection`) on the lean
+runner (`streams/runner.py`), reading `files` and `users`: plan (pure) -> Postgres (files, jobs, list versions and the
 checkpoint `files-postgres`, one transaction, returns each touched listing's files) -> Redis
 `files:property:{id}` -> checkpoint `files-redis`. Stores that are down are waited for; poison goes
 to `dead-letters` (`dlq.consumer=file-projection`), and the later events of its key are parked until
-it is redriven or skipped (`streams/parking.py`). Faust acks a batch even when its body raised, so
-nothing is thrown from here.
+it is redriven or skipped (`streams/parking.py`). A batch is committed once all of that is written.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from config import get_settings
+from config import Settings
 from schemas.read_models import FILES_REDIS_CHECKPOINT
 from schemas.topics import FILES, USERS
-from streams.app import create_app
-from streams.batches import apply_isolating_refusals, take_batches, until_done
+from streams.batches import apply_isolating_refusals, until_done
 from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter
 from streams.files.projection import PROJECTION_CONSUMER, PlannedChange, plan_files
 from streams.files.sinks import PostgresFileSink, PropertyList, RedisFileListSink
-from streams.parking import KeyOrder, key_order, run_in_key_order
+from streams.parking import KeyOrder
 from streams.positions import RawRecord, SourcePosition
+from streams.runner import Context, Lane, Projection
 
 log = logging.getLogger("streams.files.projection")
 
@@ -74,21 +73,27 @@ class FileProjector:
         await self._dead_letters([DeadLetter(record.key, record.value, error, record.position, PROJECTION_CONSUMER)])
 
 
-settings = get_settings()
-app = create_app(settings.file_projection_group, settings)
-source_topics = app.topic(FILES.name, USERS.name, key_serializer="raw", value_serializer="raw")
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        "file-projection",
+        settings.file_projection_group,
+        (FILES.name, USERS.name),
+        batch_size=500,
+        batch_seconds=0.02,
+        open=_open,
+    )
 
 
-@app.agent(source_topics)
-async def project_files(stream: faust.StreamT[bytes]) -> None:
-    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
-    redis = Redis.from_url(settings.redis_url)
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    pool = AsyncConnectionPool(context.settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    redis = Redis.from_url(context.settings.redis_url)
     # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
     await pool.open(wait=False)
-    order = key_order(app, pool, PROJECTION_CONSUMER)
+    order = context.key_order(pool, PROJECTION_CONSUMER)
     projector = FileProjector(PostgresFileSink(pool), RedisFileListSink(redis), PostgresCheckpoints(pool), order)
     try:
-        await run_in_key_order(app, order, take_batches(stream, 500, within=0.02), projector.project)
+        yield context.in_key_order(order, projector.project)
     finally:
         await redis.aclose()
         await pool.close()

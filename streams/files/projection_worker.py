@@ -1,6 +1,5 @@
 """The file read-model projection worker: `python -m streams.files.projection_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.files.projection_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("file-projection")

@@ -1,6 +1,5 @@
 """The notification read-model projection: `python -m streams.notifications.projection_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.notifications.projection_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("notification-projection")

@@ -1,37 +1,37 @@
 """The property read-model projection: `python -m streams.properties.projection_worker worker -l info`.
 
-Its own Faust app, so its own consumer group (`settings.property_projection_group`, default
-`property-projection`). Two thin agents:
+Its own consumer group (`settings.property_projection_group`, default `property-projection`) on
+the lean runner (`streams/runner.py`). Each batch is split by topic, the two parts written side by side:
 - `project_properties` reads `properties`: plan (pure) -> Postgres (rows + checkpoint, one transaction,
   returns each touched property's current row) -> Redis -> its checkpoint.
 - `project_views` reads `property-views`: plan (pure) -> Postgres (exact counts + checkpoint, one
   transaction, returns absolute counts) -> Redis -> its checkpoint.
 OpenSearch is another group (`streams/properties/search_app.py`), so a slow `_bulk` + `_refresh` never
 holds up the stores reads are served from.
-Faust acks a batch when the loop body returns, even when it raised, so nothing is thrown from here:
-a store that is down is waited for (backoff 0.1 s doubling to 5 s, the partition stays put), and a
-message or row a store refuses for good goes to `dead-letters` with the error. Property events keep
-their order per property across dead letters: the later events of a property one was dead-lettered
-for are parked in `parked_events` until it is redriven or skipped (`streams/parking.py`,
-`python -m ops.dead_letters`). Views are counts, which no order changes: they are not parked.
+The batch is committed once both parts are written, and nothing is thrown from here: a store that
+is down is waited for (backoff 0.1 s doubling to 5 s, the partition stays put), and a message or row
+a store refuses for good goes to `dead-letters` with the error. Property events keep their order per
+property across dead letters: the later events of a property one was dead-lettered for are parked in
+`parked_events` until it is redriven or skipped (`streams/parking.py`, `python -m ops.dead_letters`).
+Views are counts, which no order changes: they are not parked.
 """
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from config import get_settings
+from config import Settings
 from schemas.listings import PropertyRow
 from schemas.read_models import PROPERTIES_REDIS_CHECKPOINT
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
-from streams.app import create_app
-from streams.batches import apply_isolating_refusals, record_of, take_batches, until_done
+from streams.batches import apply_isolating_refusals, until_done
 from streams.checkpoints import PostgresCheckpoints
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
-from streams.parking import KeyOrder, key_order, run_in_key_order
+from streams.dead_letters import DeadLetter
+from streams.parking import KeyOrder
 from streams.positions import RawRecord, SourcePosition
 from streams.properties.projection import (
     PROJECTION_CONSUMER,
@@ -44,6 +44,7 @@ from streams.properties.sinks import (
     PostgresViewSink,
     RedisPropertySink,
 )
+from streams.runner import Context, Lane, Projection
 
 log = logging.getLogger("streams.properties.projection")
 
@@ -119,63 +120,58 @@ class PropertyProjector:
         await dead_letters(letters)
 
 
-settings = get_settings()
-app = create_app(settings.property_projection_group, settings)
-properties_topic = app.topic(PROPERTIES.name, key_serializer="raw", value_serializer="raw")
-views_topic = app.topic(PROPERTY_VIEWS.name, key_serializer="raw", value_serializer="raw")
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        "property-projection",
+        settings.property_projection_group,
+        (PROPERTIES.name, PROPERTY_VIEWS.name),
+        batch_size=settings.property_projection_batch_size,
+        batch_seconds=settings.property_projection_batch_seconds,
+        open=_open,
+    )
 
 
-_BATCH_SECONDS = settings.property_projection_batch_seconds
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    settings = context.settings
+    # Listings and views are written side by side (`_Lanes`), so two connections each.
+    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=4, open=False)
+    redis = Redis.from_url(settings.redis_url)
+    # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
+    await pool.open(wait=False)
+    order = context.key_order(pool, PROJECTION_CONSUMER)
+    projector = PropertyProjector(
+        PostgresPropertySink(pool),
+        PostgresViewSink(pool),
+        RedisPropertySink(redis),
+        PostgresCheckpoints(pool),
+        context.publish,
+        order,
+    )
+    listings = context.in_key_order(order, projector.project_properties)
+    # Views are counts, which no order changes: they are not parked.
+    views = context.or_dead_letter(PROJECTION_CONSUMER, projector.project_views)
+    try:
+        yield _Lanes(listings, views).lane
+    finally:
+        await redis.aclose()
+        await pool.close()
 
 
-class _Stores:
-    """Clients of one agent, opened inside it (never at import) and closed when it stops."""
+class _Lanes:
+    """One batch of the group holds listings and views: each part goes its own way, side by side, so
+    a listing batch waiting out a store does not hold up the views more than before (the batch commits
+    once both are written)."""
 
-    def __init__(self) -> None:
-        self.pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
-        self.redis = Redis.from_url(settings.redis_url)
+    def __init__(self, listings: Lane, views: Lane) -> None:
+        self._listings = listings
+        self._views = views
+        self.lane = Lane(self.handle, listings.beside)
 
-    async def open(self) -> PropertyProjector:
-        # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
-        await self.pool.open(wait=False)
-
-        async def dead_letters(letters: Sequence[DeadLetter]) -> None:
-            await publish_dead_letters(app, letters)
-
-        self.order = key_order(app, self.pool, PROJECTION_CONSUMER)
-        return PropertyProjector(
-            PostgresPropertySink(self.pool),
-            PostgresViewSink(self.pool),
-            RedisPropertySink(self.redis),
-            PostgresCheckpoints(self.pool),
-            dead_letters,
-            self.order,
+    async def handle(self, records: Sequence[RawRecord]) -> None:
+        listings = [r for r in records if r.position.topic == PROPERTIES.name]
+        views = [r for r in records if r.position.topic != PROPERTIES.name]
+        await asyncio.gather(
+            *([self._listings.handle(listings)] if listings else []),
+            *([self._views.handle(views)] if views else []),
         )
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-        await self.pool.close()
-
-
-@app.agent(properties_topic)
-async def project_properties(stream: faust.StreamT[bytes]) -> None:
-    stores = _Stores()
-    projector = await stores.open()
-    try:
-        batches = take_batches(stream, settings.property_projection_batch_size, within=_BATCH_SECONDS)
-        await run_in_key_order(app, stores.order, batches, projector.project_properties)
-    finally:
-        await stores.close()
-
-
-@app.agent(views_topic)
-async def project_views(stream: faust.StreamT[bytes]) -> None:
-    stores = _Stores()
-    projector = await stores.open()
-    try:
-        batches = take_batches(stream, settings.property_projection_batch_size, within=_BATCH_SECONDS)
-        async for events in batches:
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, PROJECTION_CONSUMER, records, projector.project_views)
-    finally:
-        await stores.close()

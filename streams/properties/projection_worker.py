@@ -1,6 +1,5 @@
 """The property read-model projection worker: `python -m streams.properties.projection_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.properties.projection_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("property-projection")

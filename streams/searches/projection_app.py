@@ -1,7 +1,7 @@
 """The search projection: `python -m streams.searches.projection_worker worker -l info`.
 
-Its own Faust app, so its own consumer group (`settings.search_projection_group`, default
-`search-projection`), reading `searches` and `users`. One thin agent: plan (pure) -> Postgres (saved
+Its own consumer group (`settings.search_projection_group`, default `search-projection`) on the lean
+runner (`streams/runner.py`), reading `searches` and `users`: plan (pure) -> Postgres (saved
 searches, history, erasures + checkpoint `searches-postgres`, one transaction, returns the current rows
 of the saved searches touched) -> the percolator index (alias `saved-searches`, external versions, refresh) ->
 checkpoint `saved-searches-opensearch` (`…@<alias>` for another alias). Stores that are down are
@@ -10,21 +10,21 @@ its key are parked until it is redriven or skipped (`streams/parking.py`).
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from config import get_settings
+from config import Settings
 from schemas.read_models import SAVED_SEARCHES_OPENSEARCH_CHECKPOINT
 from schemas.topics import SEARCHES, USERS
-from streams.app import create_app
-from streams.batches import take_batches, until_done
+from streams.batches import until_done
 from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter
-from streams.parking import KeyOrder, key_order, run_in_key_order
+from streams.parking import KeyOrder
 from streams.positions import RawRecord
+from streams.runner import Context, Lane, Projection
 from streams.searches.projection import PROJECTION_CONSUMER, plan_searches
 from streams.searches.sinks import OpenSearchSavedSearchSink, PostgresSearchSink
 
@@ -66,18 +66,24 @@ class SearchProjector:
         await until_done("checkpoint", lambda: self._checkpoints.record(self._checkpoint, plan.positions))
 
 
-settings = get_settings()
-app = create_app(settings.search_projection_group, settings)
-source_topics = app.topic(SEARCHES.name, USERS.name, key_serializer="raw", value_serializer="raw")
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        "search-projection",
+        settings.search_projection_group,
+        (SEARCHES.name, USERS.name),
+        batch_size=500,
+        batch_seconds=settings.search_projection_batch_seconds,
+        open=_open,
+    )
 
 
-@app.agent(source_topics)
-async def project_searches(stream: faust.StreamT[bytes]) -> None:
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    settings = context.settings
     pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
     search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
     await pool.open(wait=False)
-
-    order = key_order(app, pool, PROJECTION_CONSUMER)
+    order = context.key_order(pool, PROJECTION_CONSUMER)
     projector = SearchProjector(
         PostgresSearchSink(pool),
         OpenSearchSavedSearchSink(search, settings.opensearch_saved_searches_alias),
@@ -87,8 +93,7 @@ async def project_searches(stream: faust.StreamT[bytes]) -> None:
         checkpoint=settings.saved_searches_checkpoint,
     )
     try:
-        batches = take_batches(stream, 500, within=settings.search_projection_batch_seconds)
-        await run_in_key_order(app, order, batches, projector.project)
+        yield context.in_key_order(order, projector.project)
     finally:
         await search.aclose()
         await pool.close()

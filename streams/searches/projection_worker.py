@@ -1,6 +1,5 @@
 """The search projection worker: `python -m streams.searches.projection_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.searches.projection_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("search-projection")

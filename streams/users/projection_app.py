@@ -1,28 +1,28 @@
 """The users read-model projection: `python -m streams.users.projection_worker worker -l info`.
 
-Its own Faust app and consumer group (`settings.user_projection_group`, default `user-projection`).
-One thin agent on `users`: plan (pure) -> Postgres (rows + checkpoint `users-postgres`, one
+Its own consumer group (`settings.user_projection_group`, default `user-projection`) on the lean
+runner (`streams/runner.py`), reading `users`: plan (pure) -> Postgres (rows + checkpoint `users-postgres`, one
 transaction, returns current rows) -> Redis `user:{id}` -> checkpoint `users-redis`. Stores that are
 down are waited for; poison goes to `dead-letters` (`dlq.consumer=user-projection`), and the user's
 later events are parked until it is redriven or skipped (`streams/parking.py`).
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from config import get_settings
+from config import Settings
 from schemas.read_models import USERS_REDIS_CHECKPOINT
 from schemas.topics import USERS
-from streams.app import create_app
-from streams.batches import take_batches, until_done
+from streams.batches import until_done
 from streams.checkpoints import PostgresCheckpoints
 from streams.dead_letters import DeadLetter
-from streams.parking import KeyOrder, key_order, run_in_key_order
+from streams.parking import KeyOrder
 from streams.positions import RawRecord
+from streams.runner import Context, Lane, Projection
 from streams.users.projection import PROJECTION_CONSUMER, plan_users
 from streams.users.sinks import PostgresUserSink, RedisUserSink
 
@@ -56,20 +56,26 @@ class UserProjector:
         await until_done("checkpoint", lambda: self._checkpoints.record(USERS_REDIS_CHECKPOINT, plan.positions))
 
 
-settings = get_settings()
-app = create_app(settings.user_projection_group, settings)
-users_topic = app.topic(USERS.name, key_serializer="raw", value_serializer="raw")
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        "user-projection",
+        settings.user_projection_group,
+        (USERS.name,),
+        batch_size=500,
+        batch_seconds=0.05,
+        open=_open,
+    )
 
 
-@app.agent(users_topic)
-async def project_users(stream: faust.StreamT[bytes]) -> None:
-    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
-    redis = Redis.from_url(settings.redis_url)
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    pool = AsyncConnectionPool(context.settings.postgres_dsn, min_size=1, max_size=2, open=False)
+    redis = Redis.from_url(context.settings.redis_url)
     await pool.open(wait=False)
-    order = key_order(app, pool, PROJECTION_CONSUMER)
+    order = context.key_order(pool, PROJECTION_CONSUMER)
     projector = UserProjector(PostgresUserSink(pool), RedisUserSink(redis), PostgresCheckpoints(pool), order)
     try:
-        await run_in_key_order(app, order, take_batches(stream, 500, within=0.05), projector.project)
+        yield context.in_key_order(order, projector.project)
     finally:
         await redis.aclose()
         await pool.close()

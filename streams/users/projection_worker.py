@@ -1,6 +1,5 @@
 """The users read-model projection worker: `python -m streams.users.projection_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.users.projection_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("user-projection")

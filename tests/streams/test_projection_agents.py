@@ -1,4 +1,5 @@
-"""Every projection agent, records in, no broker: each agent reads its topics in batches and hands every
+"""Every agent of a Faust worker that hands batches on, records in, no broker (the projections on the lean
+runner are tests/streams/test_lean_projections.py's): each agent reads its topics in batches and hands every
 record (key, value and where it came from) to the one object that plans and writes it; a batch that
 object fails on for good goes to `dead-letters`, record by record, named after the consumer and the
 source position, because Faust acks a batch whatever its loop raised. What the objects write is theirs
@@ -20,20 +21,13 @@ from schemas.topics import (
     DLQ_SOURCE_TOPIC_HEADER,
 )
 from streams.archive.projection import ARCHIVE_CONSUMER
-from streams.dead_letters import publish_dead_letters
 from streams.files.optimizer_app import OPTIMIZER_CONSUMER
-from streams.files.projection import PROJECTION_CONSUMER as FILE_CONSUMER
 from streams.history.projection import HISTORY_CONSUMER
 from streams.notifications.policy import DELIVERY_CONSUMER
-from streams.notifications.projection import PROJECTION_CONSUMER as NOTIFICATION_CONSUMER
 from streams.notifications.triggers import TRIGGER_CONSUMER
-from streams.parking import KeyOrder, Parked
 from streams.positions import RawRecord, SourcePosition
-from streams.properties.projection import PROJECTION_CONSUMER as PROPERTY_CONSUMER
 from streams.properties.projection import SEARCH_CONSUMER as PROPERTY_SEARCH_CONSUMER
 from streams.searches.matching import MATCHER_CONSUMER
-from streams.searches.projection import PROJECTION_CONSUMER as SEARCH_CONSUMER
-from streams.users.projection import PROJECTION_CONSUMER as USER_CONSUMER
 from tests.support.topology import kafka_partition, put_records, running
 from tests.support.waiting import eventually
 
@@ -45,37 +39,14 @@ class Agent:
     handed_to: str  # the class the agent builds and hands its records to
     method: str
     consumer: str
-    parks: bool = False  # parks the later events of a key it dead-lettered (streams.parking)
 
 
 AGENTS = [
     Agent("streams.archive.app", "archive_events", "Archiver", "archive", ARCHIVE_CONSUMER),
-    Agent(
-        "streams.properties.projection_app",
-        "project_properties",
-        "PropertyProjector",
-        "project_properties",
-        PROPERTY_CONSUMER,
-        parks=True,
-    ),
-    Agent(
-        "streams.properties.projection_app", "project_views", "PropertyProjector", "project_views", PROPERTY_CONSUMER
-    ),
     Agent("streams.properties.search_app", "project_search", "SearchProjector", "project", PROPERTY_SEARCH_CONSUMER),
-    Agent("streams.searches.projection_app", "project_searches", "SearchProjector", "project", SEARCH_CONSUMER, True),
     Agent("streams.searches.matcher_app", "match_saved_searches", "SavedSearchMatcher", "react", MATCHER_CONSUMER),
-    Agent("streams.users.projection_app", "project_users", "UserProjector", "project", USER_CONSUMER, True),
-    Agent("streams.files.projection_app", "project_files", "FileProjector", "project", FILE_CONSUMER, True),
     Agent("streams.files.optimizer_app", "optimize_images", "Optimizer", "handle", OPTIMIZER_CONSUMER),
     Agent("streams.history.projection_app", "project_history", "HistoryProjector", "project", HISTORY_CONSUMER),
-    Agent(
-        "streams.notifications.projection_app",
-        "project_notifications",
-        "NotificationProjector",
-        "project",
-        NOTIFICATION_CONSUMER,
-        parks=True,
-    ),
     Agent("streams.notifications.delivery_app", "take_requests", "DeliveryReactor", "take_requests", DELIVERY_CONSUMER),
     Agent("streams.notifications.delivery_app", "take_triggers", "DeliveryReactor", "take_triggers", TRIGGER_CONSUMER),
 ]
@@ -103,43 +74,10 @@ class HandedTo:
         return [record for batch in self.batches for record in batch]
 
 
-class ParkedInMemory:
-    """Takes the place of `parked_events` for the agents that park: no Postgres here, and the agents'
-    consumer names are the deployment's own groups, whose rows a test must not touch."""
-
-    def __init__(self) -> None:
-        self.parked: list[Parked] = []
-
-    async def heads(self, keys):
-        heads = {}
-        for p in self.parked:
-            heads.setdefault(p.key, p.record.position)
-        return {key: at for key, at in heads.items() if key in keys}
-
-    async def park(self, parked):
-        known = {p.record.position for p in self.parked}
-        self.parked += [p for p in parked if p.record.position not in known]
-
-    async def requested(self, assigned):
-        return []
-
-
-def handed_to(
-    monkeypatch: pytest.MonkeyPatch, case: Agent, *, failing: bool = False, lot: ParkedInMemory | None = None
-) -> tuple[Any, HandedTo]:
+def handed_to(monkeypatch: pytest.MonkeyPatch, case: Agent, *, failing: bool = False) -> tuple[Any, HandedTo]:
     module = importlib.import_module(case.module)
     handed = HandedTo(case.method, failing)
     monkeypatch.setattr(module, case.handed_to, handed)
-    if hasattr(module, "key_order"):  # the agents that park their keys behind a dead letter
-        in_memory = lot or ParkedInMemory()
-
-        def key_order(app, pool, consumer):
-            async def publish(letters):
-                await publish_dead_letters(app, letters)
-
-            return KeyOrder(in_memory, publish, consumer)
-
-        monkeypatch.setattr(module, "key_order", key_order)
     if hasattr(module, "ensure_live"):  # history makes its live generation before it reads: not here
         monkeypatch.setattr(module, "ensure_live", lambda *args: asyncio.sleep(0))
     if hasattr(module, "runtime"):  # the delivery agents share one reactor, built on first use
@@ -174,18 +112,11 @@ async def test_the_agent_hands_every_record_as_it_came(monkeypatch, case):
 
 @pytest.mark.parametrize("case", AGENTS, ids=[case.agent for case in AGENTS])
 async def test_a_batch_that_fails_for_good_is_dead_lettered_record_by_record(monkeypatch, case):
-    lot = ParkedInMemory()
-    agent, _ = handed_to(monkeypatch, case, failing=True, lot=lot)
+    agent, _ = handed_to(monkeypatch, case, failing=True)
     sent = records_for(agent)
     async with running(agent) as (running_agent, producer):
         await put_records(running_agent, sent)
         letters = await producer.until(DEAD_LETTERS.name, len(sent), within=30)
-        if case.parks:
-            # Each is dead, and first of its key: every later event of those keys would wait behind it.
-            async def parked():
-                return [(p.record, p.dead) for p in lot.parked]
-
-            await eventually(parked, lambda got: got == [(record, True) for record in sent], within=10, every=0.01)
     assert [(letter.key, letter.value) for letter in letters] == [(record.key, record.value) for record in sent]
     for letter, record in zip(letters, sent, strict=True):
         assert letter.headers[DLQ_CONSUMER_HEADER] == case.consumer.encode()

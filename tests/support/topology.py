@@ -190,3 +190,15 @@ def faust_app_of(module: str) -> faust.App:
             assert node.module is not None
             return importlib.import_module(node.module).app
     raise AssertionError(f"{module} imports no Faust app")
+
+
+def hosted_by(module: str) -> list[str]:
+    """The lean-runner projections a worker module hosts (`run_worker("<name>")`, streams/host.py), found
+    without running it; none for a Faust worker."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    names = []
+    for node in ast.walk(ast.parse(Path(spec.origin).read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_worker":
+            names += [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+    return names
