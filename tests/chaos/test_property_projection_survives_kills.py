@@ -3,7 +3,6 @@ while 1,000 listings (20 owners) and 1,000 views arrive: Postgres, Redis and Ope
 exactly those 1,000 listings, the view counts sum to exactly 1,000 everywhere, and every owner's listing
 count is right."""
 
-import asyncio
 import random
 import uuid
 from collections import Counter
@@ -12,26 +11,18 @@ import httpx
 import orjson
 import redis.asyncio as redis
 
+from schemas.properties import PROPERTY_VIEWED
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
-from tests.support.property_projection import (
-    checkpoint,
-    created,
-    produce,
-    projection_worker,
-    search_worker,
-    start_group_at_end,
-    viewed,
-)
-from tests.support.waiting import eventually
+from tests.support.projection_kills import run_killing
+from tests.support.property_projection import PROPERTY_PROJECTION, PROPERTY_SEARCH_PROJECTION, created, viewed
 
 TOTAL = 1_000
 OWNERS = 20
 WAVES = 5
 
 
-async def count_rows(pg, prefix):
-    cursor = await pg.execute("SELECT count(*) FROM properties WHERE id LIKE %s", (f"{prefix}%",))
-    return (await cursor.fetchone())[0]
+def routed(event):
+    return (PROPERTY_VIEWS.name if event.type == PROPERTY_VIEWED else PROPERTIES.name, event)
 
 
 async def test_killing_both_projections_twice_loses_and_duplicates_nothing(settings, producer, pg, run_id, tmp_path):
@@ -41,53 +32,26 @@ async def test_killing_both_projections_twice_loses_and_duplicates_nothing(setti
     owner_of = {pid: f"user-{chaos}-{n % OWNERS}" for n, pid in enumerate(ids)}
     viewed_ids = [random.choice(ids) for _ in range(TOTAL)]
 
-    suffix = uuid.uuid4().hex[:8]
-    group, search_group = f"property-projection-chaos-{suffix}", f"property-search-projection-chaos-{suffix}"
-    await start_group_at_end(settings.kafka_bootstrap, group, (PROPERTIES.name, PROPERTY_VIEWS.name))
-    await start_group_at_end(settings.kafka_bootstrap, search_group, (PROPERTIES.name,))
-    workers = [projection_worker(group, tmp_path), search_worker(search_group, tmp_path)]
-    for worker in workers:
-        worker.start()
-    last_sent = {}
-    try:
-        per_wave = TOTAL // WAVES
-        kills = 0
-        for wave in range(WAVES):
-            wave_ids = ids[wave * per_wave : (wave + 1) * per_wave]
-            events = [created(pid, owner_of[pid], chaos, n=i) for i, pid in enumerate(wave_ids)]
-            events += [viewed(pid, chaos) for pid in viewed_ids[wave * per_wave : (wave + 1) * per_wave]]
-            for sent in await produce(producer, *events):
-                where = (sent.topic, sent.partition)
-                last_sent[where] = max(last_sent.get(where, -1), sent.offset)
-            if wave in (1, 3):
-                # Kill once some of the wave is projected and some is not: mid-batch, offsets uncommitted.
-                floor = wave * per_wave
-                await eventually(lambda: count_rows(pg, prefix), until=lambda c, f=floor: c > f, within=90)
-                # Both workers, in a random order and a moment apart: each group is cut mid-batch.
-                for worker in random.sample(workers, len(workers)):
-                    await asyncio.sleep(random.uniform(0.0, 0.3))
-                    worker.kill()
-                    worker.start()
-                kills += 1
-        assert kills == 2
-
-        class Sent:
-            def __init__(self, topic, partition, offset):
-                self.topic, self.partition, self.offset = topic, partition, offset
-
-        stores = {
-            PROPERTIES.name: ("properties-postgres", "properties-redis", "properties-opensearch"),
-            PROPERTY_VIEWS.name: ("properties-postgres", "properties-redis"),
-        }
-        for (topic, partition), offset in last_sent.items():
-            for store in stores[topic]:
-                sent = Sent(topic, partition, offset)
-                await eventually(
-                    lambda s=store, m=sent: checkpoint(pg, s, m), until=lambda o, m=sent: o >= m.offset, within=180
-                )
-    finally:
-        for worker in workers:
-            worker.stop()
+    per_wave = TOTAL // WAVES
+    waves = []
+    for wave in range(WAVES):
+        wave_ids = ids[wave * per_wave : (wave + 1) * per_wave]
+        events = [created(pid, owner_of[pid], chaos, n=i) for i, pid in enumerate(wave_ids)]
+        events += [viewed(pid, chaos) for pid in viewed_ids[wave * per_wave : (wave + 1) * per_wave]]
+        waves.append([routed(event) for event in events])
+    # Both workers, in a random order and a moment apart, once some of the wave is projected and some is
+    # not: each group is cut mid-batch, offsets uncommitted.
+    run = await run_killing(
+        settings.kafka_bootstrap,
+        producer,
+        pg,
+        [PROPERTY_PROJECTION, PROPERTY_SEARCH_PROJECTION],
+        waves,
+        {1, 3},
+        tmp_path,
+    )
+    print(f"\nproperty projections: {run.events} events, {run.kills} kills, converged {run.converged_seconds:.1f} s")
+    assert run.kills == 2
 
     expected_views = Counter(viewed_ids)
 

@@ -16,8 +16,10 @@ import redis.asyncio as redis
 
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS
 from tests.support.groups import assignments
+from tests.support.projection_kills import LastSent, await_checkpoints, stores_of
 from tests.support.property_projection import (
-    checkpoint,
+    PROPERTY_PROJECTION,
+    PROPERTY_SEARCH_PROJECTION,
     created,
     produce,
     projection_worker,
@@ -79,7 +81,7 @@ async def test_workers_of_one_group_share_its_partitions_and_a_rebalance_loses_a
     for worker in running.values():
         worker.start()
     timings: dict[str, float] = {}
-    last_sent: dict[tuple[str, int], int] = {}
+    last_sent = LastSent()
     try:
         # Two instances: each has an assignment, together every partition once.
         await eventually(lambda: assignments(settings.kafka_bootstrap, group), split_among(2, EVERY_PARTITION), 180, 1)
@@ -95,9 +97,7 @@ async def test_workers_of_one_group_share_its_partitions_and_a_rebalance_loses_a
                 updated(pid, owner_of[pid], tag, 2, price=price_of[pid] + 1) for pid in wave_ids if pid in changed
             ]
             events += [viewed(pid, tag) for pid in views[wave * views_per_wave : (wave + 1) * views_per_wave]]
-            for sent in await produce(producer, *events):
-                where = (sent.topic, sent.partition)
-                last_sent[where] = max(last_sent.get(where, -1), sent.offset)
+            last_sent.add(await produce(producer, *events))
             if wave == 2:
                 # A third instance joins each group mid-load: the partitions are split three ways.
                 started = time.monotonic()
@@ -130,20 +130,8 @@ async def test_workers_of_one_group_share_its_partitions_and_a_rebalance_loses_a
                 )
                 timings["leave"] = time.monotonic() - started
 
-        class Sent:
-            def __init__(self, topic: str, partition: int, offset: int) -> None:
-                self.topic, self.partition, self.offset = topic, partition, offset
-
-        stores = {
-            PROPERTIES.name: ("properties-postgres", "properties-redis", "properties-opensearch"),
-            PROPERTY_VIEWS.name: ("properties-postgres", "properties-redis"),
-        }
-        for (topic, partition), offset in last_sent.items():
-            for store in stores[topic]:
-                sent = Sent(topic, partition, offset)
-                await eventually(
-                    lambda s=store, m=sent: checkpoint(pg, s, m), until=lambda o, m=sent: o >= m.offset, within=240
-                )
+        stores = stores_of([PROPERTY_PROJECTION, PROPERTY_SEARCH_PROJECTION])
+        await await_checkpoints(pg, last_sent, stores, within=240)
     finally:
         for worker in running.values():
             worker.stop()

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.settings import PROJECT_ROOT
@@ -42,6 +43,22 @@ class WorkerProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One projection worker: its module, the setting naming its group, what it reads, and the
+    checkpoints (`projection_checkpoints.projection`) its stores keep per topic read."""
+
+    name: str  # its group in production, e.g. user-projection
+    module: str
+    group_setting: str  # the setting naming its group, e.g. HI_USER_PROJECTION_GROUP
+    topics: tuple[str, ...]
+    stores: dict[str, tuple[str, ...]]  # topic -> checkpoint names
+    env: dict[str, str] = field(default_factory=dict)
+
+    def worker(self, group: str, log_dir: Path) -> WorkerProcess:
+        return WorkerProcess(self.module, {**self.env, self.group_setting: group}, log_dir / f"{group}.log")
 
 
 def stop_process_group(process: subprocess.Popen[bytes] | None, grace_seconds: float = 20) -> None:

@@ -16,8 +16,13 @@ from schemas.properties import (
     PROPERTY_UPDATED,
     PROPERTY_VIEWED,
 )
+from schemas.read_models import (
+    PROPERTIES_OPENSEARCH_CHECKPOINT,
+    PROPERTIES_POSTGRES_CHECKPOINT,
+    PROPERTIES_REDIS_CHECKPOINT,
+)
 from schemas.topics import PROPERTIES, PROPERTY_VIEWS, by_name
-from tests.support.processes import WorkerProcess
+from tests.support.processes import Projection, WorkerProcess
 
 
 def listing(n: int = 0, **changes: Any) -> dict[str, Any]:
@@ -102,20 +107,35 @@ async def start_group_at_end(bootstrap: str, group: str, topics: tuple[str, ...]
         await consumer.stop()
 
 
+# The two property projections as a test starts them, each under a group of the test's own.
+PROPERTY_PROJECTION = Projection(
+    "property-projection",
+    "streams.properties.projection_worker",
+    "HI_PROPERTY_PROJECTION_GROUP",
+    (PROPERTIES.name, PROPERTY_VIEWS.name),
+    {
+        PROPERTIES.name: (PROPERTIES_POSTGRES_CHECKPOINT, PROPERTIES_REDIS_CHECKPOINT),
+        PROPERTY_VIEWS.name: (PROPERTIES_POSTGRES_CHECKPOINT, PROPERTIES_REDIS_CHECKPOINT),
+    },
+)
+# It reads `properties` only.
+PROPERTY_SEARCH_PROJECTION = Projection(
+    "property-search-projection",
+    "streams.properties.search_worker",
+    "HI_PROPERTY_SEARCH_PROJECTION_GROUP",
+    (PROPERTIES.name,),
+    {PROPERTIES.name: (PROPERTIES_OPENSEARCH_CHECKPOINT,)},
+)
+
+
 def projection_worker(group: str, log_dir: Path) -> WorkerProcess:
     """The Postgres + Redis projection under its own group."""
-    return WorkerProcess(
-        "streams.properties.projection_worker", {"HI_PROPERTY_PROJECTION_GROUP": group}, log_dir / f"{group}.log"
-    )
+    return PROPERTY_PROJECTION.worker(group, log_dir)
 
 
 def search_worker(group: str, log_dir: Path) -> WorkerProcess:
-    """The OpenSearch projection under its own group (it reads `properties` only)."""
-    return WorkerProcess(
-        "streams.properties.search_worker",
-        {"HI_PROPERTY_SEARCH_PROJECTION_GROUP": group},
-        log_dir / f"{group}.log",
-    )
+    """The OpenSearch projection under its own group."""
+    return PROPERTY_SEARCH_PROJECTION.worker(group, log_dir)
 
 
 async def checkpoint(pg: psycopg.AsyncConnection, projection: str, sent: RecordMetadata) -> int:

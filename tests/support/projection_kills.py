@@ -1,0 +1,147 @@
+"""A projection worker fed by the test and SIGKILLed mid-load: each under a consumer group of its own that
+starts at the topics' ends (so it reads only what the test produces), started by its module command line
+(`python -m <module> worker -l info`) the way an operator starts it. The events go out in waves; after a
+chosen wave, once some of it (not all) is applied, every worker is killed and started again. Then the
+test awaits each store's checkpoint past the last event sent, and compares the stores with what one
+worker reading the same log makes of it."""
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
+
+from schemas.codec import encode
+from schemas.envelope import Envelope
+from tests.support.processes import Projection
+from tests.support.property_projection import start_group_at_end
+from tests.support.waiting import eventually
+
+# (topic, event): keyed by the event's subject, as every producer of the platform keys them.
+Produced = tuple[str, Envelope]
+
+
+@dataclass
+class LastSent:
+    """The highest offset sent per (topic, partition)."""
+
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def add(self, sent: Sequence[RecordMetadata]) -> None:
+        for record in sent:
+            where = (record.topic, record.partition)
+            self.offsets[where] = max(self.offsets.get(where, -1), record.offset)
+
+
+@dataclass
+class Run:
+    events: int = 0
+    kills: int = 0
+    converged_seconds: float = 0.0  # from the last kill to every store past the last event
+
+
+async def produce(producer: AIOKafkaProducer, events: Sequence[Produced]) -> list[RecordMetadata]:
+    """In order, keyed by subject; every one acknowledged."""
+    sending = [await producer.send(topic, encode(event), key=event.subject.encode()) for topic, event in events]
+    return [await sent for sent in sending]
+
+
+async def checkpoint(pg: psycopg.AsyncConnection, store: str, topic: str, partition: int) -> int:
+    cursor = await pg.execute(
+        'SELECT "offset" FROM projection_checkpoints WHERE projection = %s AND topic = %s AND partition = %s',
+        (store, topic, partition),
+    )
+    row = await cursor.fetchone()
+    return -1 if row is None else int(row[0])
+
+
+def stores_of(projections: Sequence[Projection]) -> dict[str, tuple[str, ...]]:
+    """Topic -> the checkpoints of every store the projections keep from it."""
+    stores: dict[str, tuple[str, ...]] = {}
+    for projection in projections:
+        for topic, names in projection.stores.items():
+            stores[topic] = (*stores.get(topic, ()), *names)
+    return stores
+
+
+async def await_checkpoints(
+    pg: psycopg.AsyncConnection, last_sent: LastSent, stores: dict[str, tuple[str, ...]], within: float
+) -> None:
+    """Every store of every topic sent to has applied the last event sent to each partition."""
+    for (topic, partition), offset in last_sent.offsets.items():
+        for store in stores.get(topic, ()):
+            await eventually(
+                lambda s=store, t=topic, p=partition: checkpoint(pg, s, t, p),
+                until=lambda applied, o=offset: applied >= o,
+                within=within,
+            )
+
+
+async def _some_applied(pg: psycopg.AsyncConnection, projections: Sequence[Projection], wave: Sequence[RecordMetadata]):
+    """Whether each projection's first store has applied at least one event of the wave (the first of a
+    partition of it): the kill that follows cuts the wave, not the gap after it."""
+    first: dict[tuple[str, int], int] = {}
+    for record in wave:
+        where = (record.topic, record.partition)
+        first[where] = min(first.get(where, record.offset), record.offset)
+    for projection in projections:
+        applied = False
+        for (topic, partition), offset in first.items():
+            stores = projection.stores.get(topic)
+            if stores and await checkpoint(pg, stores[0], topic, partition) >= offset:
+                applied = True
+                break
+        if not applied and any(projection.stores.get(topic) for topic, _ in first):
+            return False
+    return True
+
+
+async def run_killing(
+    bootstrap: str,
+    producer: AIOKafkaProducer,
+    pg: psycopg.AsyncConnection,
+    projections: Sequence[Projection],
+    waves: Sequence[Sequence[Produced]],
+    kill_after: set[int],
+    log_dir: Path,
+    within: float = 180,
+) -> Run:
+    """Start each projection under a fresh group at the topics' ends, send the waves, kill every worker
+    (random order, a moment apart) once some of each wave in `kill_after` is applied, then await every
+    store past the last event. The workers are stopped on the way out."""
+    suffix = uuid.uuid4().hex[:8]
+    workers = []
+    for projection in projections:
+        group = f"{projection.name}-chaos-{suffix}"
+        await start_group_at_end(bootstrap, group, projection.topics)
+        workers.append(projection.worker(group, log_dir))
+    run = Run()
+    last_sent = LastSent()
+    killed_at = time.monotonic()
+    for worker in workers:
+        worker.start()
+    try:
+        for number, wave in enumerate(waves):
+            sent = await produce(producer, wave)
+            last_sent.add(sent)
+            run.events += len(wave)
+            if number in kill_after:
+                await eventually(lambda s=sent: _some_applied(pg, projections, s), bool, within=within)
+                for worker in random.sample(workers, len(workers)):
+                    await asyncio.sleep(random.uniform(0.0, 0.3))
+                    worker.kill()
+                    worker.start()
+                run.kills += 1
+                killed_at = time.monotonic()
+        await await_checkpoints(pg, last_sent, stores_of(projections), within)
+        run.converged_seconds = time.monotonic() - killed_at
+    finally:
+        for worker in workers:
+            worker.stop()
+    return run
