@@ -50,6 +50,10 @@ KAFKA_NODES=${HI_KAFKA_NODES:-1}
 OS_NODES=${HI_OPENSEARCH_NODES:-1}
 RF=${HI_KAFKA_REPLICATION_FACTOR:-1}
 MIN_ISR=${HI_KAFKA_MIN_INSYNC_REPLICAS:-1}
+# How long a broker that stopped heartbeating stays registered (ops/kafka/server.properties.template
+# says why one broker's is shorter than Kafka's 9 s default).
+if ((KAFKA_NODES == 1)); then BROKER_SESSION_MS=${HI_KAFKA_BROKER_SESSION_MS:-4000}
+else BROKER_SESSION_MS=${HI_KAFKA_BROKER_SESSION_MS:-9000}; fi
 ALL_PARTS=(postgres redis kafka opensearch)
 for ((n = 2; n <= KAFKA_NODES; n++)); do ALL_PARTS+=("kafka-$n"); done
 [[ -n ${HI_POSTGRES_REPLICA_PORT:-} ]] && ALL_PARTS+=(postgres-replica)
@@ -362,6 +366,7 @@ start_kafka() {
   conf=${conf//@DATA_DIR@/$dir/data}
   conf=${conf//@RF@/$RF}
   conf=${conf//@MIN_ISR@/$MIN_ISR}
+  conf=${conf//@BROKER_SESSION_MS@/$BROKER_SESSION_MS}
   conf=${conf//@KAFKA_PORT@/$(kafka_port "$node")}
   printf '%s\n' "${conf//@CONTROLLER_PORT@/$(controller_port "$node")}" >"$dir/server.properties"
   # Format exactly once: a formatted log dir holds meta.properties with the cluster id, and

@@ -86,6 +86,9 @@ def start_testcontainers(stack: ExitStack) -> StackEndpoints:
         .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
         .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
         .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        .with_env("KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS", "10")
+        .with_env("KAFKA_BROKER_HEARTBEAT_INTERVAL_MS", "1000")
+        .with_env("KAFKA_BROKER_SESSION_TIMEOUT_MS", "4000")
         .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
         .with_bind_ports(9092, 9092),
         DockerContainer("postgres:15")
