@@ -19,9 +19,21 @@ import redis.asyncio as redis
 
 from config import Settings
 from schemas.envelope import new_event
+from schemas.files import FILE_DELETED, FILE_UPLOADED
+from schemas.notifications import NOTIFICATION_READ, NOTIFICATION_REQUESTED, NOTIFICATION_SENT
 from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, seal
-from schemas.read_models import USERS_POSTGRES_CHECKPOINT, USERS_REDIS_CHECKPOINT, user_key
-from schemas.topics import USERS
+from schemas.read_models import (
+    FILES_POSTGRES_CHECKPOINT,
+    FILES_REDIS_CHECKPOINT,
+    NOTIFICATIONS_POSTGRES_CHECKPOINT,
+    NOTIFICATIONS_REDIS_CHECKPOINT,
+    USERS_POSTGRES_CHECKPOINT,
+    USERS_REDIS_CHECKPOINT,
+    property_files_key,
+    unread_notifications_key,
+    user_key,
+)
+from schemas.topics import FILES, NOTIFICATIONS, USERS
 from schemas.users import USER_PROFILE_UPDATED, USER_REGISTERED
 from tests.support.processes import Projection
 from tests.support.projection_kills import Produced, run_killing
@@ -131,7 +143,168 @@ USER_PROJECTION = Kind(
 )
 
 
-KINDS = {"user-projection": USER_PROJECTION}
+# ---- file-projection: `files` -> Postgres `files`, Redis `files:property:{id}` ----
+
+LISTINGS_WITH_FILES = 30
+FILES_EACH = 8
+DELETED_EACH = 2
+
+
+def _file_ids(tag: str) -> dict[str, list[str]]:
+    return {f"prop-{tag}-{n}": [f"file-{tag}-{n}-{m}" for m in range(FILES_EACH)] for n in range(LISTINGS_WITH_FILES)}
+
+
+async def files_log(tag: str, pg: psycopg.AsyncConnection) -> list[list[Produced]]:
+    """Eight photos uploaded to each of thirty listings (files are keyed by file id: a listing's files
+    land on every partition), then two of each listing's deleted."""
+    owner = f"user-{tag}-owner"
+    uploads: list[Produced] = []
+    deletes: list[Produced] = []
+    for property_id, file_ids in _file_ids(tag).items():
+        for m, file_id in enumerate(file_ids):
+            data = {
+                "fileId": file_id,
+                "ownerId": owner,
+                "propertyId": property_id,
+                "kind": "photo",
+                "contentType": "image/jpeg",
+                "sizeBytes": 1000 + m,
+                "sha256": f"{m:064x}",
+                "filename": f"photo-{m}.jpg",
+            }
+            uploads.append((FILES.name, _file_event(FILE_UPLOADED, file_id, data, owner, tag)))
+        for file_id in file_ids[:DELETED_EACH]:
+            data = {"fileId": file_id, "ownerId": owner, "propertyId": property_id}
+            deletes.append((FILES.name, _file_event(FILE_DELETED, file_id, data, owner, tag)))
+    return waves_of(uploads + deletes)
+
+
+def _file_event(event_type: str, file_id: str, data: dict[str, Any], owner: str, tag: str):
+    return new_event(type=event_type, subject=file_id, data=data, service="tests", userid=owner, correlationid=tag)
+
+
+async def files_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settings) -> None:
+    listings = _file_ids(tag)
+    expected = {
+        file_id: (property_id, m < DELETED_EACH)
+        for property_id, file_ids in listings.items()
+        for m, file_id in enumerate(file_ids)
+    }
+    cursor = await pg.execute("SELECT id, property_id, deleted FROM files WHERE id = ANY(%s)", (list(expected),))
+    assert {row[0]: (row[1], row[2]) for row in await cursor.fetchall()} == expected
+    cache = redis.from_url(settings.redis_url)
+    try:
+        documents = await cache.mget([property_files_key(property_id) for property_id in listings])
+    finally:
+        await cache.aclose()
+    listed = {
+        property_id: sorted(item["id"] for item in orjson.loads(raw)["items"])
+        for property_id, raw in zip(listings, documents, strict=True)
+    }
+    assert listed == {property_id: sorted(file_ids[DELETED_EACH:]) for property_id, file_ids in listings.items()}
+
+
+FILE_PROJECTION = Kind(
+    Projection(
+        "file-projection",
+        "streams.files.projection_worker",
+        "HI_FILE_PROJECTION_GROUP",
+        (FILES.name, USERS.name),
+        {FILES.name: (FILES_POSTGRES_CHECKPOINT, FILES_REDIS_CHECKPOINT)},
+    ),
+    files_log,
+    files_expect,
+)
+
+
+# ---- notification-projection: `notifications` -> Postgres inbox and unread counts, Redis unread counts ----
+
+RECIPIENTS = 20
+NOTIFICATIONS_EACH = 10
+READ_EACH = 4
+
+
+def _inboxes(tag: str) -> dict[str, list[str]]:
+    return {f"user-{tag}-{n}": [f"notif-{tag}-{n}-{m}" for m in range(NOTIFICATIONS_EACH)] for n in range(RECIPIENTS)}
+
+
+async def notifications_log(tag: str, pg: psycopg.AsyncConnection) -> list[list[Produced]]:
+    """Ten in-app welcomes for each of twenty users, requested then placed in the inbox; then four of each
+    user's read. A user's notifications are keyed by their own ids: every partition holds some."""
+    requested: list[Produced] = []
+    sent: list[Produced] = []
+    read: list[Produced] = []
+    for user_id, notification_ids in _inboxes(tag).items():
+        for m, notification_id in enumerate(notification_ids):
+            request = {
+                "notificationId": notification_id,
+                "userId": user_id,
+                "channel": "in_app",
+                "kind": "account",
+                "content": {"template": "welcome"},
+            }
+            requested.append((NOTIFICATIONS.name, _notification_event(NOTIFICATION_REQUESTED, request, tag)))
+            placed = {"notificationId": notification_id, "userId": user_id, "channel": "in_app", "attempts": 1}
+            sent.append((NOTIFICATIONS.name, _notification_event(NOTIFICATION_SENT, placed, tag)))
+            if m < READ_EACH:
+                seen = {"notificationId": notification_id, "userId": user_id}
+                read.append((NOTIFICATIONS.name, _notification_event(NOTIFICATION_READ, seen, tag)))
+    return waves_of(requested + sent + read)
+
+
+def _notification_event(event_type: str, data: dict[str, Any], tag: str):
+    return new_event(
+        type=event_type,
+        subject=data["notificationId"],
+        data=data,
+        service="tests",
+        userid=data["userId"],
+        correlationid=tag,
+    )
+
+
+async def notifications_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settings) -> None:
+    inboxes = _inboxes(tag)
+    expected = {
+        notification_id: (user_id, True, m < READ_EACH)
+        for user_id, notification_ids in inboxes.items()
+        for m, notification_id in enumerate(notification_ids)
+    }
+    cursor = await pg.execute(
+        "SELECT id, user_id, in_app, read_at IS NOT NULL FROM notifications WHERE id = ANY(%s)", (list(expected),)
+    )
+    assert {row[0]: tuple(row[1:]) for row in await cursor.fetchall()} == expected
+    unread = {user_id: NOTIFICATIONS_EACH - READ_EACH for user_id in inboxes}
+    cursor = await pg.execute(
+        "SELECT user_id, unread FROM notification_unread_counts WHERE user_id = ANY(%s)", (list(inboxes),)
+    )
+    assert dict(await cursor.fetchall()) == unread
+    cache = redis.from_url(settings.redis_url)
+    try:
+        documents = await cache.mget([unread_notifications_key(user_id) for user_id in inboxes])
+    finally:
+        await cache.aclose()
+    assert {user_id: orjson.loads(raw)["unread"] for user_id, raw in zip(inboxes, documents, strict=True)} == unread
+
+
+NOTIFICATION_PROJECTION = Kind(
+    Projection(
+        "notification-projection",
+        "streams.notifications.projection_worker",
+        "HI_NOTIFICATION_PROJECTION_GROUP",
+        (NOTIFICATIONS.name, USERS.name),
+        {NOTIFICATIONS.name: (NOTIFICATIONS_POSTGRES_CHECKPOINT, NOTIFICATIONS_REDIS_CHECKPOINT)},
+    ),
+    notifications_log,
+    notifications_expect,
+)
+
+
+KINDS = {
+    "user-projection": USER_PROJECTION,
+    "file-projection": FILE_PROJECTION,
+    "notification-projection": NOTIFICATION_PROJECTION,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
