@@ -3,9 +3,9 @@
 import sys
 from dataclasses import dataclass
 
-# Uvicorn's own access log is off: the request-log middleware (api/common/logs.py) already writes one
-# structured line per request, and a second, unstructured one costs CPU on every request. The event
-# loop and HTTP parser are named rather than left to `auto`: uvloop and httptools (C, from
+# Uvicorn's own access log is off: the request-log middleware (api/common/logs.py) already writes a
+# structured line per write, refusal and slow read, and uvicorn's unstructured one would cost CPU on every
+# request. The event loop and HTTP parser are named rather than left to `auto`: uvloop and httptools (C, from
 # `uvicorn[standard]`) are the cheap pair, and a service started without them should fail, not
 # quietly fall back to asyncio and h11.
 UVICORN_OPTIONS = ("--no-access-log", "--loop", "uvloop", "--http", "httptools")

@@ -1,7 +1,10 @@
-"""Structured logs: one JSON object per line, and one line per request.
+"""Structured logs: one JSON object per line, and one line per request that changed or refused something.
 
 The request line carries method, path, status, duration and correlation id; never headers, query
-strings or bodies, which is where tokens and personal data travel.
+strings or bodies, which is where tokens and personal data travel. Every write, every refusal or
+failure (status 400 and up) and every read slower than `SLOW_READ_SECONDS` is logged at INFO; a read
+(GET, HEAD) answered quickly and well is logged at DEBUG only: it is most of the traffic, a log line
+costs more CPU than the rest of its answer, and `/metrics` counts it by route, status and duration.
 """
 
 import json
@@ -28,6 +31,11 @@ _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "
 # Client libraries that log every request (opensearch-py: every failed one with a trace); what they
 # report is ours to report, as a 503 naming the dependency.
 _CHATTY_LOGGERS = {"opensearch": logging.ERROR, "httpx": logging.WARNING, "aiokafka": logging.WARNING}
+
+
+# A read this slow is logged at INFO although it succeeded: the one an operator looks for by correlation id.
+SLOW_READ_SECONDS = 0.5
+_READS = frozenset({"GET", "HEAD"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -110,16 +118,24 @@ class RequestLogMiddleware:
             seconds = time.perf_counter() - started
             if self.observe is not None:
                 self.observe(scope, status, seconds)
-            request_logger.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 1),
-                    "correlation_id": correlation_id,
-                },
-            )
+            quiet = status < 400 and seconds < SLOW_READ_SECONDS and scope["method"] in _READS
+            level = logging.DEBUG if quiet else logging.INFO
+            if request_logger.isEnabledFor(level):
+                _log_request(level, scope, status, seconds, correlation_id)
+
+
+def _log_request(level: int, scope: Scope, status: int, seconds: float, correlation_id: str) -> None:
+    request_logger.log(
+        level,
+        "%s %s %s",
+        scope["method"],
+        scope["path"],
+        status,
+        extra={
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "correlation_id": correlation_id,
+        },
+    )

@@ -307,3 +307,19 @@ def test_timestamps_are_utc_with_z():
 def test_unknown_dependency_is_refused_at_build_time():
     with pytest.raises(ValueError, match="unknown dependencies"):
         create_service("x", title="x", description="x", uses={"mongodb"})  # type: ignore[arg-type]
+
+
+async def test_request_line_is_info_for_writes_and_refusals_and_debug_for_good_reads(client, caplog):
+    caplog.set_level(logging.DEBUG, logger="api.request")
+    await client.get("/api/context")
+    await client.get("/api/conflict")
+    await client.post("/api/things", json=VALID)
+    await client.get("/api/boom")
+    lines = [(r.levelno, r.method, r.path, r.status) for r in caplog.records if r.name == "api.request"]
+    assert lines == [
+        (logging.DEBUG, "GET", "/api/context", 200),
+        (logging.INFO, "GET", "/api/conflict", 409),
+        (logging.INFO, "POST", "/api/things", 201),
+        (logging.INFO, "GET", "/api/boom", 500),
+    ]
+    assert all(r.correlation_id.startswith("corr-") for r in caplog.records if r.name == "api.request")
