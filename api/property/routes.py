@@ -4,7 +4,8 @@ decision; queries read the property projection's stores (Redis, Postgres, OpenSe
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, File, Header, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Header, Path, Request, UploadFile
+from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse, Response
 
 from api.common.auth import actor_role
@@ -23,9 +24,9 @@ from api.common.deps import (
     PgPool,
     Producer,
     PropertyId,
+    Query,
     QueryReads,
     RedisClient,
-    SearchClient,
     UserId,
 )
 from api.common.downloads import blob_response
@@ -314,12 +315,10 @@ async def upload_images(
     responses={200: _READ},
 )
 async def featured_properties(
-    pool: QueryReads,
-    settings: AppSettings,
-    limit: Annotated[int, Query(ge=1, le=100, description="How many listings")] = 20,
-    consistency: ConsistencyToken = None,
+    query: Query,
+    limit: Annotated[int, QueryParam(ge=1, le=100, description="How many listings")] = 20,
 ) -> JSONResponse:
-    found, fresh = await queries.featured(pool, settings, limit, consistency)
+    found, fresh = await queries.featured(query.reads, query.settings, limit, query.consistency)
     return ok(found, "Featured properties", queries.freshness_headers(fresh))
 
 
@@ -330,14 +329,14 @@ async def featured_properties(
     responses={200: _READ},
 )
 async def recent_properties(
-    pool: QueryReads,
-    settings: AppSettings,
+    query: Query,
     paging: PageQuery,
-    location: Annotated[str | None, Query(min_length=1, max_length=100, description="A locality, any case")] = None,
-    property_type: Annotated[PropertyType | None, Query(alias="propertyType")] = None,
-    consistency: ConsistencyToken = None,
+    location: Annotated[
+        str | None, QueryParam(min_length=1, max_length=100, description="A locality, any case")
+    ] = None,
+    property_type: Annotated[PropertyType | None, QueryParam(alias="propertyType")] = None,
 ) -> JSONResponse:
-    page, fresh = await queries.recent(pool, settings, paging, location, property_type, consistency)
+    page, fresh = await queries.recent(query.reads, query.settings, paging, location, property_type, query.consistency)
     return ok(page, "Recent properties", queries.freshness_headers(fresh))
 
 
@@ -347,10 +346,8 @@ async def recent_properties(
     response_model=Success[Page[PropertyOut]],
     responses={200: _READ},
 )
-async def user_properties(
-    user_id: UserId, pool: QueryReads, settings: AppSettings, paging: PageQuery, consistency: ConsistencyToken = None
-) -> JSONResponse:
-    page, fresh = await queries.by_owner(pool, settings, user_id, paging, consistency)
+async def user_properties(user_id: UserId, query: Query, paging: PageQuery) -> JSONResponse:
+    page, fresh = await queries.by_owner(query.reads, query.settings, user_id, paging, query.consistency)
     return ok(page, "User properties", queries.freshness_headers(fresh))
 
 
@@ -362,14 +359,12 @@ async def user_properties(
 )
 async def similar_properties(
     property_id: PropertyId,
-    pool: QueryReads,
-    redis: RedisClient,
-    search: SearchClient,
-    settings: AppSettings,
-    limit: Annotated[int, Query(ge=1, le=50, description="How many listings")] = 10,
-    consistency: ConsistencyToken = None,
+    query: Query,
+    limit: Annotated[int, QueryParam(ge=1, le=50, description="How many listings")] = 10,
 ) -> JSONResponse:
-    items, fresh = await queries.similar(pool, redis, search, settings, property_id, limit, consistency)
+    items, fresh = await queries.similar(
+        query.reads, query.redis, query.search, query.settings, property_id, limit, query.consistency
+    )
     return ok({"items": items, "nextCursor": None}, "Similar properties", queries.freshness_headers(fresh))
 
 
@@ -431,14 +426,8 @@ async def property_image(
     response_model=Success[PropertyOut],
     responses={200: {"headers": success_headers(ETAG, STALE)}, **errors(404)},
 )
-async def get_property(
-    property_id: PropertyId,
-    pool: QueryReads,
-    redis: RedisClient,
-    settings: AppSettings,
-    consistency: ConsistencyToken = None,
-) -> JSONResponse:
-    details, fresh = await queries.details(pool, redis, settings, property_id, consistency)
+async def get_property(property_id: PropertyId, query: Query) -> JSONResponse:
+    details, fresh = await queries.details(query.reads, query.redis, query.settings, property_id, query.consistency)
     return ok(
         details, "Property details", {"ETag": commands.etag(details["version"]), **queries.freshness_headers(fresh)}
     )
