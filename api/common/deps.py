@@ -44,7 +44,8 @@ ID_MAX_LENGTH = 128
 # ---- path and header types used by several services ----
 
 UserId = Annotated[str, Path(pattern=r"^user-[A-Za-z0-9._-]{1,64}$", description="A user id, `user-…`")]
-PropertyId = Annotated[str, Path(pattern=r"^prop-[A-Za-z0-9]{1,64}$", description="A property id, `prop-…`")]
+PROPERTY_ID_PATTERN = r"^prop-[A-Za-z0-9]{1,64}$"
+PropertyId = Annotated[str, Path(pattern=PROPERTY_ID_PATTERN, description="A property id, `prop-…`")]
 FileId = Annotated[str, Path(pattern=r"^file-[A-Za-z0-9]{1,64}$", description="A file id, `file-…`")]
 IdempotencyKey = Annotated[
     str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=200, description=IDEMPOTENCY_DESCRIPTION)

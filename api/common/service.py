@@ -8,7 +8,7 @@ that is down does not stop the service starting: `/ready` answers 503 naming it 
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal, get_args
 
@@ -25,6 +25,7 @@ from api.common import own_writes
 from api.common.commands import CommandBus
 from api.common.contract import publish_contract
 from api.common.errors import error_response, field_error, install_error_handlers
+from api.common.fast_reads import FastRead, FastReads
 from api.common.kafka import EventProducer
 from api.common.logs import RequestLogMiddleware, configure_logging
 from api.common.metrics import observe_request
@@ -184,6 +185,7 @@ def create_service(
     uses: Iterable[Dependency],
     sends_commands: bool = False,
     read_models: ReadModels | None = None,
+    fast_reads: Sequence[FastRead] = (),
     version: str = "0.1.0",
     settings: Settings | None = None,
 ) -> FastAPI:
@@ -224,6 +226,9 @@ def create_service(
     install_error_handlers(app)
     app.add_middleware(own_writes.RememberOwnWrites)
     app.add_middleware(RequestGuard)  # before the body is read: size, token present, what no store holds
+    if fast_reads:
+        # A plain anonymous GET of these routes skips the guard (it has nothing to guard) and FastAPI's router.
+        app.add_middleware(FastReads, reads=fast_reads)
     # Added last, so outermost: it logs (and counts) the refusals too.
     app.add_middleware(RequestLogMiddleware, observe=observe_request if with_metrics else None)
     _add_probes(app, name)

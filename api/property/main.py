@@ -2,7 +2,7 @@
 
 from api.common.service import create_service
 from api.property.queries import READ_MODELS
-from api.property.routes import router
+from api.property.routes import FAST_READS, router
 
 app = create_service(
     "property",
@@ -23,5 +23,6 @@ app = create_service(
     uses={"kafka", "postgres", "redis", "opensearch"},
     read_models=READ_MODELS,
     sends_commands=True,
+    fast_reads=FAST_READS,
 )
 app.include_router(router)

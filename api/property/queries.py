@@ -76,17 +76,33 @@ async def _from_postgres(pool: Reader, property_id: str) -> dict[str, Any] | Non
     return _listing(rows[0]) if rows else None
 
 
+def _shown(raw: bytes, property_id: str) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads(raw)
+    if document.get("deleted"):
+        raise ApiError(404, f"Property {property_id} not found")
+    document.pop("deleted", None)
+    return document
+
+
+async def cached_details(redis: Redis, property_id: str) -> dict[str, Any] | None:
+    """The details as Redis has them, for a read that waits for nothing; None when Redis has no live
+    listing by that id (not projected there yet, or deleted): `details` has the full answer then."""
+    raw = await redis.get(property_key(property_id))
+    if raw is None:
+        return None
+    try:
+        return _shown(raw, property_id)
+    except ApiError:
+        return None
+
+
 async def details(
     pool: Reader, redis: Redis, settings: Settings, property_id: str, token: str | None
 ) -> tuple[dict[str, Any], bool]:
     fresh = await _caught_up(pool, settings, PROPERTIES_REDIS_CHECKPOINT, token)
     raw = await redis.get(property_key(property_id))
     if raw is not None:
-        document = orjson.loads(raw)
-        if document.get("deleted"):
-            raise ApiError(404, f"Property {property_id} not found")
-        document.pop("deleted", None)
-        return document, fresh
+        return _shown(raw, property_id), fresh
     # Not in Redis (never projected there yet, or Redis was emptied): Postgres is the fallback.
     listing = await _from_postgres(pool, property_id)
     if listing is None:

@@ -2,15 +2,17 @@
 decision; queries read the property projection's stores (Redis, Postgres, OpenSearch)."""
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Header, Path, Request, UploadFile
 from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import State
 
 from api.common.auth import actor_role
 from api.common.contract import CONSISTENCY_TOKEN, ETAG, LOCATION, STALE, errors, success_headers
 from api.common.deps import (
+    PROPERTY_ID_PATTERN,
     AppSettings,
     Blobs,
     ClientAddress,
@@ -31,6 +33,7 @@ from api.common.deps import (
 )
 from api.common.downloads import blob_response
 from api.common.errors import ApiError, field_error
+from api.common.fast_reads import FastRead
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token
 from api.common.pagination import Page, PageQuery
 from api.common.responses import Success, created, ok
@@ -428,6 +431,19 @@ async def property_image(
 )
 async def get_property(property_id: PropertyId, query: Query) -> JSONResponse:
     details, fresh = await queries.details(query.reads, query.redis, query.settings, property_id, query.consistency)
+    return _details(details, fresh)
+
+
+def _details(details: dict[str, Any], fresh: bool) -> JSONResponse:
     return ok(
         details, "Property details", {"ETag": commands.etag(details["version"]), **queries.freshness_headers(fresh)}
     )
+
+
+async def _plain_details(state: State, property_id: str) -> JSONResponse | None:
+    """`get_property` for an anonymous GET with no token (most of them), before FastAPI's router."""
+    details = await queries.cached_details(state.redis, property_id)
+    return None if details is None else _details(details, fresh=True)
+
+
+FAST_READS = (FastRead(f"{router.prefix}/{{property_id}}", PROPERTY_ID_PATTERN, _plain_details),)

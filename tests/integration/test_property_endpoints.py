@@ -6,6 +6,7 @@ import uuid
 import zlib
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.properties import SEED_BODY, bearer, running_property_slice
 from tests.support.waiting import eventually
@@ -75,6 +76,43 @@ async def test_details_carry_the_version_as_etag(api):
     assert read.headers["ETag"] == '"1"'
     data = read.json()["data"]
     assert (data["price"], data["propertyType"], data["viewCount"], data["images"]) == (9500000, "APARTMENT", 0, [])
+
+
+def details_reads(metrics_text: str) -> float:
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (sample.name, labels.get("route"), labels.get("method"), labels.get("status")) == (
+                "hi_http_requests_total",
+                "/api/properties/{property_id}",
+                "GET",
+                "200",
+            ):
+                return sample.value
+    return 0.0
+
+
+async def test_an_anonymous_read_answers_as_the_route_with_its_full_rules_does(api):
+    """A plain anonymous GET by id is answered before FastAPI's router (api/common/fast_reads.py): the
+    same answer as the route's, counted under the route's template, and a deleted listing is still 404."""
+    owner = a_user()
+    made = await create(api, owner, title="Duplex in Narsingi", location="Narsingi")
+    where, token = made.headers["Location"], {CONSISTENCY: made.headers[CONSISTENCY]}
+    full = await api.get(where, headers=token)
+    counted = details_reads((await api.get("/metrics")).text)
+    plain = await api.get(where)
+    assert (plain.status_code, plain.json(), plain.headers["ETag"]) == (full.status_code, full.json(), '"1"')
+    assert plain.headers["Content-Type"] == full.headers["Content-Type"] == "application/json"
+    assert plain.headers["X-Correlation-Id"].startswith("corr-")
+    assert details_reads((await api.get("/metrics")).text) == counted + 1
+    # With a query string, the route answers it, the same way.
+    assert (await api.get(where, params={"utm": "x"})).json() == full.json()
+    too_long = await api.get(f"/api/properties/prop-{'x' * 65}")
+    assert too_long.status_code == 422 and too_long.json()["success"] is False
+    deleted = await api.delete(where, headers=bearer(owner))
+    assert (await api.get(where, headers={CONSISTENCY: deleted.headers[CONSISTENCY]})).status_code == 404
+    gone = await api.get(where)
+    assert gone.status_code == 404 and gone.json()["message"] == f"Property {where.rsplit('/', 1)[1]} not found"
 
 
 async def test_update_then_read_shows_the_change_and_a_stale_if_match_conflicts(api):

@@ -7,7 +7,7 @@ import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from api.common.deps import consistency_positions
+from api.common.deps import consistency_positions, query_context
 from api.common.errors import ApiError
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token, parse_consistency_token
 from api.common.own_writes import decode, with_own_writes
@@ -54,12 +54,16 @@ def _routes(routes):
             yield from _routes(route.original_router.routes)
 
 
+# The two dependencies that make a query wait for the token and the caller's own writes (api/common/deps.py).
+_WAITS = (consistency_positions, query_context)
+
+
 def _waits_for_own_writes(dependant: Dependant) -> bool:
-    return any(d.call is consistency_positions or _waits_for_own_writes(d) for d in dependant.dependencies)
+    return any(d.call in _WAITS or _waits_for_own_writes(d) for d in dependant.dependencies)
 
 
 def _reads_the_header_itself(dependant: Dependant) -> bool:
-    if dependant.call is consistency_positions:
+    if dependant.call in _WAITS:
         return False
     return any(p.alias == CONSISTENCY_HEADER for p in dependant.header_params) or any(
         _reads_the_header_itself(d) for d in dependant.dependencies
