@@ -16,6 +16,7 @@ Not part of `make test`; prints numbers, never asserts.
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import httpx
 from redis.asyncio import Redis
 
+from api.common.deps import PROPERTY_ID_PATTERN
 from api.services import ServiceSpec, by_name
 from bench.properties import closed_loop, pct
 from config import get_settings
@@ -74,12 +76,14 @@ class Server:
 
 
 async def listing_ids(limit: int) -> list[str]:
+    """Live listings with ids the API takes (tests also write keys like `property:prop-x-y` straight to Redis)."""
     async with Redis.from_url(get_settings().redis_url) as redis:
         found = []
         async for key in redis.scan_iter(match="property:prop-*", count=500, _type="string"):
             value = await redis.get(key)
-            if value and b'"deleted":true' not in value:
-                found.append(key.decode().removeprefix("property:"))
+            property_id = key.decode().removeprefix("property:")
+            if value and b'"deleted":true' not in value and re.fullmatch(PROPERTY_ID_PATTERN, property_id):
+                found.append(property_id)
             if len(found) >= limit:
                 break
     return found

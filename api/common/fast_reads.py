@@ -14,12 +14,14 @@ answers them itself when the request is plain:
   caller, nothing to wait for and no own writes to read, and nothing to validate or refuse;
 - `answer` returns the response, or None for anything but the common case (not in the cache, deleted),
   which FastAPI's route then answers with its full rules. A store error on the way is not answered
-  here either: the route meets it again and answers 503 naming the store, as every route does.
+  here either: the route meets it again and answers 503 naming the store, as every route does (any
+  other failure is logged, and the route answers too).
 
 So the answers are the route's own: `answer` builds them with the same functions as the route, and
 tests/integration/test_property_endpoints.py compares the two.
 """
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.common.errors import DOWN_ERRORS
+
+logger = logging.getLogger("api.fast_reads")
 
 # Any of these makes the request one for the route's full rules (a caller, a wait, own writes).
 _FULL_RULES_HEADERS = frozenset({b"authorization", b"x-user-id", b"x-consistency-token"})
@@ -84,6 +88,10 @@ class FastReads:
                 response = await read.answer(scope["app"].state, value)
             except _DOWN:
                 return None  # the route answers it: 503 naming the store
+            except Exception:
+                # Never an answer the route would not give: it answers this one, with its own errors.
+                logger.exception("the fast read of %s failed; the route answers it", read.path)
+                return None
             if response is not None:
                 scope["route"] = read  # what the metrics count it under: its template
             return response

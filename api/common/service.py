@@ -38,6 +38,7 @@ from api.common.readiness import (
     redis_check,
 )
 from api.common.reads import QueryPools
+from api.common.redis_gets import RedisGets
 from api.common.request_guard import RequestGuard
 from api.common.responses import ok
 from api.common.revocation import deny_list_check
@@ -90,6 +91,12 @@ async def _open_clients(
         )
         stack.push_async_callback(client.aclose)
         app.state.redis = client
+        # The fast reads' one GET (api/common/fast_reads.py): pipelined on a connection of its own where the
+        # URL is plain TCP, else redis-py's.
+        gets = RedisGets.for_url(settings.redis_url, timeout)
+        if gets is not None:
+            stack.push_async_callback(gets.aclose)
+        app.state.redis_get = gets.get if gets is not None else client.get
         # Logged-out access tokens are refused by every service, not only the one that logged them out.
         app.state.is_revoked = deny_list_check(client)
         checks.append(redis_check(client))

@@ -6,6 +6,7 @@
 A query sent with `X-Consistency-Token` first waits (bounded) for the checkpoint of the store it reads.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -84,10 +85,12 @@ def _shown(raw: bytes, property_id: str) -> dict[str, Any]:
     return document
 
 
-async def cached_details(redis: Redis, property_id: str) -> dict[str, Any] | None:
+async def cached_details(
+    redis_get: Callable[[str], Awaitable[bytes | None]], property_id: str
+) -> dict[str, Any] | None:
     """The details as Redis has them, for a read that waits for nothing; None when Redis has no live
     listing by that id (not projected there yet, or deleted): `details` has the full answer then."""
-    raw = await redis.get(property_key(property_id))
+    raw = await redis_get(property_key(property_id))
     if raw is None:
         return None
     try:

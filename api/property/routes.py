@@ -442,7 +442,7 @@ def _details(details: dict[str, Any], fresh: bool) -> JSONResponse:
 
 async def _plain_details(state: State, property_id: str) -> JSONResponse | None:
     """`get_property` for an anonymous GET with no token (most of them), before FastAPI's router."""
-    details = await queries.cached_details(state.redis, property_id)
+    details = await queries.cached_details(state.redis_get, property_id)
     return None if details is None else _details(details, fresh=True)
 
 
