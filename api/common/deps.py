@@ -4,7 +4,7 @@
 
 The clients the composition root (`api/common/service.py`) opened are taken the same way
 (`pool: PgPool`, `redis: RedisClient`, ...), never from `request.app.state` in a route. A hot query
-route takes `query: Query` instead: the caller, what it waits for and the clients it reads, in one
+route takes `query: QueryCall` instead: the caller, what it waits for and the clients it reads, in one
 dependency (FastAPI's cost is per dependency).
 
 `X-User-Id`, when sent, must equal the token's subject (403 otherwise). `X-Session-Id` and the
@@ -123,11 +123,11 @@ ConsistencyToken = Annotated[str | None, Depends(consistency_positions)]
 
 @dataclass(frozen=True)
 class QueryContext:
-    """Everything a query route reads with, from one dependency (`query: Query`): FastAPI's cost is per
+    """Everything a query route reads with, from one dependency (`query: QueryCall`): FastAPI's cost is per
     dependency, tens of microseconds each, and a GET by id used seven (the caller, the token, the
     consistency wait, the reads, Redis, the settings) for a few hundred microseconds of its own work.
     The same parameters (`Authorization`, `X-User-Id`, `X-Consistency-Token`) and refusals as
-    `OptionalUser` + `ConsistencyToken`; a route taking `Query` takes neither of those."""
+    `OptionalUser` + `ConsistencyToken`; a route taking `QueryCall` takes neither of those."""
 
     user: AccessClaims | None
     # What the query waits for: the token sent, and the signed-in caller's own latest writes.
@@ -163,7 +163,7 @@ async def query_context(
     )
 
 
-Query = Annotated[QueryContext, Depends(query_context)]
+QueryCall = Annotated[QueryContext, Depends(query_context)]
 
 
 @dataclass(frozen=True)

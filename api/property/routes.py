@@ -4,8 +4,7 @@ decision; queries read the property projection's stores (Redis, Postgres, OpenSe
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Header, Path, Request, UploadFile
-from fastapi import Query as QueryParam
+from fastapi import APIRouter, File, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import State
 
@@ -26,7 +25,7 @@ from api.common.deps import (
     PgPool,
     Producer,
     PropertyId,
-    Query,
+    QueryCall,
     QueryReads,
     RedisClient,
     UserId,
@@ -318,8 +317,8 @@ async def upload_images(
     responses={200: _READ},
 )
 async def featured_properties(
-    query: Query,
-    limit: Annotated[int, QueryParam(ge=1, le=100, description="How many listings")] = 20,
+    query: QueryCall,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many listings")] = 20,
 ) -> JSONResponse:
     found, fresh = await queries.featured(query.reads, query.settings, limit, query.consistency)
     return ok(found, "Featured properties", queries.freshness_headers(fresh))
@@ -332,12 +331,10 @@ async def featured_properties(
     responses={200: _READ},
 )
 async def recent_properties(
-    query: Query,
+    query: QueryCall,
     paging: PageQuery,
-    location: Annotated[
-        str | None, QueryParam(min_length=1, max_length=100, description="A locality, any case")
-    ] = None,
-    property_type: Annotated[PropertyType | None, QueryParam(alias="propertyType")] = None,
+    location: Annotated[str | None, Query(min_length=1, max_length=100, description="A locality, any case")] = None,
+    property_type: Annotated[PropertyType | None, Query(alias="propertyType")] = None,
 ) -> JSONResponse:
     page, fresh = await queries.recent(query.reads, query.settings, paging, location, property_type, query.consistency)
     return ok(page, "Recent properties", queries.freshness_headers(fresh))
@@ -349,7 +346,7 @@ async def recent_properties(
     response_model=Success[Page[PropertyOut]],
     responses={200: _READ},
 )
-async def user_properties(user_id: UserId, query: Query, paging: PageQuery) -> JSONResponse:
+async def user_properties(user_id: UserId, query: QueryCall, paging: PageQuery) -> JSONResponse:
     page, fresh = await queries.by_owner(query.reads, query.settings, user_id, paging, query.consistency)
     return ok(page, "User properties", queries.freshness_headers(fresh))
 
@@ -362,8 +359,8 @@ async def user_properties(user_id: UserId, query: Query, paging: PageQuery) -> J
 )
 async def similar_properties(
     property_id: PropertyId,
-    query: Query,
-    limit: Annotated[int, QueryParam(ge=1, le=50, description="How many listings")] = 10,
+    query: QueryCall,
+    limit: Annotated[int, Query(ge=1, le=50, description="How many listings")] = 10,
 ) -> JSONResponse:
     items, fresh = await queries.similar(
         query.reads, query.redis, query.search, query.settings, property_id, limit, query.consistency
@@ -429,7 +426,7 @@ async def property_image(
     response_model=Success[PropertyOut],
     responses={200: {"headers": success_headers(ETAG, STALE)}, **errors(404)},
 )
-async def get_property(property_id: PropertyId, query: Query) -> JSONResponse:
+async def get_property(property_id: PropertyId, query: QueryCall) -> JSONResponse:
     details, fresh = await queries.details(query.reads, query.redis, query.settings, property_id, query.consistency)
     return _details(details, fresh)
 

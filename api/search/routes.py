@@ -21,6 +21,7 @@ from api.common.deps import (
     OptionalUser,
     PgPool,
     Producer,
+    QueryCall,
     QueryReads,
     RedisClient,
     RequestContext,
@@ -242,11 +243,10 @@ async def advanced_search(
     response_model=Success[SearchFiltersOut],
     responses=_READ,
 )
-async def search_filters(
-    reads: QueryReads, search: SearchClient, settings: AppSettings, consistency: ConsistencyToken = None
-) -> JSONResponse:
-    fresh = await queries.listings_caught_up(reads, settings, consistency)
-    return ok(await queries.filter_values(search, settings), "Search filters", queries.freshness_headers(fresh))
+async def search_filters(query: QueryCall) -> JSONResponse:
+    fresh = await queries.listings_caught_up(query.reads, query.settings, query.consistency)
+    filters = await queries.filter_values(query.search, query.settings)
+    return ok(filters, "Search filters", queries.freshness_headers(fresh))
 
 
 @router.get(
@@ -256,17 +256,14 @@ async def search_filters(
     responses=_READ,
 )
 async def search_suggestions(
-    reads: QueryReads,
-    search: SearchClient,
-    settings: AppSettings,
+    query: QueryCall,
     q: Annotated[str, Query(min_length=1, max_length=100, description="What has been typed so far")],
     limit: Annotated[int, Query(ge=1, le=20, description="Suggestions at most")] = 8,
-    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
     if not q.strip():
         raise ApiError(422, "Invalid request: check q", [field_error("q", "must contain a letter or digit")])
-    fresh = await queries.listings_caught_up(reads, settings, consistency)
-    items = await queries.suggestions(search, settings, q.strip(), limit)
+    fresh = await queries.listings_caught_up(query.reads, query.settings, query.consistency)
+    items = await queries.suggestions(query.search, query.settings, q.strip(), limit)
     return ok({"items": items, "nextCursor": None}, "Suggestions", queries.freshness_headers(fresh))
 
 
