@@ -133,11 +133,14 @@ class ReplayWorker:
             group_id=self.settings.history_replay_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # The broker answers a fetch as soon as a command arrives; the wait only bounds an empty one, and
+            # a long one spares the idle worker and the broker the empty fetches (500 ms by default).
+            fetch_max_wait_ms=5000,
         )
         await consumer.start()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=1000, max_records=100)
+                batches = await consumer.getmany(timeout_ms=5000, max_records=100)
                 for messages in batches.values():
                     for message in messages:
                         position = SourcePosition(message.topic, message.partition, message.offset)
