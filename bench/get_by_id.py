@@ -3,10 +3,12 @@
 uvicorn command line, alternated round by round, optionally with the property service of another
 checkout (`--before DIR`, e.g. a `git worktree` of the commit to compare with) in the same rounds.
 
-    .venv/bin/python bench/get_by_id.py [--before DIR] [--rounds 3] [--seconds 8] [--concurrency 32]
+    .venv/bin/python bench/get_by_id.py [--before DIR] [--rounds 3] [--seconds 8] [--concurrency 32] [--route]
 
 Reads listings that are already projected (up to 200 `property:*` documents in Redis), so it starts
-no worker and joins no consumer group; needs the stack up. Anonymous GETs, as most are. The load comes
+no worker and joins no consumer group; needs the stack up. Anonymous GETs, as most are: the property
+service answers them in its fast lane (api/common/fast_reads.py); `--route` adds a query string, which
+sends them past it to the route and its full rules, as a signed-in or token-carrying read goes. The load comes
 from bench/properties.py's closed-loop generator in its own process (aiohttp). For each round and
 server: req/s, p50/p99, and the server's CPU ms per request (/proc/<pid>/stat), which is what
 decides its rate on a shared machine; the ratios to the echo are of the medians over the rounds.
@@ -91,13 +93,19 @@ async def listing_ids(limit: int) -> list[str]:
 
 async def main(args: argparse.Namespace) -> None:
     ids = await listing_ids(200)
+    # A query string takes the request past the fast lane (api/common/fast_reads.py) to the route: what a
+    # signed-in or token-carrying read costs, less its token check.
+    via = "?via=route" if args.route else ""
     if not ids:
         raise SystemExit("no projected listings in Redis: create some first (make demo, or any test run)")
     servers = [Server("property (this checkout)", by_name("property"), ROOT, "/health")]
     if args.before:
         servers.insert(0, Server("property (before)", by_name("property"), args.before, "/health"))
     servers.append(Server("bare FastAPI echo", ServiceSpec("echo", "bench.echo_app:app", 0), ROOT, "/echo/ping"))
-    print(f"GET by id vs echo: {len(ids)} listings, {args.concurrency} clients, {args.seconds:g} s per server a round")
+    print(
+        f"GET by id{via} vs echo: {len(ids)} listings, {args.concurrency} clients,"
+        f" {args.seconds:g} s per server a round"
+    )
     rates: dict[str, list[float]] = {s.name: [] for s in servers}
     cpu_ms: dict[str, list[float]] = {s.name: [] for s in servers}
     try:
@@ -105,7 +113,8 @@ async def main(args: argparse.Namespace) -> None:
             await server.start()
         for round_ in range(1, args.rounds + 1):
             for server in servers:
-                paths = [f"/echo/{i}" for i in ids] if "echo" in server.name else [f"/api/properties/{i}" for i in ids]
+                echo = "echo" in server.name
+                paths = [f"/echo/{i}" for i in ids] if echo else [f"/api/properties/{i}{via}" for i in ids]
                 before = server.cpu_seconds()
                 result = await closed_loop(server.url, paths, args.concurrency, args.seconds)
                 used = server.cpu_seconds() - before
@@ -138,6 +147,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--route", action="store_true", help="past the fast lane: the route and its full rules answer")
     arguments = parser.parse_args()
     arguments.before = Path(arguments.before).resolve() if arguments.before else None
     asyncio.run(main(arguments))
