@@ -14,7 +14,6 @@ from collections import defaultdict
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.common.auth import issue_access_token
 from api.services import by_name
@@ -24,6 +23,7 @@ from tests.support.command_load import CommandLoad
 from tests.support.processes import WorkerProcess
 from tests.support.property_projection import listing
 from tests.support.services import ServiceProcess
+from tests.support.topic_log import end_offsets, read_all
 from tests.support.users import TEST_SERVICE_ENV, registration
 from tests.support.waiting import eventually
 
@@ -37,27 +37,6 @@ REGISTERING = 5  # every fifth command of the user load is a registration (argon
 
 # Long for an import-heavy service on a machine shared with other suites.
 SERVICE_START = 120.0
-
-
-async def read_all(bootstrap: str, topic: str, partitions: int, since: dict[int, int] | None = None) -> list[dict]:
-    """Every record of `topic` (from `since`, per partition, when given), decoded."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    found = []
-    try:
-        every = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(every)
-        await consumer.seek_to_beginning(*every)
-        for tp in every:
-            if since:
-                consumer.seek(tp, since[tp.partition])
-        ends = await consumer.end_offsets(every)
-        while any([await consumer.position(p) < ends[p] for p in every]):
-            for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                found += [orjson.loads(message.value) for message in messages]
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def assert_each_command_answered_one_way(
@@ -89,16 +68,6 @@ async def assert_each_event_is_one_decision(bootstrap: str, topic, actors: set[s
         if event.get("userid") in actors:
             copies[event["id"]].add(orjson.dumps(event, option=orjson.OPT_SORT_KEYS))
     assert copies and all(len(versions) == 1 for versions in copies.values())
-
-
-async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
 
 
 async def kill_twice_under(load: CommandLoad, workers: list[WorkerProcess], decided: set[int]) -> None:

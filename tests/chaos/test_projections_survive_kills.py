@@ -12,31 +12,39 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 import psycopg
 import pytest
 import redis.asyncio as redis
 
-from config import Settings
+from config import Settings, get_settings
+from ops.search_index import ensure_index
 from schemas.envelope import new_event
 from schemas.files import FILE_DELETED, FILE_UPLOADED
 from schemas.notifications import NOTIFICATION_READ, NOTIFICATION_REQUESTED, NOTIFICATION_SENT
-from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, seal
+from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, SEARCH_NAME, seal
 from schemas.read_models import (
     FILES_POSTGRES_CHECKPOINT,
     FILES_REDIS_CHECKPOINT,
     NOTIFICATIONS_POSTGRES_CHECKPOINT,
     NOTIFICATIONS_REDIS_CHECKPOINT,
+    SEARCHES_POSTGRES_CHECKPOINT,
     USERS_POSTGRES_CHECKPOINT,
     USERS_REDIS_CHECKPOINT,
     property_files_key,
+    saved_searches_checkpoint,
     unread_notifications_key,
     user_key,
 )
-from schemas.topics import FILES, NOTIFICATIONS, USERS
+from schemas.searches import SEARCH_SAVED, SEARCH_SAVED_MATCH
+from schemas.topics import FILES, NOTIFICATIONS, PROPERTIES, SEARCHES, USERS
 from schemas.users import USER_PROFILE_UPDATED, USER_REGISTERED
+from streams.searches.matching import matches_checkpoint
 from tests.support.processes import Projection
 from tests.support.projection_kills import Produced, run_killing
+from tests.support.property_projection import created, updated
+from tests.support.topic_log import end_offsets, read_all
 
 WAVES = 5
 KILL_AFTER = {1, 3}
@@ -44,10 +52,12 @@ KILL_AFTER = {1, 3}
 
 @dataclass(frozen=True)
 class Kind:
-    projection: Projection
+    projections: Callable[[str], list[Projection]]  # for the run's tag
     # The run's log (in waves) and what it must leave in the stores.
     log: Callable[[str, psycopg.AsyncConnection], Awaitable[list[list[Produced]]]]
     expect: Callable[[str, psycopg.AsyncConnection, Settings], Awaitable[None]]
+    settle_after: frozenset[int] = frozenset()
+    drop: Callable[[str], Awaitable[None]] | None = None  # what the run made beside rows (an index)
 
 
 def waves_of(events: Sequence[Produced], waves: int = WAVES) -> list[list[Produced]]:
@@ -131,13 +141,15 @@ async def users_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settings
 
 
 USER_PROJECTION = Kind(
-    Projection(
-        "user-projection",
-        "streams.users.projection_worker",
-        "HI_USER_PROJECTION_GROUP",
-        (USERS.name,),
-        {USERS.name: (USERS_POSTGRES_CHECKPOINT, USERS_REDIS_CHECKPOINT)},
-    ),
+    lambda tag: [
+        Projection(
+            "user-projection",
+            "streams.users.projection_worker",
+            "HI_USER_PROJECTION_GROUP",
+            (USERS.name,),
+            {USERS.name: (USERS_POSTGRES_CHECKPOINT, USERS_REDIS_CHECKPOINT)},
+        )
+    ],
     users_log,
     users_expect,
 )
@@ -205,13 +217,15 @@ async def files_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settings
 
 
 FILE_PROJECTION = Kind(
-    Projection(
-        "file-projection",
-        "streams.files.projection_worker",
-        "HI_FILE_PROJECTION_GROUP",
-        (FILES.name, USERS.name),
-        {FILES.name: (FILES_POSTGRES_CHECKPOINT, FILES_REDIS_CHECKPOINT)},
-    ),
+    lambda tag: [
+        Projection(
+            "file-projection",
+            "streams.files.projection_worker",
+            "HI_FILE_PROJECTION_GROUP",
+            (FILES.name, USERS.name),
+            {FILES.name: (FILES_POSTGRES_CHECKPOINT, FILES_REDIS_CHECKPOINT)},
+        )
+    ],
     files_log,
     files_expect,
 )
@@ -288,19 +302,156 @@ async def notifications_expect(tag: str, pg: psycopg.AsyncConnection, settings: 
 
 
 NOTIFICATION_PROJECTION = Kind(
-    Projection(
-        "notification-projection",
-        "streams.notifications.projection_worker",
-        "HI_NOTIFICATION_PROJECTION_GROUP",
-        (NOTIFICATIONS.name, USERS.name),
-        {NOTIFICATIONS.name: (NOTIFICATIONS_POSTGRES_CHECKPOINT, NOTIFICATIONS_REDIS_CHECKPOINT)},
-    ),
+    lambda tag: [
+        Projection(
+            "notification-projection",
+            "streams.notifications.projection_worker",
+            "HI_NOTIFICATION_PROJECTION_GROUP",
+            (NOTIFICATIONS.name, USERS.name),
+            {NOTIFICATIONS.name: (NOTIFICATIONS_POSTGRES_CHECKPOINT, NOTIFICATIONS_REDIS_CHECKPOINT)},
+        )
+    ],
     notifications_log,
     notifications_expect,
 )
 
 
+# ---- saved-search-matcher (with the search projection feeding its percolator) ----
+
+SEARCHERS = 10
+SEARCHES_EACH = 2
+LISTINGS_MATCHED = 90
+
+
+def _saved_searches(tag: str) -> dict[str, str]:
+    """Saved search id -> owner."""
+    return {f"ss-{tag}-{n}-{m}": f"user-{tag}-s{n}" for n in range(SEARCHERS) for m in range(SEARCHES_EACH)}
+
+
+def _alias(tag: str) -> str:
+    return f"saved-searches-test-{tag}"
+
+
+def _matcher_group(tag: str) -> str:
+    return f"saved-search-matcher-chaos-{tag}"
+
+
+def _search_projections(tag: str) -> list[Projection]:
+    alias = {"HI_OPENSEARCH_SAVED_SEARCHES_ALIAS": _alias(tag)}
+    return [
+        Projection(
+            "search-projection",
+            "streams.searches.projection_worker",
+            "HI_SEARCH_PROJECTION_GROUP",
+            (SEARCHES.name, USERS.name),
+            {SEARCHES.name: (SEARCHES_POSTGRES_CHECKPOINT, saved_searches_checkpoint(_alias(tag)))},
+            env=alias,
+        ),
+        Projection(
+            "saved-search-matcher",
+            "streams.searches.matcher_worker",
+            "HI_SAVED_SEARCH_MATCHER_GROUP",
+            (PROPERTIES.name,),
+            {PROPERTIES.name: (matches_checkpoint(_matcher_group(tag)),)},
+            env=alias,
+            group=_matcher_group(tag),
+        ),
+    ]
+
+
+# Where `searches` ended before the run's log: its alerts are read from there.
+_SEARCHES_SINCE: dict[str, dict[int, int]] = {}
+
+
+def _bedrooms_wanted(saved_search_id: str) -> int:
+    return 2 + int(saved_search_id.rsplit("-", 1)[1]) % 3  # listing(n) has 2 + n % 3 bedrooms
+
+
+async def matcher_log(tag: str, pg: psycopg.AsyncConnection) -> list[list[Produced]]:
+    """Twenty saved searches (two per owner, by bedrooms: 2 or 3) registered first (the first wave, awaited),
+    then 90 listings created and each updated once: every listing matches the searches of its bedrooms, and
+    an update is no new alert."""
+    ensure_index("saved-searches", _alias(tag))
+    _SEARCHES_SINCE[tag] = await end_offsets(get_settings().kafka_bootstrap, SEARCHES.name, SEARCHES.partitions)
+    searches = _saved_searches(tag)
+    for owner in set(searches.values()):
+        await pg.execute("INSERT INTO user_keys (user_id, key) VALUES (%s, %s)", (owner, _user_key(owner)))
+    saved: list[Produced] = []
+    for saved_search_id, owner in searches.items():
+        wanted = _bedrooms_wanted(saved_search_id)
+        data = {
+            "savedSearchId": saved_search_id,
+            "ownerId": owner,
+            "name": seal(_user_key(owner), owner, SEARCH_NAME, f"{wanted} bedrooms"),
+            "criteria": {"bedrooms": {"min": wanted, "max": wanted}},
+        }
+        event = new_event(
+            type=SEARCH_SAVED, subject=saved_search_id, data=data, service="tests", userid=owner, correlationid=tag
+        )
+        saved.append((SEARCHES.name, event))
+    owner = f"user-{tag}-lister"
+    listings = [f"prop-{tag}-{n}" for n in range(LISTINGS_MATCHED)]
+    events: list[Produced] = [(PROPERTIES.name, created(pid, owner, tag, n=n)) for n, pid in enumerate(listings)]
+    events += [
+        (PROPERTIES.name, updated(pid, owner, tag, 2, price=7_000_000 + n, bedrooms=2 + n % 3))
+        for n, pid in enumerate(listings)
+    ]
+    return [saved, *waves_of(events, WAVES - 1)]
+
+
+async def matcher_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settings) -> None:
+    searches = _saved_searches(tag)
+    expected = {
+        (saved_search_id, f"prop-{tag}-{n}")
+        for saved_search_id in searches
+        for n in range(LISTINGS_MATCHED)
+        if 2 + n % 3 == _bedrooms_wanted(saved_search_id)
+    }
+    # The search projection: every saved search in Postgres and in the percolator alias.
+    cursor = await pg.execute("SELECT id, owner_id FROM saved_searches WHERE id = ANY(%s)", (list(searches),))
+    assert dict(await cursor.fetchall()) == searches
+    async with httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30) as search:
+        await search.post(f"/{_alias(tag)}/_refresh")
+        counted = (await search.post(f"/{_alias(tag)}/_count", json={"query": {"match_all": {}}})).json()
+    assert counted["count"] == len(searches)
+    # The matcher: each matching pair remembered once, with the version that first matched.
+    cursor = await pg.execute(
+        "SELECT saved_search_id, property_id, property_version FROM saved_search_matches"
+        " WHERE saved_search_id = ANY(%s)",
+        (list(searches),),
+    )
+    # The searches match listings of other tests on the shared topic too: only this run's are counted.
+    rows = [row for row in await cursor.fetchall() if row[1].startswith(f"prop-{tag}-")]
+    assert {(row[0], row[1]) for row in rows} == expected
+    assert {row[2] for row in rows} == {1}
+    # And one alert per pair on `searches`: copies of it (a kill after Kafka took it, before the pair's
+    # row committed) are the same event, byte for byte.
+    alerts: dict[tuple[str, str], set[bytes]] = {}
+    copies = 0
+    for event in await read_all(settings.kafka_bootstrap, SEARCHES.name, SEARCHES.partitions, _SEARCHES_SINCE[tag]):
+        data = event["data"]
+        mine = data.get("savedSearchId") in searches and data.get("propertyId", "").startswith(f"prop-{tag}-")
+        if event["type"] == SEARCH_SAVED_MATCH and mine:
+            pair = (data["savedSearchId"], data["propertyId"])
+            alerts.setdefault(pair, set()).add(orjson.dumps(event, option=orjson.OPT_SORT_KEYS))
+            copies += 1
+    print(f"\n{len(expected)} pairs, {copies} alert records on `{SEARCHES.name}`")
+    assert set(alerts) == expected
+    assert {pair: len(versions) for pair, versions in alerts.items() if len(versions) > 1} == {}
+
+
+async def drop_alias(tag: str) -> None:
+    async with httpx.AsyncClient(base_url=get_settings().opensearch_url, timeout=30) as search:
+        await search.delete(f"/{_alias(tag)}-v*")
+
+
+SAVED_SEARCH_MATCHER = Kind(
+    _search_projections, matcher_log, matcher_expect, settle_after=frozenset({0}), drop=drop_alias
+)
+
+
 KINDS = {
+    "saved-search-matcher": SAVED_SEARCH_MATCHER,
     "user-projection": USER_PROJECTION,
     "file-projection": FILE_PROJECTION,
     "notification-projection": NOTIFICATION_PROJECTION,
@@ -311,8 +462,24 @@ KINDS = {
 async def test_a_projection_killed_twice_mid_load_converges_to_the_log(kind, settings, producer, pg, run_id, tmp_path):
     tag = f"{run_id}-{uuid.uuid4().hex[:6]}"
     chosen = KINDS[kind]
-    waves = await chosen.log(tag, pg)
-    run = await run_killing(settings.kafka_bootstrap, producer, pg, [chosen.projection], waves, KILL_AFTER, tmp_path)
-    print(f"\n{kind}: {run.events} events, {run.kills} kills, converged {run.converged_seconds:.1f} s after the last")
-    assert run.kills == len(KILL_AFTER)
-    await chosen.expect(tag, pg, settings)
+    try:
+        waves = await chosen.log(tag, pg)
+        projections = chosen.projections(tag)
+        run = await run_killing(
+            settings.kafka_bootstrap,
+            producer,
+            pg,
+            projections,
+            waves,
+            KILL_AFTER,
+            tmp_path,
+            settle_after=chosen.settle_after,
+        )
+        print(
+            f"\n{kind}: {run.events} events, {run.kills} kills, converged {run.converged_seconds:.1f} s after the last"
+        )
+        assert run.kills == len(KILL_AFTER)
+        await chosen.expect(tag, pg, settings)
+    finally:
+        if chosen.drop is not None:
+            await chosen.drop(tag)

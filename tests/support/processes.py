@@ -56,6 +56,7 @@ class Projection:
     topics: tuple[str, ...]
     stores: dict[str, tuple[str, ...]]  # topic -> checkpoint names
     env: dict[str, str] = field(default_factory=dict)
+    group: str | None = None  # a group chosen by the test (its checkpoints name it); else one is made
 
     def worker(self, group: str, log_dir: Path) -> WorkerProcess:
         return WorkerProcess(self.module, {**self.env, self.group_setting: group}, log_dir / f"{group}.log")

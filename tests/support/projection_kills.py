@@ -111,14 +111,16 @@ async def run_killing(
     kill_after: set[int],
     log_dir: Path,
     within: float = 180,
+    settle_after: frozenset[int] = frozenset(),
 ) -> Run:
     """Start each projection under a fresh group at the topics' ends, send the waves, kill every worker
     (random order, a moment apart) once some of each wave in `kill_after` is applied, then await every
-    store past the last event. The workers are stopped on the way out."""
+    store past the last event. After a wave of `settle_after` every store is awaited before the next.
+    The workers are stopped on the way out."""
     suffix = uuid.uuid4().hex[:8]
     workers = []
     for projection in projections:
-        group = f"{projection.name}-chaos-{suffix}"
+        group = projection.group or f"{projection.name}-chaos-{suffix}"
         await start_group_at_end(bootstrap, group, projection.topics)
         workers.append(projection.worker(group, log_dir))
     run = Run()
@@ -131,6 +133,9 @@ async def run_killing(
             sent = await produce(producer, wave)
             last_sent.add(sent)
             run.events += len(wave)
+            if number in settle_after:
+                # What later waves depend on (a saved search before the listings it matches) is applied.
+                await await_checkpoints(pg, last_sent, stores_of(projections), within)
             if number in kill_after:
                 await eventually(lambda s=sent: _some_applied(pg, projections, s), bool, within=within)
                 for worker in random.sample(workers, len(workers)):
