@@ -7,6 +7,7 @@ One test per kind, one shape: build a log for this run (`Kind.log`), send it in 
 the second and the fourth, await every store's checkpoint past the last event, compare the stores with
 the log's expected end state (`Kind.expect`, computed from the log alone)."""
 
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ import orjson
 import psycopg
 import pytest
 import redis.asyncio as redis
+from psycopg import sql
 
 from config import Settings, get_settings
 from ops.search_index import ensure_index
 from schemas.envelope import new_event
 from schemas.files import FILE_DELETED, FILE_UPLOADED
+from schemas.history import postgres_checkpoint, redis_checkpoint
 from schemas.notifications import NOTIFICATION_READ, NOTIFICATION_REQUESTED, NOTIFICATION_SENT
 from schemas.personal import EMAIL, NAME, PASSWORD_HASH, PHONE, SEARCH_NAME, seal
 from schemas.read_models import (
@@ -41,6 +44,7 @@ from schemas.searches import SEARCH_SAVED, SEARCH_SAVED_MATCH
 from schemas.topics import FILES, NOTIFICATIONS, PROPERTIES, SEARCHES, USERS
 from schemas.users import USER_PROFILE_UPDATED, USER_REGISTERED
 from streams.searches.matching import matches_checkpoint
+from tests.support.history import HISTORY_TOPIC_NAMES, delete_groups, drop_namespace, history_env, live_schema
 from tests.support.processes import Projection
 from tests.support.projection_kills import Produced, run_killing
 from tests.support.property_projection import created, updated
@@ -450,8 +454,87 @@ SAVED_SEARCH_MATCHER = Kind(
 )
 
 
+# ---- user-history: every user's activity (here: listings created and updated) in a namespace of its own ----
+
+HISTORY_OWNERS = 20
+HISTORY_LISTINGS_EACH = 10
+
+
+def _namespace(tag: str) -> str:
+    return "k" + hashlib.sha256(tag.encode()).hexdigest()[:12]
+
+
+def _history_projections(tag: str) -> list[Projection]:
+    namespace = _namespace(tag)
+    env = history_env(namespace)
+    # A fresh namespace's first generation is number 1: its checkpoints.
+    stores = (postgres_checkpoint(namespace, 1), redis_checkpoint(namespace, 1))
+    return [
+        Projection(
+            "user-history",
+            "streams.history.projection_worker",
+            "HI_HISTORY_GROUP",
+            HISTORY_TOPIC_NAMES,
+            {PROPERTIES.name: stores},
+            env=env,
+            group=env["HI_HISTORY_GROUP"],
+        )
+    ]
+
+
+def _history_listings(tag: str) -> dict[str, str]:
+    """Listing id -> owner."""
+    return {
+        f"prop-{tag}-{n}-{m}": f"user-{tag}-h{n}" for n in range(HISTORY_OWNERS) for m in range(HISTORY_LISTINGS_EACH)
+    }
+
+
+_HISTORY_LOGS: dict[str, list[Produced]] = {}
+
+
+async def history_log(tag: str, pg: psycopg.AsyncConnection) -> list[list[Produced]]:
+    """Ten listings for each of twenty owners, each created then updated by its owner: 400 activities."""
+    listings = _history_listings(tag)
+    events: list[Produced] = [
+        (PROPERTIES.name, created(pid, owner, tag, n=n)) for n, (pid, owner) in enumerate(listings.items())
+    ]
+    events += [(PROPERTIES.name, updated(pid, owner, tag, 2, price=8_000_000)) for pid, owner in listings.items()]
+    _HISTORY_LOGS[tag] = events
+    return waves_of(events)
+
+
+async def history_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settings) -> None:
+    listings = _history_listings(tag)
+    expected = {event.id: (event.userid, event.type, event.subject) for _, event in _HISTORY_LOGS.pop(tag)}
+    schema = await live_schema(pg, _namespace(tag))
+    cursor = await pg.execute(
+        sql.SQL("SELECT event_id, user_id, event_type, property_id FROM {} WHERE user_id = ANY(%s)").format(
+            sql.Identifier(schema, "activities")
+        ),
+        (sorted(set(listings.values())),),
+    )
+    assert {row[0]: tuple(row[1:]) for row in await cursor.fetchall()} == expected
+    cursor = await pg.execute(
+        sql.SQL("SELECT property_id, owner_id FROM {} WHERE property_id = ANY(%s)").format(
+            sql.Identifier(schema, "property_owners")
+        ),
+        (list(listings),),
+    )
+    assert dict(await cursor.fetchall()) == listings
+
+
+async def drop_history(tag: str) -> None:
+    settings = get_settings()
+    await drop_namespace(settings, _namespace(tag))
+    await delete_groups(settings.kafka_bootstrap, [history_env(_namespace(tag))["HI_HISTORY_GROUP"]])
+
+
+USER_HISTORY = Kind(_history_projections, history_log, history_expect, drop=drop_history)
+
+
 KINDS = {
     "saved-search-matcher": SAVED_SEARCH_MATCHER,
+    "user-history": USER_HISTORY,
     "user-projection": USER_PROJECTION,
     "file-projection": FILE_PROJECTION,
     "notification-projection": NOTIFICATION_PROJECTION,
