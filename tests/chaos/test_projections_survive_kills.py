@@ -418,7 +418,7 @@ async def matcher_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settin
         await search.post(f"/{_alias(tag)}/_refresh")
         counted = (await search.post(f"/{_alias(tag)}/_count", json={"query": {"match_all": {}}})).json()
     assert counted["count"] == len(searches)
-    # The matcher: each matching pair remembered once, with the version that first matched.
+    # The matcher: each matching pair remembered once.
     cursor = await pg.execute(
         "SELECT saved_search_id, property_id, property_version FROM saved_search_matches"
         " WHERE saved_search_id = ANY(%s)",
@@ -427,7 +427,9 @@ async def matcher_expect(tag: str, pg: psycopg.AsyncConnection, settings: Settin
     # The searches match listings of other tests on the shared topic too: only this run's are counted.
     rows = [row for row in await cursor.fetchall() if row[1].startswith(f"prop-{tag}-")]
     assert {(row[0], row[1]) for row in rows} == expected
-    assert {row[2] for row in rows} == {1}
+    # The version that first matched: 1, or 2 where a listing's creation and update came in one batch
+    # (the matcher percolates the newest of each listing in a batch).
+    assert {row[2] for row in rows} <= {1, 2}
     # And one alert per pair on `searches`: copies of it (a kill after Kafka took it, before the pair's
     # row committed) are the same event, byte for byte.
     alerts: dict[tuple[str, str], set[bytes]] = {}
