@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 
 from config import Settings, get_settings
+from streams.archive.projection import ARCHIVE_CONSUMER
 from streams.consumer_lag import ConsumerLag
 from streams.metrics import serve
 from streams.runner import GroupRunner, Projection, dead_letter_producer, start_producer
@@ -32,6 +33,10 @@ HOSTED: dict[str, str] = {
     "notification-projection": "streams.notifications.projection_app",
     "user-projection": "streams.users.projection_app",
     "property-projection": "streams.properties.projection_app",
+    "property-search-projection": "streams.properties.search_app",
+    ARCHIVE_CONSUMER: "streams.archive.app",
+    "user-history": "streams.history.projection_app",
+    "saved-search-matcher": "streams.searches.matcher_app",
 }
 
 
@@ -43,7 +48,7 @@ def projection_named(name: str, settings: Settings) -> Projection:
 async def host(projections: Sequence[Projection], settings: Settings) -> None:
     producer = dead_letter_producer(settings)
     publish = await start_producer(producer)
-    runners = [GroupRunner(projection, settings, publish) for projection in projections]
+    runners = [GroupRunner(projection, settings, publish, producer) for projection in projections]
     tasks = [asyncio.create_task(runner.run(), name=runner.projection.group) for runner in runners]
     if settings.metrics_port and serve(settings.metrics_host, settings.metrics_port):
         groups: dict[str, Iterable[str]] = {p.group: p.topics for p in projections}

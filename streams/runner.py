@@ -71,6 +71,7 @@ class Context:
     group: str
     publish: Publish
     assigned: Callable[[], Collection[tuple[str, int]] | None] = lambda: None
+    producer: Any = None  # the host's AIOKafkaProducer (acks=all), for a projection that produces events
 
     def key_order(self, pool: AsyncConnectionPool, dead_letter_consumer: str) -> KeyOrder:
         """Parked under the group (so a test's group has rows of its own), dead letters carrying
@@ -88,9 +89,12 @@ class Context:
 
         return Lane(handle, [redrive])
 
-    def or_dead_letter(self, consumer: str, work: Work) -> Lane:
+    def or_dead_letter(self, consumer: str, work: Work, publish: Publish | None = None) -> Lane:
+        """Each batch through `work`; one it fails on for good is dead-lettered (through `publish`, the
+        host's producer unless the projection sends its own way)."""
+
         async def handle(records: Sequence[RawRecord]) -> None:
-            await or_dead_letter(None, consumer, records, work, publish=self.publish)
+            await or_dead_letter(None, consumer, records, work, publish=publish or self.publish)
 
         return Lane(handle)
 
@@ -139,10 +143,11 @@ class _FinishBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 class GroupRunner:
     """One projection's consumer group: batches in, lane, commit."""
 
-    def __init__(self, projection: Projection, settings: Settings, publish: Publish) -> None:
+    def __init__(self, projection: Projection, settings: Settings, publish: Publish, producer: Any = None) -> None:
         self.projection = projection
         self._settings = settings
         self._publish = publish
+        self._producer = producer
         self._consumer: AIOKafkaConsumer | None = None
         self._in_flight: asyncio.Future[None] | None = None
         self.revocations = 0  # how often a rebalance took partitions away (a test waits on it)
@@ -181,7 +186,7 @@ class GroupRunner:
         consumer.subscribe(list(self.projection.topics), listener=_FinishBeforeRevoke(self))
         await _started(consumer.start, f"{self.projection.group} consumer")
         self._consumer = consumer
-        context = Context(self._settings, self.projection.group, self._publish, self.assigned)
+        context = Context(self._settings, self.projection.group, self._publish, self.assigned, self._producer)
         try:
             async with self.projection.open(context) as lane:
                 beside = [asyncio.create_task(task()) for task in lane.beside]

@@ -1,6 +1,6 @@
 """The event archive: every event of every event topic, kept in Postgres `event_store`."""
 
-from streams.app import run_worker
-from streams.archive.app import app
+from streams.archive.projection import ARCHIVE_CONSUMER
+from streams.host import run_worker
 
-run_worker(app)
+run_worker(ARCHIVE_CONSUMER)

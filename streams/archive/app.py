@@ -1,24 +1,24 @@
 """The archive worker: `python -m streams.archive worker -l info`.
 
-Its consumer group is `settings.archive_group` (default `event-archive`). Thin by design: batch the
-records, plan them (pure), hand rows to the sink and poison to the dead-letter topic. Faust acks a
-batch when the loop body returns, even when it raised, so failures are handled here, never thrown.
+Its consumer group is `settings.archive_group` (default `event-archive`), on the lean runner
+(`streams/runner.py`). Thin by design: batch the records, plan them (pure), hand rows to the sink and
+poison to the dead-letter topic; the batch is committed after. Failures are handled here, never thrown.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from config import Settings, get_settings
+from config import Settings
 from schemas.topics import EVENT_TOPICS
-from streams.app import create_app
 from streams.archive.projection import ARCHIVE_CONSUMER, EventStoreRow, RawRecord, plan_archive
 from streams.archive.sink import PostgresEventStoreSink
-from streams.batches import record_of, take_batches, until_done
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.batches import until_done
+from streams.dead_letters import DeadLetter
+from streams.runner import Context, Lane, Projection, Publish
 
 log = logging.getLogger("streams.archive")
 
@@ -31,9 +31,9 @@ def archive_topic_names(settings: Settings) -> list[str]:
 class Archiver:
     """Writes one batch: rows to the sink (retrying while Postgres is down), poison to the DLQ."""
 
-    def __init__(self, sink: PostgresEventStoreSink, app: faust.App) -> None:
+    def __init__(self, sink: PostgresEventStoreSink, publish: Publish) -> None:
         self._sink = sink
-        self._app = app
+        self._publish = publish
 
     async def archive(self, records: Sequence[RawRecord]) -> None:
         plan = plan_archive(records)
@@ -65,23 +65,27 @@ class Archiver:
         await until_done("postgres", lambda: self._sink.write(rows))
 
     async def _dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        await publish_dead_letters(self._app, letters)
+        await self._publish(letters)
 
 
-settings = get_settings()
-app = create_app(settings.archive_group, settings)
-event_topics = app.topic(*archive_topic_names(settings), key_serializer="raw", value_serializer="raw")
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        ARCHIVE_CONSUMER,
+        settings.archive_group,
+        tuple(archive_topic_names(settings)),
+        batch_size=settings.archive_batch_size,
+        batch_seconds=settings.archive_batch_seconds,
+        open=_open,
+    )
 
 
-@app.agent(event_topics)
-async def archive_events(stream: faust.StreamT[bytes]) -> None:
-    pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    pool = AsyncConnectionPool(context.settings.postgres_dsn, min_size=1, max_size=2, open=False)
     # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
     await pool.open(wait=False)
     try:
-        archiver = Archiver(PostgresEventStoreSink(pool), app)
-        async for events in take_batches(stream, settings.archive_batch_size, within=settings.archive_batch_seconds):
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, ARCHIVE_CONSUMER, records, archiver.archive)
+        archiver = Archiver(PostgresEventStoreSink(pool), context.publish)
+        yield context.or_dead_letter(ARCHIVE_CONSUMER, archiver.archive)
     finally:
         await pool.close()

@@ -1,7 +1,7 @@
 """The live user-history projection: `python -m streams.history.projection_worker worker -l info`.
 
-Its own Faust app and consumer group (`settings.history_group`, default `user-history`), over every
-event topic with a user in it. One thin agent: plan (pure) -> Postgres, in the live generation the
+Its own consumer group (`settings.history_group`, default `user-history`) on the lean runner
+(`streams/runner.py`), over every event topic with a user in it: plan (pure) -> Postgres, in the live generation the
 pointer names (held FOR SHARE in the batch's transaction, so a swap never splits a batch) -> Redis
 recent lists -> the generation's Redis checkpoint. Erasures are applied to ready snapshots too.
 A store that is down is waited for; poison goes to `dead-letters` (`dlq.consumer=user-history`).
@@ -12,23 +12,23 @@ event id, so it converges to the same tables (`make replay-history` wraps exactl
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from config import get_settings
+from config import Settings
 from schemas.topics import DEAD_LETTERS
-from streams.app import create_app
-from streams.batches import StoreUnavailable, record_of, take_batches, until_done
-from streams.dead_letters import DeadLetter, or_dead_letter
+from streams.batches import StoreUnavailable, until_done
+from streams.dead_letters import DeadLetter
 from streams.history.dead_letters import publish_all
 from streams.history.generations import Generation, ensure_live, live_generation, ready_snapshots
 from streams.history.projection import HISTORY_CONSUMER, HistoryPlan, plan_history
 from streams.history.sinks import PostgresHistorySink, RedisRecentSink, raise_checkpoint
 from streams.history.topics import history_topic_names
 from streams.positions import RawRecord
+from streams.runner import Context, Lane, Projection
 
 log = logging.getLogger("streams.history.projection")
 
@@ -73,13 +73,20 @@ class HistoryProjector:
             await raise_checkpoint(conn, generation.redis_checkpoint, plan.positions)
 
 
-settings = get_settings()
-app = create_app(settings.history_group, settings)
-history_topics = app.topic(*history_topic_names(settings), key_serializer="raw", value_serializer="raw")
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        "user-history",
+        settings.history_group,
+        tuple(history_topic_names(settings)),
+        batch_size=settings.history_batch_size,
+        batch_seconds=settings.history_batch_seconds,
+        open=_open,
+    )
 
 
-@app.agent(history_topics)
-async def project_history(stream: faust.StreamT[bytes]) -> None:
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    settings, producer = context.settings, context.producer
     pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
     redis = Redis.from_url(settings.redis_url)
     # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
@@ -89,16 +96,16 @@ async def project_history(stream: faust.StreamT[bytes]) -> None:
 
         async def send(letter: DeadLetter) -> Awaitable[object]:
             headers = list(letter.headers())
-            return await app.producer.send(DEAD_LETTERS.name, letter.key, letter.value, None, None, headers)
+            sent: Awaitable[object] = await producer.send(
+                DEAD_LETTERS.name, letter.value, key=letter.key, headers=headers
+            )
+            return sent
 
         async def dead_letters(letters: Sequence[DeadLetter]) -> None:
             await publish_all(send, letters)
 
         projector = HistoryProjector(pool, redis, settings.history_namespace, dead_letters)
-        batches = take_batches(stream, settings.history_batch_size, within=settings.history_batch_seconds)
-        async for events in batches:
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, HISTORY_CONSUMER, records, projector.project)
+        yield context.or_dead_letter(HISTORY_CONSUMER, projector.project, publish=dead_letters)
     finally:
         await redis.aclose()
         await pool.close()

@@ -1,6 +1,5 @@
 """The live user-history projection worker: `python -m streams.history.projection_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.history.projection_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("user-history")

@@ -1,35 +1,34 @@
 """The property search projection: `python -m streams.properties.search_worker worker -l info`.
 
-Its own Faust app, so its own consumer group (`settings.property_search_projection_group`, default
-`property-search-projection`), reading `properties` only. For each batch: plan (pure, for the
-property ids and versions it names) -> wait until the Postgres read model (the `property-projection`
-group) holds every property at least at the batch's version -> index those rows (`_bulk`, external
-versions) -> `_refresh` -> checkpoint `properties-opensearch`.
+Its own consumer group (`settings.property_search_projection_group`, default
+`property-search-projection`) on the lean runner (`streams/runner.py`), reading `properties` only. For
+each batch: plan (pure, for the property ids and versions it names) -> wait until the Postgres read
+model (the `property-projection` group) holds every property at least at the batch's version -> index
+those rows (`_bulk`, external versions) -> `_refresh` -> checkpoint `properties-opensearch`.
 
-Why rows and not the events: an update carries no images and an images event no listing, so a
-document built from one event is partial; the row is the whole property at a version at least as new
-as the batch's, and external versioning makes any mix of replays, redeliveries and two groups
-converge on the newest row. Postgres is another group, so it may lag: the batch waits for it
-(polling, the partition stays put) rather than indexing an older row under a newer checkpoint.
+Why rows and not the events: an update carries no images and an images event no listing, so a document
+built from one event is partial; the row is the whole property at a version at least as new as the
+batch's, and external versioning makes any mix of replays, redeliveries and two groups converge on the
+newest row. Postgres is another group, so it may lag: the batch waits for it (polling, the partition
+stays put) rather than indexing an older row under a newer checkpoint.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from config import get_settings
+from config import Settings
 from schemas.listings import PropertyRow
 from schemas.read_models import PROPERTIES_OPENSEARCH_CHECKPOINT, PROPERTIES_POSTGRES_CHECKPOINT
 from schemas.topics import PROPERTIES
-from streams.app import create_app
-from streams.batches import record_of, take_batches, until_done
+from streams.batches import until_done
 from streams.checkpoints import PostgresCheckpoints, highest_offsets
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.dead_letters import DeadLetter
 from streams.positions import RawRecord
 from streams.properties.projection import (
     SEARCH_CONSUMER,
@@ -40,6 +39,7 @@ from streams.properties.projection import (
     plan_properties,
 )
 from streams.properties.sinks import OpenSearchPropertySink, PostgresPropertyRows
+from streams.runner import Context, Lane, Projection
 
 log = logging.getLogger("streams.properties.search")
 
@@ -121,36 +121,35 @@ class SearchProjector:
             poll = min(poll * 2, _MAX_POLL_SECONDS)
 
 
-settings = get_settings()
-app = create_app(settings.property_search_projection_group, settings)
-properties_topic = app.topic(PROPERTIES.name, key_serializer="raw", value_serializer="raw")
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        "property-search-projection",
+        settings.property_search_projection_group,
+        (PROPERTIES.name,),
+        batch_size=settings.property_projection_batch_size,
+        batch_seconds=settings.property_search_projection_batch_seconds,
+        open=_open,
+    )
 
 
-@app.agent(properties_topic)
-async def project_search(stream: faust.StreamT[bytes]) -> None:
-    # Clients opened inside the agent (never at import) and closed when it stops.
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    settings = context.settings
+    # Clients opened as the group starts (never at import) and closed when it stops.
     pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
     search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
     # wait=False: a worker started while Postgres is down still starts, and its reads wait instead.
     await pool.open(wait=False)
-
-    async def dead_letters(letters: Sequence[DeadLetter]) -> None:
-        await publish_dead_letters(app, letters)
-
     projector = SearchProjector(
         PostgresPropertyRows(pool),
         OpenSearchPropertySink(search, settings.opensearch_properties_alias),
         PostgresCheckpoints(pool),
-        dead_letters,
+        context.publish,
         # One checkpoint per alias: a projection into a test's or a benchmark's alias vouches only for it.
         checkpoint=settings.properties_search_checkpoint,
     )
     try:
-        batch_size, within = settings.property_projection_batch_size, settings.property_search_projection_batch_seconds
-        batches = take_batches(stream, batch_size, within)
-        async for events in batches:
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, SEARCH_CONSUMER, records, projector.project)
+        yield context.or_dead_letter(SEARCH_CONSUMER, projector.project)
     finally:
         await search.aclose()
         await pool.close()

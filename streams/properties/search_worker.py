@@ -1,6 +1,5 @@
 """The property search projection worker: `python -m streams.properties.search_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.properties.search_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("property-search-projection")

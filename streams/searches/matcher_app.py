@@ -1,35 +1,36 @@
 """The saved-search matcher: `python -m streams.searches.matcher_worker worker -l info`.
 
-Its own Faust app and consumer group (`settings.saved_search_matcher_group`, default
-`saved-search-matcher`), reading `properties`. For each batch: the newest created/changed listing of
-each property (pure) -> percolate them against the saved searches (alias `saved-searches`) -> for each
-(saved search, listing) pair where the listing event is newer than the saved search and that was not
-alerted on before: seal the saved search's name with its owner's key (`user_keys`), remember the pair
-in `saved_search_matches` and produce `search.saved_match.v1` to `searches` (keyed by the saved search
-id, event id derived from the pair),
-in one Postgres transaction that commits only once Kafka has the events -> checkpoint
-`saved-search-matches` (`…@<group>` for another group). At most one alert per pair, also across
-updates, redeliveries and replays.
+Its own consumer group (`settings.saved_search_matcher_group`, default `saved-search-matcher`) on the
+lean runner (`streams/runner.py`, the host's producer for its events), reading `properties`. For each
+batch: the newest created/changed listing of each property (pure) -> percolate them against the saved
+searches (alias `saved-searches`) -> for each (saved search, listing) pair where the listing event is
+newer than the saved search and that was not alerted on before: seal the saved search's name with its
+owner's key (`user_keys`), remember the pair in `saved_search_matches` and produce
+`search.saved_match.v1` to `searches` (keyed by the saved search id, event id derived from the pair), in
+one Postgres transaction that commits only once Kafka has the events -> checkpoint
+`saved-search-matches` (`…@<group>` for another group). At most one alert per pair, also across updates,
+redeliveries and replays.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 
-import faust
 import httpx
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
-from config import get_settings
+from config import Settings
 from schemas.codec import encode
 from schemas.read_models import SAVED_SEARCH_MATCHES_CHECKPOINT
 from schemas.topics import PROPERTIES, SEARCHES
-from streams.app import create_app
-from streams.batches import StoreUnavailable, record_of, take_batches, until_done
+from streams.batches import StoreUnavailable, until_done
 from streams.checkpoints import PostgresCheckpoints
-from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
+from streams.dead_letters import DeadLetter
 from streams.personal_keys import personal_keys
 from streams.positions import RawRecord
+from streams.runner import Context, Lane, Projection
 from streams.searches.matching import (
     MATCHER_CONSUMER,
     ListedProperty,
@@ -82,37 +83,40 @@ class SavedSearchMatcher:
         await until_done("checkpoint", lambda: self._checkpoints.record(self._checkpoint, plan.positions))
 
 
-settings = get_settings()
-app = create_app(settings.saved_search_matcher_group, settings)
-properties_topic = app.topic(PROPERTIES.name, key_serializer="raw", value_serializer="raw")
+def match_producer(producer: AIOKafkaProducer) -> Produce:
+    async def produce_matches(matches: list[tuple[SavedSearchHit, ListedProperty]]) -> None:
+        """Every match event on `searches`, acknowledged by the broker (acks=all) before returning."""
+        try:
+            sent = []
+            for hit, listed in matches:
+                event = match_event(hit, listed)
+                sent.append(await producer.send(SEARCHES.name, encode(event), key=event.subject.encode()))
+            for future in sent:
+                await future
+        except KafkaError as exc:
+            # Kafka being away is not the listings' fault: the ledger's transaction rolls back and we retry.
+            raise StoreUnavailable(f"kafka: {exc}") from exc
+
+    return produce_matches
 
 
-async def produce_matches(matches: list[tuple[SavedSearchHit, ListedProperty]]) -> None:
-    """Every match event on `searches`, acknowledged by the broker (acks=all) before returning."""
-    try:
-        sent = []
-        for hit, listed in matches:
-            event = match_event(hit, listed)
-            sent.append(
-                await app.producer.send(
-                    SEARCHES.name, event.subject.encode(), encode(event), partition=None, timestamp=None, headers=None
-                )
-            )
-        for future in sent:
-            await future
-    except KafkaError as exc:
-        # Kafka being away is not the listings' fault: the ledger's transaction rolls back and we retry.
-        raise StoreUnavailable(f"kafka: {exc}") from exc
+def projection(settings: Settings) -> Projection:
+    return Projection(
+        "saved-search-matcher",
+        settings.saved_search_matcher_group,
+        (PROPERTIES.name,),
+        batch_size=500,
+        batch_seconds=settings.saved_search_matcher_batch_seconds,
+        open=_open,
+    )
 
 
-@app.agent(properties_topic)
-async def match_saved_searches(stream: faust.StreamT[bytes]) -> None:
+@asynccontextmanager
+async def _open(context: Context) -> AsyncIterator[Lane]:
+    settings = context.settings
     pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=2, open=False)
     search = httpx.AsyncClient(base_url=settings.opensearch_url, timeout=30)
     await pool.open(wait=False)
-
-    async def dead_letters(letters: Sequence[DeadLetter]) -> None:
-        await publish_dead_letters(app, letters)
 
     async def keys(owners: Collection[str]) -> dict[str, bytes]:
         async with pool.connection() as conn:
@@ -122,15 +126,13 @@ async def match_saved_searches(stream: faust.StreamT[bytes]) -> None:
         OpenSearchPercolator(search, settings.opensearch_saved_searches_alias),
         PostgresMatchLedger(pool),
         PostgresCheckpoints(pool),
-        produce_matches,
-        dead_letters,
+        match_producer(context.producer),
+        context.publish,
         keys,
         checkpoint=matches_checkpoint(settings.saved_search_matcher_group),
     )
     try:
-        async for events in take_batches(stream, 500, within=settings.saved_search_matcher_batch_seconds):
-            records = [record_of(event) for event in events]
-            await or_dead_letter(app, MATCHER_CONSUMER, records, matcher.react)
+        yield context.or_dead_letter(MATCHER_CONSUMER, matcher.react)
     finally:
         await search.aclose()
         await pool.close()

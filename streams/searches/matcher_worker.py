@@ -1,6 +1,5 @@
 """The saved-search matcher worker: `python -m streams.searches.matcher_worker worker -l info`."""
 
-from streams.app import run_worker
-from streams.searches.matcher_app import app
+from streams.host import run_worker
 
-run_worker(app)
+run_worker("saved-search-matcher")

@@ -20,14 +20,10 @@ from schemas.topics import (
     DLQ_SOURCE_PARTITION_HEADER,
     DLQ_SOURCE_TOPIC_HEADER,
 )
-from streams.archive.projection import ARCHIVE_CONSUMER
 from streams.files.optimizer_app import OPTIMIZER_CONSUMER
-from streams.history.projection import HISTORY_CONSUMER
 from streams.notifications.policy import DELIVERY_CONSUMER
 from streams.notifications.triggers import TRIGGER_CONSUMER
 from streams.positions import RawRecord, SourcePosition
-from streams.properties.projection import SEARCH_CONSUMER as PROPERTY_SEARCH_CONSUMER
-from streams.searches.matching import MATCHER_CONSUMER
 from tests.support.topology import kafka_partition, put_records, running
 from tests.support.waiting import eventually
 
@@ -42,11 +38,7 @@ class Agent:
 
 
 AGENTS = [
-    Agent("streams.archive.app", "archive_events", "Archiver", "archive", ARCHIVE_CONSUMER),
-    Agent("streams.properties.search_app", "project_search", "SearchProjector", "project", PROPERTY_SEARCH_CONSUMER),
-    Agent("streams.searches.matcher_app", "match_saved_searches", "SavedSearchMatcher", "react", MATCHER_CONSUMER),
     Agent("streams.files.optimizer_app", "optimize_images", "Optimizer", "handle", OPTIMIZER_CONSUMER),
-    Agent("streams.history.projection_app", "project_history", "HistoryProjector", "project", HISTORY_CONSUMER),
     Agent("streams.notifications.delivery_app", "take_requests", "DeliveryReactor", "take_requests", DELIVERY_CONSUMER),
     Agent("streams.notifications.delivery_app", "take_triggers", "DeliveryReactor", "take_triggers", TRIGGER_CONSUMER),
 ]

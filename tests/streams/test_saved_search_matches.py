@@ -1,4 +1,4 @@
-"""What the saved-search matcher's agent sends (streams/searches/matcher_app.py `produce_matches`), no
+"""What the saved-search matcher sends (streams/searches/matcher_app.py `match_producer`), no
 broker: one `search.saved_match.v1` per (saved search, listing) on `searches`, keyed by the saved search,
 so a redelivered listing event yields the very same record, which every consumer of `searches` ignores."""
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from schemas.properties import ListingFields
 from schemas.searches import SEARCH_SAVED_MATCH
 from schemas.topics import SEARCHES
-from streams.searches.matcher_app import app, produce_matches
+from streams.searches.matcher_app import match_producer
 from streams.searches.matching import ListedProperty, SavedSearchHit
-from tests.support.topology import kafka_partition, recording
+from tests.support.topology import RecordingKafkaProducer, kafka_partition
 
 LISTED = ListedProperty(
     property_id="prop-match1",
@@ -36,11 +36,12 @@ HITS = [
 
 
 async def test_each_match_is_one_event_on_its_saved_searchs_partition_and_a_redelivery_the_same_bytes():
-    with recording(app) as producer:
-        await produce_matches([(hit, LISTED) for hit in HITS])
-        first = producer.to(SEARCHES.name)
-        await produce_matches([(hit, LISTED) for hit in HITS])
-        again = producer.to(SEARCHES.name)[len(first) :]
+    kafka = RecordingKafkaProducer()
+    produce_matches, producer = match_producer(kafka), kafka.recorded
+    await produce_matches([(hit, LISTED) for hit in HITS])
+    first = producer.to(SEARCHES.name)
+    await produce_matches([(hit, LISTED) for hit in HITS])
+    again = producer.to(SEARCHES.name)[len(first) :]
     assert [(sent.key, sent.partition) for sent in first] == [
         (hit.saved_search_id.encode(), kafka_partition(SEARCHES.name, hit.saved_search_id.encode())) for hit in HITS
     ]

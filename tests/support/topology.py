@@ -109,6 +109,25 @@ class RecordingProducer:
         return await eventually(probe, lambda sent: len(sent) >= count, within=within, every=0.01)
 
 
+class RecordingKafkaProducer:
+    """A `RecordingProducer` behind aiokafka's `AIOKafkaProducer.send` (what the lean runner's
+    projections are given), acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.recorded = RecordingProducer()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: object = None,
+    ) -> "asyncio.Future[RecordMetadata]":
+        return await self.recorded.send(topic, key, value, partition, None, headers)
+
+
 @contextlib.contextmanager
 def recording(app: faust.App) -> Iterator[RecordingProducer]:
     """The app's producer replaced for the length of a test."""
@@ -197,8 +216,25 @@ def hosted_by(module: str) -> list[str]:
     without running it; none for a Faust worker."""
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None, module
+    origin = Path(spec.origin)
+    if spec.submodule_search_locations:  # a package run with -m runs its `__main__`
+        origin = origin.with_name("__main__.py")
+    tree = ast.parse(origin.read_text())
+    # A name passed by constant (`run_worker(ARCHIVE_CONSUMER)`) is looked up where it is imported from.
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+        for alias in node.names
+    }
     names = []
-    for node in ast.walk(ast.parse(Path(spec.origin).read_text())):
+    if imported.get("run_worker") != "streams.host":  # a Faust worker's `streams.app.run_worker(app)`
+        return names
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_worker":
-            names += [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    names.append(arg.value)
+                elif isinstance(arg, ast.Name):
+                    names.append(getattr(importlib.import_module(imported[arg.id]), arg.id))
     return names
