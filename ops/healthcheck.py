@@ -2,7 +2,8 @@
 
     python -m ops.healthcheck http URL            a service: its /ready answers 2xx
     python -m ops.healthcheck tcp HOST PORT       the local mailbox or SMS sink: the port accepts
-    python -m ops.healthcheck group GROUP         a stream worker: its consumer group is stable, with members
+    python -m ops.healthcheck group GROUP...      a stream worker: each of its consumer groups (the
+                                                  projection host runs several) is stable, with members
 
 A worker has no port of its own to probe, and a live process proves little: it is healthy once it has
 joined its consumer group and the group has settled (Kafka's own view, as `kafka-consumer-groups.sh
@@ -40,16 +41,25 @@ def tcp_accepts(host: str, port: int) -> bool:
 
 
 async def group_is_stable(bootstrap: str, group: str) -> bool:
+    return await groups_are_stable(bootstrap, [group])
+
+
+async def groups_are_stable(bootstrap: str, groups: list[str]) -> bool:
+    """Every one of `groups` is stable with members; one that is not (or unknown) is reported."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(TIMEOUT_SECONDS * 1000))
     try:
         await admin.start()
-        for response in await admin.describe_consumer_groups([group]):
+        stable = set()
+        for response in await admin.describe_consumer_groups(groups):
             for error_code, group_id, state, _protocol_type, _protocol, members, *_ in response.groups:
-                if group_id == group:
-                    return error_code == 0 and state == "Stable" and len(members) > 0
-        return False
+                if error_code == 0 and state == "Stable" and len(members) > 0:
+                    stable.add(group_id)
+        unsettled = [group for group in groups if group not in stable]
+        if unsettled:
+            print(f"not stable yet: {', '.join(unsettled)}", file=sys.stderr)
+        return not unsettled
     except Exception as error:  # any failure to ask is "not healthy"
-        print(f"could not describe group {group!r}: {error!r}", file=sys.stderr)
+        print(f"could not describe groups {groups!r}: {error!r}", file=sys.stderr)
         return False
     finally:
         await admin.close()
@@ -62,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     tcp = checks.add_parser("tcp")
     tcp.add_argument("host")
     tcp.add_argument("port", type=int)
-    checks.add_parser("group").add_argument("group")
+    checks.add_parser("group").add_argument("groups", nargs="+", metavar="group")
     args = parser.parse_args(argv)
     if args.check == "http":
         healthy = http_answers(args.url)
     elif args.check == "tcp":
         healthy = tcp_accepts(args.host, args.port)
     else:
-        healthy = asyncio.run(group_is_stable(get_settings().kafka_bootstrap, args.group))
+        healthy = asyncio.run(groups_are_stable(get_settings().kafka_bootstrap, args.groups))
     return 0 if healthy else 1
 
 

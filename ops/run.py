@@ -1,7 +1,8 @@
 """Run the whole system in the foreground: the stream workers and the six services.
 
-`python -m ops.run` (what `make run` ends with, after the stack, migrations and topics). Each is its
-own process, logging to `.state/logs/<name>.log`. Ctrl-C or SIGTERM stops them all; if one exits on
+`python -m ops.run` (what `make run` ends with, after the stack, migrations and topics). The pure
+projections share one process (`python -m streams.host ...`, each its own consumer group); every other
+part is its own process, logging to `.state/logs/<name>.log`. Ctrl-C or SIGTERM stops them all; if one exits on
 its own the others are stopped too, so a broken part is noticed rather than left half-running.
 """
 
@@ -53,30 +54,33 @@ def parts(host: str) -> list[Part]:
     def worker(name: str, module: str, group: str) -> Part:
         return Part(name, [sys.executable, "-m", module, "worker", "-l", "info"], probe=("group", group))
 
+    # The projections on the lean runner (streams/runner.py) share one host process, each its own
+    # consumer group; its probe waits for every one of them. The workers below own Faust tables (the
+    # deciders) or are Faust apps for reasons of their own (topology.md, "Consumer groups").
+    hosted = [
+        ("event-archive", settings.archive_group),
+        ("property-projection", settings.property_projection_group),
+        ("property-search-projection", settings.property_search_projection_group),
+        ("search-projection", settings.search_projection_group),
+        ("saved-search-matcher", settings.saved_search_matcher_group),
+        ("user-projection", settings.user_projection_group),
+        ("file-projection", settings.file_projection_group),
+        ("user-history", settings.history_group),
+        ("notification-projection", settings.notification_projection_group),
+    ]
+    projection_host = Part(
+        "projection-host",
+        [sys.executable, "-m", "streams.host", *(name for name, _ in hosted)],
+        probe=("group", *(group for _, group in hosted)),
+    )
     workers = [
-        worker("event-archive", "streams.archive", settings.archive_group),
+        projection_host,
         worker("property-decider", "streams.properties.decider_app", "property-decider"),
-        worker("property-projection", "streams.properties.projection_worker", settings.property_projection_group),
-        worker(
-            "property-search-projection",
-            "streams.properties.search_worker",
-            settings.property_search_projection_group,
-        ),
-        worker("search-projection", "streams.searches.projection_worker", settings.search_projection_group),
-        worker("saved-search-matcher", "streams.searches.matcher_worker", settings.saved_search_matcher_group),
         worker("user-registry", "streams.users.registry_app", "user-registry"),
         worker("user-account", "streams.users.account_app", "user-account"),
-        worker("user-projection", "streams.users.projection_worker", settings.user_projection_group),
-        worker("file-projection", "streams.files.projection_worker", settings.file_projection_group),
         worker("file-optimizer", "streams.files.optimizer_worker", settings.file_optimizer_group),
-        worker("user-history-projection", "streams.history.projection_worker", settings.history_group),
         worker("user-history-replayer", "streams.history.replay_worker", settings.history_replay_group),
         worker("notification-delivery", "streams.notifications.delivery_worker", settings.notification_delivery_group),
-        worker(
-            "notification-projection",
-            "streams.notifications.projection_worker",
-            settings.notification_projection_group,
-        ),
     ]
     # Cluster mode runs each worker `worker_instances` times: one consumer group, its partitions shared
     # among them. The first instance keeps the worker's name and metrics port, so single mode is unchanged.

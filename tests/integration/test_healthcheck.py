@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiokafka import AIOKafkaConsumer
 
-from ops.healthcheck import group_is_stable, http_answers, tcp_accepts
+from ops.healthcheck import group_is_stable, groups_are_stable, http_answers, tcp_accepts
 from schemas.topics import PROPERTIES
 from tests.support.waiting import eventually
 
@@ -24,6 +24,18 @@ async def test_a_group_is_healthy_only_while_a_member_holds_it(settings):
     finally:
         await consumer.stop()
     assert not await group_is_stable(settings.kafka_bootstrap, group)
+
+
+async def test_the_projection_host_is_healthy_only_once_every_group_it_hosts_has_settled(settings):
+    held, missing = (f"healthcheck-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    consumer = AIOKafkaConsumer(PROPERTIES.name, bootstrap_servers=settings.kafka_bootstrap, group_id=held)
+    await consumer.start()
+    try:
+        await eventually(lambda: consumer.getmany(timeout_ms=200), lambda _: bool(consumer.assignment()))
+        assert await groups_are_stable(settings.kafka_bootstrap, [held])
+        assert not await groups_are_stable(settings.kafka_bootstrap, [held, missing])
+    finally:
+        await consumer.stop()
 
 
 async def test_an_unreachable_broker_is_not_healthy():

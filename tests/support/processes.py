@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +14,11 @@ from config.settings import PROJECT_ROOT
 class WorkerProcess:
     """A `python -m <module> worker` subprocess with its own environment and log file."""
 
-    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, module: str, env: dict[str, str], log_path: Path, args: Sequence[str] = ("worker", "-l", "info")
+    ) -> None:
         self.module = module
+        self.args = list(args)
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -22,7 +26,7 @@ class WorkerProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "worker", "-l", "info"],
+            [sys.executable, "-m", self.module, *self.args],
             cwd=PROJECT_ROOT,
             env=self.env,
             stdout=log,
