@@ -146,6 +146,19 @@ class QueryContext:
         search: AsyncOpenSearch = self.request.app.state.opensearch
         return search
 
+    @property
+    def primary(self) -> AsyncConnectionPool:
+        """The primary Postgres, for what a query must read there (a snapshot being made, a fallback)."""
+        pool: AsyncConnectionPool = self.request.app.state.pg_pool
+        return pool
+
+
+@dataclass(frozen=True)
+class SignedInQueryContext(QueryContext):
+    """A query for signed-in callers only (`query: SignedInQueryCall`): as `CurrentUser`, 401 without a token."""
+
+    user: AccessClaims
+
 
 async def query_context(
     request: Request,
@@ -164,6 +177,27 @@ async def query_context(
 
 
 QueryCall = Annotated[QueryContext, Depends(query_context)]
+
+
+async def signed_in_query_context(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    x_user_id: UserIdHeader = None,  # before X-Consistency-Token, as the contract lists them where CurrentUser is
+    sent: ConsistencyHeader = None,
+) -> SignedInQueryContext:
+    user = await _caller(request, credentials, x_user_id)
+    if user is None:
+        raise Unauthorized("Missing access token")
+    return SignedInQueryContext(
+        user=user,
+        consistency=own_writes.with_own_writes(sent, user.own_writes),
+        reads=query_pool(request),
+        settings=request.app.state.settings,
+        request=request,
+    )
+
+
+SignedInQueryCall = Annotated[SignedInQueryContext, Depends(signed_in_query_context)]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.common.auth import Unauthorized
-from api.common.deps import current_user
+from api.common.deps import current_user, signed_in_query_context
 from api.common.errors import error_response, field_error
 from config.settings import get_settings
 from schemas.codec import NUL_PROBLEM, document_problem
@@ -49,7 +49,7 @@ def _depends_on_current_user(dependant: Dependant) -> bool:
     pending = list(dependant.dependencies)
     while pending:
         dependency = pending.pop()
-        if dependency.call is current_user:
+        if dependency.call is current_user or dependency.call is signed_in_query_context:
             return True
         pending.extend(dependency.dependencies)
     return False

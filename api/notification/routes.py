@@ -22,6 +22,7 @@ from api.common.deps import (
     Producer,
     QueryReads,
     RedisClient,
+    SignedInQueryCall,
     UserId,
 )
 from api.common.errors import ApiError, field_error
@@ -381,16 +382,12 @@ async def notification_state(
 )
 async def inbox(
     user_id: UserId,
-    user: CurrentUser,
+    query: SignedInQueryCall,
     paging: PageQuery,
-    reads: QueryReads,
-    redis: RedisClient,
-    settings: AppSettings,
     unread: Annotated[bool, Query(description="Only unread notifications")] = False,
-    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    _self_or_admin(user, user_id)
-    await _require_user(reads, user, user_id)
-    fresh = await queries.caught_up(reads, settings, consistency, redis=True)
-    found = await queries.inbox(reads, redis, user_id, unread, paging)
+    _self_or_admin(query.user, user_id)
+    await _require_user(query.reads, query.user, user_id)
+    fresh = await queries.caught_up(query.reads, query.settings, query.consistency, redis=True)
+    found = await queries.inbox(query.reads, query.redis, user_id, unread, paging)
     return ok(found, "Notifications", queries.freshness_headers(fresh))

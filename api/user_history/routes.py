@@ -24,6 +24,7 @@ from api.common.deps import (
     Producer,
     QueryReads,
     RedisClient,
+    SignedInQueryCall,
     UserId,
 )
 from api.common.errors import ApiError, field_error
@@ -369,17 +370,12 @@ async def history(
 )
 async def recent(
     user_id: UserId,
-    user: CurrentUser,
-    reads: QueryReads,
-    primary: PgPool,
-    redis: RedisClient,
-    settings: AppSettings,
+    query: SignedInQueryCall,
     limit: Annotated[int, Query(ge=1, le=50, description="How many activities")] = 20,
-    consistency: ConsistencyToken = None,
 ) -> JSONResponse:
-    _may_read(user, user_id)
-    fresh = await queries.caught_up(reads, settings, "redis", consistency)
-    items = await queries.recent(reads, primary, redis, settings, user_id, limit)
+    _may_read(query.user, user_id)
+    fresh = await queries.caught_up(query.reads, query.settings, "redis", query.consistency)
+    items = await queries.recent(query.reads, query.primary, query.redis, query.settings, user_id, limit)
     return ok(page(items, None), "Recent activity", queries.freshness_headers(fresh))
 
 

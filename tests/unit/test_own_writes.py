@@ -7,7 +7,7 @@ import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from api.common.deps import consistency_positions, query_context
+from api.common.deps import consistency_positions, query_context, signed_in_query_context
 from api.common.errors import ApiError
 from api.common.kafka import CONSISTENCY_HEADER, Position, consistency_token, parse_consistency_token
 from api.common.own_writes import decode, with_own_writes
@@ -54,8 +54,8 @@ def _routes(routes):
             yield from _routes(route.original_router.routes)
 
 
-# The two dependencies that make a query wait for the token and the caller's own writes (api/common/deps.py).
-_WAITS = (consistency_positions, query_context)
+# The dependencies that make a query wait for the token and the caller's own writes (api/common/deps.py).
+_WAITS = (consistency_positions, query_context, signed_in_query_context)
 
 
 def _waits_for_own_writes(dependant: Dependant) -> bool:
