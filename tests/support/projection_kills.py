@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
 from schemas.codec import encode
@@ -83,21 +83,47 @@ async def await_checkpoints(
             )
 
 
-async def _some_applied(pg: psycopg.AsyncConnection, projections: Sequence[Projection], wave: Sequence[RecordMetadata]):
-    """Whether each projection's first store has applied at least one event of the wave (the first of a
-    partition of it): the kill that follows cuts the wave, not the gap after it."""
+async def committed(bootstrap: str, group: str, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The group's committed offsets (-1 where none): what its workers have finished with."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        found = {}
+        for topic, partition in partitions:
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            found[(topic, partition)] = -1 if offset is None else offset
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def await_committed(
+    bootstrap: str, group: str, last_sent: LastSent, topics: Sequence[str], within: float
+) -> None:
+    """The group itself is past the last event sent to each partition it reads. The stores' checkpoints
+    are shared by every group of a projection on the stack (another test's may be running), so only
+    this says that the workers under test applied the events: they commit a batch once it is written."""
+    wanted = {where: offset + 1 for where, offset in last_sent.offsets.items() if where[0] in topics}
+    await eventually(
+        lambda: committed(bootstrap, group, list(wanted)),
+        until=lambda found: all(found[where] >= offset for where, offset in wanted.items()),
+        within=within,
+    )
+
+
+async def _some_applied(bootstrap: str, groups: Sequence[tuple[str, tuple[str, ...]]], wave: Sequence[RecordMetadata]):
+    """Whether each group has finished with at least one event of the wave (past the first of one of its
+    partitions): the kill that follows cuts the wave, not the gap after it."""
     first: dict[tuple[str, int], int] = {}
     for record in wave:
         where = (record.topic, record.partition)
         first[where] = min(first.get(where, record.offset), record.offset)
-    for projection in projections:
-        applied = False
-        for (topic, partition), offset in first.items():
-            stores = projection.stores.get(topic)
-            if stores and await checkpoint(pg, stores[0], topic, partition) >= offset:
-                applied = True
-                break
-        if not applied and any(projection.stores.get(topic) for topic, _ in first):
+    for group, topics in groups:
+        mine = {where: offset for where, offset in first.items() if where[0] in topics}
+        if not mine:
+            continue
+        found = await committed(bootstrap, group, list(mine))
+        if not any(found[where] > offset for where, offset in mine.items()):
             return False
     return True
 
@@ -119,10 +145,12 @@ async def run_killing(
     The workers are stopped on the way out."""
     suffix = uuid.uuid4().hex[:8]
     workers = []
+    groups = []
     for projection in projections:
         group = projection.group or f"{projection.name}-chaos-{suffix}"
         await start_group_at_end(bootstrap, group, projection.topics)
         workers.append(projection.worker(group, log_dir))
+        groups.append((group, projection.topics))
     run = Run()
     last_sent = LastSent()
     killed_at = time.monotonic()
@@ -137,13 +165,15 @@ async def run_killing(
                 # What later waves depend on (a saved search before the listings it matches) is applied.
                 await await_checkpoints(pg, last_sent, stores_of(projections), within)
             if number in kill_after:
-                await eventually(lambda s=sent: _some_applied(pg, projections, s), bool, within=within)
+                await eventually(lambda s=sent: _some_applied(bootstrap, groups, s), bool, within=within)
                 for worker in random.sample(workers, len(workers)):
                     await asyncio.sleep(random.uniform(0.0, 0.3))
                     worker.kill()
                     worker.start()
                 run.kills += 1
                 killed_at = time.monotonic()
+        for group, topics in groups:
+            await await_committed(bootstrap, group, last_sent, topics, within)
         await await_checkpoints(pg, last_sent, stores_of(projections), within)
         run.converged_seconds = time.monotonic() - killed_at
     finally:
