@@ -124,7 +124,7 @@ def reset_to_earliest(settings: Settings, group: str) -> None:
         print(result.stderr.strip(), file=sys.stderr)
         raise SystemExit(
             f"Kafka refused to reset group {group}: stop the history worker first "
-            "(`make run` runs it as `user-history`), then run this again."
+            "(`make run` hosts its group `user-history` in `projection-host`: stop `make run`), then run this again."
         )
 
 
