@@ -229,8 +229,13 @@ install_part() {
 start_redis() {
   mkdir -p "$STATE/redis"
   # AOF: what the app writes survives a restart. --logfile "" = stdout, i.e. logs/redis.log.
+  # --hz 2: the server's timer runs twice a second rather than ten times (dynamic-hz still raises it with
+  # many clients). It paces background chores: the active expiry of keys past their TTL (a read never
+  # sees an expired key whatever the rate) and the AOF's fsync when writes stop (then up to 1.5 s after
+  # the last write rather than 1.1 s; it matters on a power loss only, a killed server's writes are in the
+  # page cache). Idle Redis took 0.18 % of a core at 10, 0.03 % at 2.
   launch redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$STATE/redis" \
-    --appendonly yes --daemonize no --logfile ""
+    --appendonly yes --hz 2 --daemonize no --logfile ""
 }
 
 # Where Postgres keeps its files: $STATE/postgres, unless the server's OS user cannot reach the
