@@ -309,9 +309,16 @@ async def _listings(client: aiohttp.ClientSession, host: str, users: list[dict[s
 
     made = await asyncio.gather(*(one(i) for i in range(count)))
     last_id, last_token = made[-1]
-    async with client.get(f"{url}/{last_id}", headers={"X-Consistency-Token": last_token}) as answer:
-        if answer.status != 200:
-            raise SystemExit(f"the last listing is not readable ({answer.status})")
+    # Read back with its token; on a system that has just started, the projection may still be joining its
+    # group when the token's wait runs out, so ask again for a while before giving up.
+    deadline = time.perf_counter() + 120
+    while True:
+        async with client.get(f"{url}/{last_id}", headers={"X-Consistency-Token": last_token}) as answer:
+            if answer.status == 200:
+                break
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"the last listing is not readable ({answer.status})")
+        await asyncio.sleep(1)
     return [property_id for property_id, _ in made]
 
 
