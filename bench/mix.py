@@ -2,7 +2,7 @@
 """Benchmark: a day's traffic mix against the whole running system (`make run`), open loop.
 
     make run                                   # in one terminal: the whole system on 127.0.0.1
-    .venv/bin/python bench/mix.py [--rates 50,100,200,300,400,600] [--seconds 15] [--listings 300]
+    .venv/bin/python bench/mix.py [--rates 50,100,200,300,400,600] [--seconds 15] [--listings 300] [--only create]
 
 The mix (issue 13): GET a listing by id 30 % · search 18 % (text; a locality; locality + bedrooms;
 text + max price; default facets) · suggestions 8 % · POST a view 12 % · featured 5 % · recent 5 % ·
@@ -133,7 +133,9 @@ def _request(kind: str, rng: random.Random, world: dict[str, Any], index: int) -
 async def _open_loop(spec: dict[str, Any]) -> dict[str, Any]:
     rate, total = spec["rate"], int(spec["rate"] * spec["seconds"])
     rng = random.Random(f"mix:{spec['seed']}:{rate}")
-    kinds = rng.choices(list(MIX), weights=list(MIX.values()), k=total)
+    # `--only KIND`: that route class alone, for its own CPU account (what one create costs every process).
+    only = spec.get("only")
+    kinds = [only] * total if only else rng.choices(list(MIX), weights=list(MIX.values()), k=total)
     plan = [(kind, *_request(kind, rng, spec["world"], spec["offset"] + i)) for i, kind in enumerate(kinds)]
     records: list[tuple[str, float, int | str]] = []  # (kind, latency from the scheduled time, status)
     connector = aiohttp.TCPConnector(limit=spec["connections"], limit_per_host=0)
@@ -439,6 +441,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=512, help="the generator's connection pool")
     parser.add_argument("--timeout", type=float, default=10, help="a request with no answer by then failed")
     parser.add_argument("--idle-only", action="store_true", help="only the idle CPU of each part, then stop")
+    parser.add_argument("--only", choices=list(MIX), help="send this route class alone (its CPU account per request)")
     parser.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_generator:
@@ -466,6 +469,7 @@ def main() -> None:
             "offset": offset,
             "connections": args.connections,
             "timeout": args.timeout,
+            "only": args.only,
         }
         offset += int(rate * args.seconds)
         before, generator_before = cpu_by_part(), _children_cpu()
