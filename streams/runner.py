@@ -33,6 +33,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from config import Settings
 from streams.batches import MAX_BACKOFF_SECONDS
@@ -76,6 +77,25 @@ class Context:
     publish: Publish
     assigned: Callable[[], Collection[tuple[str, int]] | None] = lambda: None
     producer: Any = None  # the host's AIOKafkaProducer (acks=all), for a projection that produces events
+
+    @contextlib.asynccontextmanager
+    async def postgres(self) -> AsyncIterator[AsyncConnectionPool]:
+        """A small pool of the projection's own, open for as long as the projection runs."""
+        pool = AsyncConnectionPool(self.settings.postgres_dsn, min_size=1, max_size=2, open=False)
+        # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
+        await pool.open(wait=False)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def redis(self) -> AsyncIterator[Redis]:
+        redis = Redis.from_url(self.settings.redis_url)
+        try:
+            yield redis
+        finally:
+            await redis.aclose()
 
     def key_order(self, pool: AsyncConnectionPool, dead_letter_consumer: str) -> KeyOrder:
         """Parked under the group (so a test's group has rows of its own), dead letters carrying

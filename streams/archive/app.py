@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from config import Settings
 from schemas.topics import EVENT_TOPICS
@@ -81,11 +80,6 @@ def projection(settings: Settings) -> Projection:
 
 @asynccontextmanager
 async def _open(context: Context) -> AsyncIterator[Lane]:
-    pool = AsyncConnectionPool(context.settings.postgres_dsn, min_size=1, max_size=2, open=False)
-    # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
-    await pool.open(wait=False)
-    try:
+    async with context.postgres() as pool:
         archiver = Archiver(PostgresEventStoreSink(pool), context.publish)
         yield context.or_dead_letter(ARCHIVE_CONSUMER, archiver.archive)
-    finally:
-        await pool.close()

@@ -12,9 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
-
 from config import Settings
 from schemas.read_models import FILES_REDIS_CHECKPOINT
 from schemas.topics import FILES, USERS
@@ -86,14 +83,7 @@ def projection(settings: Settings) -> Projection:
 
 @asynccontextmanager
 async def _open(context: Context) -> AsyncIterator[Lane]:
-    pool = AsyncConnectionPool(context.settings.postgres_dsn, min_size=1, max_size=2, open=False)
-    redis = Redis.from_url(context.settings.redis_url)
-    # wait=False: a worker started while Postgres is down still starts, and its writes wait instead.
-    await pool.open(wait=False)
-    order = context.key_order(pool, PROJECTION_CONSUMER)
-    projector = FileProjector(PostgresFileSink(pool), RedisFileListSink(redis), PostgresCheckpoints(pool), order)
-    try:
+    async with context.postgres() as pool, context.redis() as redis:
+        order = context.key_order(pool, PROJECTION_CONSUMER)
+        projector = FileProjector(PostgresFileSink(pool), RedisFileListSink(redis), PostgresCheckpoints(pool), order)
         yield context.in_key_order(order, projector.project)
-    finally:
-        await redis.aclose()
-        await pool.close()

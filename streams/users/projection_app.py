@@ -11,9 +11,6 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
-
 from config import Settings
 from schemas.read_models import USERS_REDIS_CHECKPOINT
 from schemas.topics import USERS
@@ -69,13 +66,7 @@ def projection(settings: Settings) -> Projection:
 
 @asynccontextmanager
 async def _open(context: Context) -> AsyncIterator[Lane]:
-    pool = AsyncConnectionPool(context.settings.postgres_dsn, min_size=1, max_size=2, open=False)
-    redis = Redis.from_url(context.settings.redis_url)
-    await pool.open(wait=False)
-    order = context.key_order(pool, PROJECTION_CONSUMER)
-    projector = UserProjector(PostgresUserSink(pool), RedisUserSink(redis), PostgresCheckpoints(pool), order)
-    try:
+    async with context.postgres() as pool, context.redis() as redis:
+        order = context.key_order(pool, PROJECTION_CONSUMER)
+        projector = UserProjector(PostgresUserSink(pool), RedisUserSink(redis), PostgresCheckpoints(pool), order)
         yield context.in_key_order(order, projector.project)
-    finally:
-        await redis.aclose()
-        await pool.close()
