@@ -11,23 +11,16 @@ and the steady run came (the issue's figure: 2 s)."""
 import asyncio
 import shutil
 import time
-import uuid
 
-import httpx
-import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from api.common.auth import issue_access_token
-from api.services import by_name
 from schemas.codec import decode
 from schemas.properties import PROPERTY_CREATED
 from schemas.topics import COMMAND_OUTCOMES, PROPERTIES, PROPERTY_COMMANDS
 from tests.support.command_load import Answer, CommandLoad
 from tests.support.private_stack import PrivateStack
-from tests.support.processes import WorkerProcess
-from tests.support.property_projection import listing
-from tests.support.services import ServiceProcess
+from tests.support.property_creates import creating_listings, in_postgres
 from tests.support.waiting import eventually
 
 RATE = 10.0
@@ -93,30 +86,9 @@ async def test_commands_are_answered_503_while_the_broker_is_down_and_succeed_on
     own_stack: PrivateStack, tmp_path
 ):
     env = {**own_stack.env(), "HI_COMMAND_WAIT_SECONDS": str(COMMAND_WAIT)}
-    workers = [
-        WorkerProcess("streams.properties.decider_app", env, tmp_path / "property-decider.log"),
-        WorkerProcess("streams.properties.projection_worker", env, tmp_path / "property-projection.log"),
-    ]
-    service = ServiceProcess(by_name("property"), tmp_path / "property-service.log", env)
-    owner = f"user-broker-{uuid.uuid4().hex[:8]}"
-    auth = {"Authorization": f"Bearer {issue_access_token(owner, 'USER')}"}
-    for worker in workers:
-        worker.start()
-    await service.start(within=120)  # an import-heavy service on a machine shared with other suites
     try:
-        async with httpx.AsyncClient(base_url=service.url, timeout=60) as api:
-
-            async def create(n: int) -> httpx.Response:
-                return await api.post("/api/properties", json=listing(n), headers=auth)
-
-            async def status() -> int | None:
-                try:
-                    return (await create(0)).status_code
-                except httpx.TimeoutException:
-                    return None
-
-            await eventually(status, lambda code: code == 201, within=240, every=0.5)
-            load = CommandLoad(create, RATE, COMMAND_WAIT + MARGIN)
+        async with creating_listings(env, tmp_path, "broker") as creating:
+            load = CommandLoad(creating.create, RATE, COMMAND_WAIT + MARGIN)
             running = asyncio.create_task(load.run())
             await eventually(lambda: asyncio.sleep(0, load.count(201)), lambda n: n >= RATE * 2, within=60)
 
@@ -139,26 +111,22 @@ async def test_commands_are_answered_503_while_the_broker_is_down_and_succeed_on
             load.stop()
             await running
 
-        answers = load.answers
-        statuses = {a.status for a in answers}
-        created = {str(a.body["data"]["id"]) for a in answers if a.status == 201 and a.body}  # type: ignore[index]
-        while_down = [a for a in answers if a.started > killed and a.finished < relaunched]
-        first = min((a.finished for a in answers if a.status == 201 and a.finished >= answered), default=None)
-        steady = steady_from(answers)
-        assert steady is not None and first is not None, "commands never succeeded again"
+            answers = load.answers
+            statuses = {a.status for a in answers}
+            created = {str(a.body["data"]["id"]) for a in answers if a.status == 201 and a.body}  # type: ignore[index]
+            while_down = [a for a in answers if a.started > killed and a.finished < relaunched]
+            first = min((a.finished for a in answers if a.status == 201 and a.finished >= answered), default=None)
+            steady = steady_from(answers)
+            assert steady is not None and first is not None, "commands never succeeded again"
 
-        in_log = await created_in_log(own_stack.kafka_bootstrap)
-
-        async def in_postgres() -> set[str]:
-            async with await psycopg.AsyncConnection.connect(own_stack.postgres_dsn) as pg:
-                cursor = await pg.execute("SELECT id FROM properties WHERE id = ANY(%s)", (sorted(created),))
-                return {row[0] for row in await cursor.fetchall()}
-
-        rows = await eventually(in_postgres, lambda found: found == created, within=120, every=1)
+            in_log = await created_in_log(own_stack.kafka_bootstrap)
+            rows = await eventually(
+                lambda: in_postgres(own_stack.postgres_dsn, created),
+                lambda found: found == created,
+                within=120,
+                every=1,
+            )
     finally:
-        service.stop()
-        for worker in workers:
-            worker.stop()
         # The broker's own account of its recovery (the stack's state dir goes with the session).
         shutil.copy(own_stack.state_dir / "logs" / "kafka.log", tmp_path / "kafka.log")
     counts = {status: load.count(status) for status in sorted(statuses, key=str)}
