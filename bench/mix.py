@@ -20,8 +20,8 @@ and per route class, and a CPU account: CPU ms per request summed per process, f
 system and only those (`ops.run`'s children and the stores of `HI_STATE_DIR`, with theirs: Kafka,
 OpenSearch, Postgres, Redis, each service, each worker; and the load generator; other suites running on
 the same machine are not counted). It ends with the highest rate whose p99 < 200 ms with >= 99.9 % 2xx,
-and the whole system's idle CPU over 30 s (measured before the load, once every group of the system has
-caught up with what the set-up produced);
+and the whole system's idle CPU over 30 s (measured before the load, after a warm-up of 30 s at the first
+rate that is not reported, once every group of the system has caught up with what it produced);
 `--idle-only` prints just that, per part.
 
 Anonymous views, and each bench user's sign-up and login, are sent with an `X-Forwarded-For` of their own
@@ -438,6 +438,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--warmup-seconds", type=float, default=30, help="at the first rate, not reported")
     parser.add_argument("--connections", type=int, default=512, help="the generator's connection pool")
     parser.add_argument("--timeout", type=float, default=10, help="a request with no answer by then failed")
     parser.add_argument("--idle-only", action="store_true", help="only the idle CPU of each part, then stop")
@@ -457,13 +458,21 @@ def main() -> None:
     world = asyncio.run(_setup(args))
     bootstrap = get_settings().kafka_bootstrap
     print(f"settled in {asyncio.run(_settle(args.host, bootstrap)):.1f} s")
-    idle = _idle(args.idle_seconds)
+    idle = {} if args.warmup_seconds > 0 else _idle(args.idle_seconds)
     steps = []
     offset = 0
-    for rate in (int(r) for r in args.rates.split(",")):
+    # A warm-up first, not reported: right after a start the JVMs (OpenSearch, Kafka) are still
+    # compiling their hot paths, and the first step's CPU account read two to three times the next one's.
+    rates = [int(r) for r in args.rates.split(",")]
+    if args.warmup_seconds > 0:
+        rates = [-rates[0], *rates]
+    for rate in rates:
+        warming = rate < 0
+        rate = abs(rate)
+        seconds = args.warmup_seconds if warming else args.seconds
         spec = {
             "rate": rate,
-            "seconds": args.seconds,
+            "seconds": seconds,
             "seed": args.seed,
             "world": world,
             "offset": offset,
@@ -471,7 +480,7 @@ def main() -> None:
             "timeout": args.timeout,
             "only": args.only,
         }
-        offset += int(rate * args.seconds)
+        offset += int(rate * seconds)
         before, generator_before = cpu_by_part(), _children_cpu()
         generator = subprocess.run(
             [sys.executable, str(THIS_FILE), "--load-generator"],
@@ -484,6 +493,12 @@ def main() -> None:
         # The generator is gone from /proc by now: its CPU is in this process's reaped children.
         cpu["load-generator"] = _children_cpu() - generator_before
         result = json.loads(generator.stdout)
+        if warming:
+            # The system at rest once warm: after the warm-up's events are processed.
+            settled = asyncio.run(_settle(args.host, bootstrap))
+            print(f"warm-up: {seconds:.0f} s at {rate} req/s; settled in {settled:.1f} s")
+            idle = _idle(args.idle_seconds)
+            continue
         step = _step(rate, result, cpu)
         steps.append(step)
         _print_step(step)
