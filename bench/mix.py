@@ -58,6 +58,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from config import get_settings
 from ops.demo_data import demo_listing
 from ops.run import parts
+from streams.consumer_lag import lag, positions
 
 PORTS = {"user": 8081, "property": 8082, "search": 8083, "user-history": 8084, "notification": 8085, "file": 8086}
 MIX: dict[str, int] = {
@@ -394,13 +395,10 @@ async def _settle(host: str, bootstrap: str, limit: float = 180) -> float:
     await ends.start()
     try:
         while time.perf_counter() - started < limit:
-            lag = 0
+            behind = 0
             for group in groups:
-                committed = await admin.list_consumer_group_offsets(group)
-                if committed:
-                    log_ends = await ends.end_offsets(list(committed))
-                    lag += sum(max(0, end - committed[tp].offset) for tp, end in log_ends.items())
-            if lag == 0:
+                behind += sum(lag(at, end) for at, end in (await positions(admin, ends, group)).values())
+            if behind == 0:
                 break
             await asyncio.sleep(1)
         else:

@@ -49,19 +49,30 @@ class ConsumerLag:
 
     async def sample(self, admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer) -> None:
         for group, topics in self._groups().items():
-            committed = await admin.list_consumer_group_offsets(group)
-            partitions = {tp for tp in committed}
-            for topic in topics:
-                partitions.update(TopicPartition(topic, p) for p in await _partitions(admin, topic))
-            if not partitions:
-                continue
-            log_ends = await ends.end_offsets(sorted(partitions))
-            for tp, end in log_ends.items():
-                at = committed[tp].offset if tp in committed else -1
+            for tp, (at, end) in (await positions(admin, ends, group, topics)).items():
                 labels = (group, tp.topic, str(tp.partition))
                 COMMITTED.labels(*labels).set(at)
                 LOG_END.labels(*labels).set(end)
-                LAG.labels(*labels).set(max(0, end - max(at, 0)))
+                LAG.labels(*labels).set(lag(at, end))
+
+
+async def positions(
+    admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer, group: str, topics: Iterable[str] = ()
+) -> dict[TopicPartition, tuple[int, int]]:
+    """(committed offset, log end) of every partition the group has committed on and of `topics`' (-1:
+    nothing committed there yet)."""
+    committed = await admin.list_consumer_group_offsets(group)
+    partitions = {tp for tp in committed}
+    for topic in topics:
+        partitions.update(TopicPartition(topic, p) for p in await _partitions(admin, topic))
+    if not partitions:
+        return {}
+    log_ends = await ends.end_offsets(sorted(partitions))
+    return {tp: (committed[tp].offset if tp in committed else -1, end) for tp, end in log_ends.items()}
+
+
+def lag(at: int, end: int) -> int:
+    return max(0, end - max(at, 0))
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
