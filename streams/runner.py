@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from config import Settings
 from streams.batches import MAX_BACKOFF_SECONDS
+from streams.checkpoints import highest_offsets
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.parking import KeyOrder, ParkingLot
 from streams.positions import RawRecord, SourcePosition
@@ -146,11 +147,8 @@ def record_of(message: object) -> RawRecord:
 
 def next_offsets(records: Sequence[RawRecord]) -> dict[TopicPartition, int]:
     """What to commit after `records`: one past the highest offset of each partition."""
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.position.topic, record.position.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
-    return offsets
+    highest = highest_offsets([record.position for record in records])
+    return {TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in highest.items()}
 
 
 class _FinishBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

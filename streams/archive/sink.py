@@ -7,7 +7,6 @@ is impossible, and a redelivered batch changes nothing. COPY rather than a param
 because psycopg adapts COPY rows in C; array parameters are adapted in Python and cost 3x more.
 """
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
@@ -15,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas.read_models import ARCHIVE_CHECKPOINT
 from streams.archive.projection import EventStoreRow
+from streams.checkpoints import raise_checkpoints
 
 # Lives as long as the connection; emptied at every commit, so a failed batch leaves nothing behind.
 _STAGING = """
@@ -39,25 +39,10 @@ FROM event_store_incoming
 ON CONFLICT (event_id, occurred_at) DO NOTHING
 """
 
-_RAISE_CHECKPOINTS = """
-INSERT INTO projection_checkpoints (projection, topic, partition, "offset")
-SELECT %s, * FROM unnest(%s::text[], %s::integer[], %s::bigint[])
-ON CONFLICT (projection, topic, partition)
-DO UPDATE SET "offset" = GREATEST(projection_checkpoints."offset", EXCLUDED."offset"), updated_at = now()
-"""
-
 
 def month_of(moment: datetime) -> datetime:
     moment = moment.astimezone(UTC)
     return datetime(moment.year, moment.month, 1, tzinfo=UTC)
-
-
-def _highest_offsets(rows: Iterable[EventStoreRow]) -> dict[tuple[str, int], int]:
-    highest: dict[tuple[str, int], int] = {}
-    for row in rows:
-        where = (row.position.topic, row.position.partition)
-        highest[where] = max(highest.get(where, -1), row.position.offset)
-    return highest
 
 
 class PostgresEventStoreSink:
@@ -71,7 +56,6 @@ class PostgresEventStoreSink:
         if not rows:
             return
         new_months = {month_of(r.occurred_at) for r in rows} - self._months_ready
-        checkpoints = _highest_offsets(rows)
         async with self._pool.connection() as conn, conn.transaction():
             for month in sorted(new_months):
                 await conn.execute("SELECT ensure_event_store_month(%s)", (month,))
@@ -98,13 +82,5 @@ class PostgresEventStoreSink:
                             )
                         )
                 await cursor.execute(_MOVE_STAGED)
-                await cursor.execute(
-                    _RAISE_CHECKPOINTS,
-                    (
-                        self._projection,
-                        [topic for topic, _ in checkpoints],
-                        [partition for _, partition in checkpoints],
-                        list(checkpoints.values()),
-                    ),
-                )
+            await raise_checkpoints(conn, self._projection, [r.position for r in rows])
         self._months_ready |= new_months

@@ -15,7 +15,7 @@ payload breaks its contract, is poison and goes to `dead-letters`.
 """
 
 import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -330,12 +330,3 @@ def plan_history(records: Iterable[RawRecord], consumer: str = HISTORY_CONSUMER)
             else:
                 plan.erasures.append(fact)
     return plan
-
-
-def highest_offsets(positions: Sequence[SourcePosition]) -> dict[tuple[str, int], int]:
-    highest: dict[tuple[str, int], int] = {}
-    for position in positions:
-        where = (position.topic, position.partition)
-        if position.offset > highest.get(where, -1):
-            highest[where] = position.offset
-    return highest

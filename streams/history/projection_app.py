@@ -21,11 +21,12 @@ from redis.asyncio import Redis
 from config import Settings
 from schemas.topics import DEAD_LETTERS
 from streams.batches import StoreUnavailable, until_done
+from streams.checkpoints import raise_checkpoints
 from streams.dead_letters import DeadLetter
 from streams.history.dead_letters import publish_all
 from streams.history.generations import Generation, ensure_live, live_generation, ready_snapshots
 from streams.history.projection import HISTORY_CONSUMER, HistoryPlan, plan_history
-from streams.history.sinks import PostgresHistorySink, RedisRecentSink, raise_checkpoint
+from streams.history.sinks import PostgresHistorySink, RedisRecentSink
 from streams.history.topics import history_topic_names
 from streams.positions import RawRecord
 from streams.runner import Context, Lane, Projection
@@ -70,7 +71,7 @@ class HistoryProjector:
 
     async def _record_redis(self, generation: Generation, plan: HistoryPlan) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            await raise_checkpoint(conn, generation.redis_checkpoint, plan.positions)
+            await raise_checkpoints(conn, generation.redis_checkpoint, plan.positions)
 
 
 def projection(settings: Settings) -> Projection:

@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 
 from schemas.history import RECENT_SIZE, JobPhase
 from schemas.topics import DEAD_LETTERS
+from streams.checkpoints import raise_checkpoints
 from streams.dead_letters import DeadLetter
 from streams.history.dead_letters import publish_all
 from streams.history.generations import (
@@ -60,7 +61,6 @@ from streams.history.sinks import (
     ACTIVITY_COLUMNS,
     PostgresHistorySink,
     RedisRecentSink,
-    raise_checkpoint,
     tombstone_key,
 )
 from streams.positions import RawRecord, SourcePosition
@@ -347,7 +347,7 @@ class Rebuild:
                     parameters,
                 )
             seeded = [SourcePosition(tp.topic, tp.partition, start[tp] - 1) for tp in where]
-            await raise_checkpoint(conn, generation.postgres_checkpoint, seeded)
+            await raise_checkpoints(conn, generation.postgres_checkpoint, seeded)
 
     # ---- loading ----
 
@@ -427,7 +427,7 @@ class Rebuild:
         if self.spec.kind == "live":
             await self._recent.write(generation, plan.activities, erased, plan.erasures)
             async with self._pool.connection() as conn, conn.transaction():
-                await raise_checkpoint(conn, generation.redis_checkpoint, plan.positions)
+                await raise_checkpoints(conn, generation.redis_checkpoint, plan.positions)
 
     async def _dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         async def send(letter: DeadLetter) -> Awaitable[object]:
@@ -485,7 +485,7 @@ class Rebuild:
         await self._recent.load(generation, newest)
         async with self._pool.connection() as conn, conn.transaction():
             positions = [SourcePosition(t, p, o) for (t, p), o in applied.items()]
-            await raise_checkpoint(conn, generation.redis_checkpoint, positions)
+            await raise_checkpoints(conn, generation.redis_checkpoint, positions)
 
     async def _catch_up(self, consumer: AIOKafkaConsumer, generation: Generation) -> None:
         """Until every partition has been read to the head, as the head is when it gets there."""

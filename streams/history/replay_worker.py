@@ -35,11 +35,11 @@ from schemas.history import REBUILD_HISTORY, JobPhase, JobState, RebuildHistory,
 from schemas.topics import DEAD_LETTERS, USER_HISTORY_REPLAYS
 from streams import metrics
 from streams.batches import until_done
+from streams.checkpoints import raise_checkpoints
 from streams.consumer_lag import ConsumerLag
 from streams.dead_letters import DeadLetter
 from streams.history.generations import Generation, by_job, drop_generation, ensure_live
 from streams.history.rebuild import JobSpec, Progress, Rebuild, offsets_json, rebuild_group
-from streams.history.sinks import raise_checkpoint
 from streams.history.topics import history_topic_names
 from streams.positions import SourcePosition
 
@@ -177,7 +177,7 @@ class ReplayWorker:
                     ),
                 )
             # Another namespace's command is not ours to run, but it has been read.
-            await raise_checkpoint(conn, replayer_checkpoint(self.namespace), [position])
+            await raise_checkpoints(conn, replayer_checkpoint(self.namespace), [position])
 
     # ---- jobs ----
 

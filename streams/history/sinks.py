@@ -26,9 +26,9 @@ from psycopg import AsyncConnection, sql
 from redis.asyncio import Redis
 
 from schemas.history import RECENT_SIZE, VIEWED, activity_document, recent_keys
+from streams.checkpoints import raise_checkpoints
 from streams.history.generations import Generation
-from streams.history.projection import Activity, Erasure, HistoryPlan, OwnerFact, highest_offsets
-from streams.positions import SourcePosition
+from streams.history.projection import Activity, Erasure, HistoryPlan, OwnerFact
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS history_incoming (
@@ -93,13 +93,6 @@ _ANONYMISE_ALL = sql.SQL(
     "UPDATE {activities} a SET user_id = NULL FROM {erased} e WHERE a.user_id = e.user_id AND a.activity_type = %s"
 )
 
-_RAISE_CHECKPOINTS = """
-INSERT INTO projection_checkpoints (projection, topic, partition, "offset")
-SELECT %s, * FROM unnest(%s::text[], %s::integer[], %s::bigint[])
-ON CONFLICT (projection, topic, partition)
-DO UPDATE SET "offset" = GREATEST(projection_checkpoints."offset", EXCLUDED."offset"), updated_at = now()
-"""
-
 
 def _move_statement(generation: Generation) -> sql.Composed:
     return _MOVE.format(
@@ -138,15 +131,6 @@ def unique_by_event(activities: Iterable[Activity]) -> list[Activity]:
     return list({a.event_id: a for a in activities}.values())
 
 
-async def raise_checkpoint(conn: AsyncConnection[Any], projection: str, positions: Sequence[SourcePosition]) -> None:
-    highest = highest_offsets(positions)
-    if highest:
-        await conn.execute(
-            _RAISE_CHECKPOINTS,
-            (projection, [t for t, _ in highest], [p for _, p in highest], list(highest.values())),
-        )
-
-
 class PostgresHistorySink:
     """Writes plans into a generation, in the caller's transaction."""
 
@@ -168,7 +152,7 @@ class PostgresHistorySink:
                 await cursor.execute(_move_statement(generation))
         if plan.erasures and not defer_erasures:
             await self.forget(conn, generation, sorted({e.user_id for e in plan.erasures}))
-        await raise_checkpoint(conn, generation.postgres_checkpoint, plan.positions)
+        await raise_checkpoints(conn, generation.postgres_checkpoint, plan.positions)
         users = sorted({a.user_id for a in activities if a.user_id is not None} | {e.user_id for e in plan.erasures})
         if not users:
             return set()
