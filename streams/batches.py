@@ -44,13 +44,16 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 MAX_BACKOFF_SECONDS = 5.0
 
 
-async def until_done(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+async def until_done(
+    what: str, attempt: Callable[[], Awaitable[T]], transient: tuple[type[BaseException], ...] = TRANSIENT
+) -> T:
+    """`attempt()` again (0.1 s doubling to 5 s) for as long as it fails for a reason in `transient`."""
     backoff = 0.1
     while True:
         try:
             return await attempt()
-        except TRANSIENT as exc:
-            log.warning("%s: store unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, backoff)
+        except transient as exc:
+            log.warning("%s: unavailable (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 

@@ -36,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from config import Settings
-from streams.batches import MAX_BACKOFF_SECONDS
+from streams.batches import until_done
 from streams.checkpoints import highest_offsets
 from streams.dead_letters import DeadLetter, or_dead_letter, publish_dead_letters
 from streams.parking import KeyOrder, ParkingLot
@@ -207,7 +207,8 @@ class GroupRunner:
     async def run(self) -> None:
         consumer = self._new_consumer()
         consumer.subscribe(list(self.projection.topics), listener=_FinishBeforeRevoke(self))
-        await _started(consumer.start, f"{self.projection.group} consumer")
+        # A worker started while Kafka is away still starts: it keeps trying.
+        await until_done(f"{self.projection.group} consumer", consumer.start, (KafkaError,))
         self._consumer = consumer
         context = Context(self._settings, self.projection.group, self._publish, self.assigned, self._producer)
         try:
@@ -266,26 +267,13 @@ def _records(fetched: dict[TopicPartition, list[object]]) -> list[RawRecord]:
     return [record_of(message) for messages in fetched.values() for message in messages]
 
 
-async def _started(start: Callable[[], Awaitable[None]], what: str) -> None:
-    """A worker started while Kafka is away still starts: it keeps trying (0.1 s doubling to 5 s)."""
-    backoff = 0.1
-    while True:
-        try:
-            await start()
-            return
-        except KafkaError as exc:
-            log.warning("%s: kafka unavailable (%s); retrying in %.1fs", what, exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-
-
 def dead_letter_producer(settings: Settings) -> AIOKafkaProducer:
     """The host's producer, shared by its groups: dead letters are safe (acks=all) before a batch commits."""
     return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", client_id="projection-host")
 
 
 async def start_producer(producer: AIOKafkaProducer) -> Publish:
-    await _started(producer.start, "dead-letter producer")
+    await until_done("dead-letter producer", producer.start, (KafkaError,))
 
     async def publish(letters: Sequence[DeadLetter]) -> None:
         await publish_dead_letters(producer, letters)
