@@ -77,11 +77,6 @@ class SaveSearchIn(ApiModel):
 # ---- answers ----
 
 
-class GeoOut(ApiModel):
-    lat: float
-    lon: float
-
-
 class ListingHitOut(ApiModel):
     """A listing as search finds it (the search index's copy of the listing)."""
 
