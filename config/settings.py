@@ -263,6 +263,11 @@ class Settings(BaseSettings):
     # numbers nobody reads, from every worker.
     metrics_interval_seconds: float = Field(default=15.0, gt=0)
 
+    # Anonymous answers of the routes a service shares (api/common/shared_answers.py: searches,
+    # suggestions, the search form's values, featured and recent listings) are kept this long and given
+    # to everyone asking the same; 0 turns sharing off. Signed-in and consistency-token requests never share.
+    shared_answer_seconds: float = Field(default=1.0, ge=0)
+
     # How long `/ready` waits for one dependency before calling it down.
     ready_timeout_seconds: float = Field(default=1.5, gt=0)
 

@@ -35,7 +35,7 @@ from api.common.errors import DOWN_ERRORS
 logger = logging.getLogger("api.fast_reads")
 
 # Any of these makes the request one for the route's full rules (a caller, a wait, own writes).
-_FULL_RULES_HEADERS = frozenset({b"authorization", b"x-user-id", b"x-consistency-token"})
+FULL_RULES_HEADERS = frozenset({b"authorization", b"x-user-id", b"x-consistency-token"})
 _DOWN = tuple(DOWN_ERRORS)
 
 
@@ -82,7 +82,7 @@ class FastReads:
             value = read.match(path)
             if value is None:
                 continue
-            if any(key in _FULL_RULES_HEADERS for key, _ in scope["headers"]):
+            if any(key in FULL_RULES_HEADERS for key, _ in scope["headers"]):
                 return None
             try:
                 response = await read.answer(scope["app"].state, value)

@@ -8,7 +8,7 @@ that is down does not stop the service starting: `/ready` answers 503 naming it 
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal, get_args
 
@@ -42,6 +42,7 @@ from api.common.redis_gets import RedisGets
 from api.common.request_guard import RequestGuard
 from api.common.responses import ok
 from api.common.revocation import deny_list_check
+from api.common.shared_answers import SharedAnswers
 from api.common.status import LogEnds, ReadModels, add_status_routes
 from config.settings import Settings, get_settings
 
@@ -193,6 +194,7 @@ def create_service(
     sends_commands: bool = False,
     read_models: ReadModels | None = None,
     fast_reads: Sequence[FastRead] = (),
+    shared_answers: Collection[str] = (),
     version: str = "0.1.0",
     settings: Settings | None = None,
 ) -> FastAPI:
@@ -228,14 +230,19 @@ def create_service(
     app.state.uses = used
     app.state.is_revoked = None  # the lifespan sets the Redis deny-list check when the service uses Redis
     app.state.read_models = read_models
-    # Read here, not in the lifespan: middleware is fixed before the app starts. Off only to measure its cost.
-    with_metrics = (settings or get_settings()).metrics_enabled
+    # Read here, not in the lifespan: middleware is fixed before the app starts (metrics off only to measure
+    # their cost).
+    fixed = settings or get_settings()
+    with_metrics = fixed.metrics_enabled
     install_error_handlers(app)
     app.add_middleware(own_writes.RememberOwnWrites)
     app.add_middleware(RequestGuard)  # before the body is read: size, token present, what no store holds
     if fast_reads:
         # A plain anonymous GET of these routes skips the guard (it has nothing to guard) and FastAPI's router.
         app.add_middleware(FastReads, reads=fast_reads)
+    if shared_answers and fixed.shared_answer_seconds > 0:
+        # Outside the fast reads and the guard: a shared answer skips them too (api/common/shared_answers.py).
+        app.add_middleware(SharedAnswers, paths=shared_answers, seconds=fixed.shared_answer_seconds)
     # Added last, so outermost: it logs (and counts) the refusals too.
     app.add_middleware(RequestLogMiddleware, observe=observe_request if with_metrics else None)
     _add_probes(app, name)

@@ -2,7 +2,7 @@
 
 from api.common.service import create_service
 from api.property.queries import READ_MODELS
-from api.property.routes import FAST_READS, router
+from api.property.routes import FAST_READS, SHARED_ANSWERS, router
 
 app = create_service(
     "property",
@@ -24,5 +24,6 @@ app = create_service(
     read_models=READ_MODELS,
     sends_commands=True,
     fast_reads=FAST_READS,
+    shared_answers=SHARED_ANSWERS,
 )
 app.include_router(router)

@@ -444,3 +444,5 @@ async def _plain_details(state: State, property_id: str) -> JSONResponse | None:
 
 
 FAST_READS = (FastRead(f"{router.prefix}/{{property_id}}", PROPERTY_ID_PATTERN, _plain_details),)
+# The anonymous answers everyone shares for a moment (api/common/shared_answers.py): the same lists for all.
+SHARED_ANSWERS = (f"{router.prefix}/featured", f"{router.prefix}/recent")

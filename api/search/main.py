@@ -2,7 +2,7 @@
 
 from api.common.service import create_service
 from api.search.queries import read_models
-from api.search.routes import router
+from api.search.routes import SHARED_ANSWERS, router
 
 app = create_service(
     "search",
@@ -26,5 +26,6 @@ app = create_service(
     ),
     uses={"kafka", "opensearch", "postgres", "redis"},
     read_models=read_models,
+    shared_answers=SHARED_ANSWERS,
 )
 app.include_router(router)

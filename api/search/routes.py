@@ -426,3 +426,9 @@ async def delete_saved_search(
     position: Position = await producer.publish(SEARCHES.name, event)
     data: dict[str, Any] = {"id": saved_search_id}
     return ok(data, "Saved search deleted", {CONSISTENCY_HEADER: consistency_token([position])})
+
+
+# The anonymous answers everyone shares for a moment (api/common/shared_answers.py): a search, its
+# suggestions and the form's values are the same for every anonymous reader. A signed-in user's search is
+# not shared: it goes into their history and waits for their own writes.
+SHARED_ANSWERS = (f"{router.prefix}/properties", f"{router.prefix}/suggestions", f"{router.prefix}/filters")
