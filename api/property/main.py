@@ -18,7 +18,9 @@ app = create_service(
         "201/200 or 403/404/409/422, and its events land on `properties`. "
         "`Idempotency-Key` on POST/PUT/DELETE makes retries safe. Details come from Redis (falling "
         "back to Postgres), lists from Postgres, similar listings from OpenSearch. Images are stored "
-        "content-addressed and served at `/api/properties/{id}/images/{sha256}`."
+        "content-addressed and served at `/api/properties/{id}/images/{sha256}`. Anonymous featured "
+        "and recent lists (no `Authorization`, `X-User-Id` or `X-Consistency-Token`) share one answer per "
+        "query string for `HI_SHARED_ANSWER_SECONDS` (default 1 s)."
     ),
     uses={"kafka", "postgres", "redis", "opensearch"},
     read_models=READ_MODELS,

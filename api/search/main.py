@@ -22,7 +22,10 @@ app = create_service(
         "`search.saved_match` the moment a new or changed listing matches (at most once per listing). A "
         "signed-in user's search produces `search.performed` (their history) and answers with its "
         "`X-Consistency-Token`. Reading your own writes (below): a listing you just created is found, a "
-        "search you just saved is listed (and alerting), a search you just ran is in your history."
+        "search you just saved is listed (and alerting), a search you just ran is in your history. "
+        "Anonymous searches, suggestions and filter values (no `Authorization`, `X-User-Id` or "
+        "`X-Consistency-Token`) share one answer per path and query string for `HI_SHARED_ANSWER_SECONDS` "
+        "(default 1 s): such a reader may see a new listing up to that much later."
     ),
     uses={"kafka", "opensearch", "postgres", "redis"},
     read_models=read_models,

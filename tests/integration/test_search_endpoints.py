@@ -294,6 +294,30 @@ async def test_a_new_listing_is_found_at_once_with_its_consistency_token(api, se
     assert [item["id"] for item in found.json()["data"]["items"]] == [made.json()["data"]["id"]]
 
 
+async def test_an_anonymous_search_shares_its_answer_for_a_moment_then_sees_the_new_listing(api, search, settings):
+    """Anonymous answers are shared for `HI_SHARED_ANSWER_SECONDS` (api/common/shared_answers.py); a token
+    search is never served a shared answer, and the anonymous one catches up once that moment is over."""
+    word = f"Nadir{uuid.uuid4().hex[:8]}"
+    before = await api.get("/api/search/properties", params={"q": word})
+    assert before.json()["data"]["items"] == []
+    made = await create_listing(
+        search,
+        search.owner(1),
+        {"title": f"{word} 2BHK in Miyapur", "location": "Miyapur", "price": 6_000_000}
+        | {"propertyType": "APARTMENT", "bedrooms": 2, "bathrooms": 2},
+    )
+    with_token = await api.get(
+        "/api/search/properties", params={"q": word}, headers={CONSISTENCY: made.headers[CONSISTENCY]}
+    )
+    assert [item["id"] for item in with_token.json()["data"]["items"]] == [made.json()["data"]["id"]]
+    anonymous = await eventually(
+        lambda: api.get("/api/search/properties", params={"q": word}),
+        lambda answer: answer.json()["data"]["total"] == 1,
+        within=settings.shared_answer_seconds + 10,
+    )
+    assert anonymous.headers["x-correlation-id"] != before.headers["x-correlation-id"]
+
+
 # ---- history ----
 
 
