@@ -279,17 +279,24 @@ async def test_suggestions_offer_localities_with_counts_then_titles(api, corpus,
 # ---- read your writes ----
 
 
-async def test_a_new_listing_is_found_at_once_with_its_consistency_token(api, search):
-    word = f"Zenith{uuid.uuid4().hex[:8]}"
-    made = await create_listing(
+async def an_apartment_titled(search: SearchSlice, word: str, bedrooms: int, locality: str, price: int):
+    """A new listing whose title holds `word`, found by no other search; the create's answer."""
+    return await create_listing(
         search,
         search.owner(1),
-        {"title": f"{word} 3BHK in Kondapur", "location": "Kondapur", "price": 9_000_000}
-        | {"propertyType": "APARTMENT", "bedrooms": 3, "bathrooms": 2},
+        {"title": f"{word} {bedrooms}BHK in {locality}", "location": locality, "price": price}
+        | {"propertyType": "APARTMENT", "bedrooms": bedrooms, "bathrooms": 2},
     )
-    found = await api.get(
-        "/api/search/properties", params={"q": word}, headers={CONSISTENCY: made.headers[CONSISTENCY]}
-    )
+
+
+async def searched_with_token(api, word: str, made) -> httpx.Response:
+    return await api.get("/api/search/properties", params={"q": word}, headers={CONSISTENCY: made.headers[CONSISTENCY]})
+
+
+async def test_a_new_listing_is_found_at_once_with_its_consistency_token(api, search):
+    word = f"Zenith{uuid.uuid4().hex[:8]}"
+    made = await an_apartment_titled(search, word, 3, "Kondapur", 9_000_000)
+    found = await searched_with_token(api, word, made)
     assert found.status_code == 200 and "X-Consistency" not in found.headers
     assert [item["id"] for item in found.json()["data"]["items"]] == [made.json()["data"]["id"]]
 
@@ -300,15 +307,8 @@ async def test_an_anonymous_search_shares_its_answer_for_a_moment_then_sees_the_
     word = f"Nadir{uuid.uuid4().hex[:8]}"
     before = await api.get("/api/search/properties", params={"q": word})
     assert before.json()["data"]["items"] == []
-    made = await create_listing(
-        search,
-        search.owner(1),
-        {"title": f"{word} 2BHK in Miyapur", "location": "Miyapur", "price": 6_000_000}
-        | {"propertyType": "APARTMENT", "bedrooms": 2, "bathrooms": 2},
-    )
-    with_token = await api.get(
-        "/api/search/properties", params={"q": word}, headers={CONSISTENCY: made.headers[CONSISTENCY]}
-    )
+    made = await an_apartment_titled(search, word, 2, "Miyapur", 6_000_000)
+    with_token = await searched_with_token(api, word, made)
     assert [item["id"] for item in with_token.json()["data"]["items"]] == [made.json()["data"]["id"]]
     anonymous = await eventually(
         lambda: api.get("/api/search/properties", params={"q": word}),
