@@ -189,21 +189,6 @@ def saved_search_summary(name: str | None) -> str:
     return f"Saved the search {name!r}" if name and not is_sealed(name) else "Saved a search"
 
 
-def has_sealed_words(document: dict[str, Any]) -> bool:
-    """Whether `opened_activity` would need the user's key for this activity (most activities carry no
-    words of theirs: a reader can skip reading the key). Asked of `opened_activity` itself, so the two
-    never disagree on what is sealed."""
-    asked = False
-
-    def probe(field: str, value: str) -> str | None:
-        nonlocal asked
-        asked = True
-        return None
-
-    opened_activity(document, probe)
-    return asked
-
-
 def opened_activity(document: dict[str, Any], open_text: Callable[[str, str], str | None]) -> dict[str, Any]:
     """The activity with its sealed words opened by `open_text(field, sealed)` (None: the key is gone,
     the words are left out)."""

@@ -40,7 +40,6 @@ from schemas.history import (
     SEARCH_SAVED,
     activity_document,
     generation_schema,
-    has_sealed_words,
     opened_activity,
     postgres_checkpoint,
     recent_keys,
@@ -181,15 +180,7 @@ async def _opener(primary: AsyncConnectionPool, user_id: str) -> Callable[[str, 
     return open_text
 
 
-def _no_key(field: str, value: str) -> str | None:
-    return None
-
-
 async def _opened(primary: AsyncConnectionPool, user_id: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not any(has_sealed_words(document) for document in documents):
-        # Nothing sealed on this page: the key is not read (a pool checkout and a query saved), and no
-        # activity asks for it.
-        return [opened_activity(document, _no_key) for document in documents]
     open_text = await _opener(primary, user_id)
     return [opened_activity(document, open_text) for document in documents]
 

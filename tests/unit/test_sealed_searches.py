@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas.codec import encode
 from schemas.envelope import new_event
-from schemas.history import has_sealed_words, opened_activity, search_summary
+from schemas.history import opened_activity, search_summary
 from schemas.notifications import (
     NOTIFICATION_REQUESTED,
     NotificationRequested,
@@ -92,17 +92,6 @@ def test_history_activities_open_their_words_with_the_key():
     shown = opened_activity(saved, open_text)
     assert shown["summary"] == 'Saved the search "Asha\'s flat hunt"'
     assert shown["details"]["criteria"] == {"q": "lake view"}
-
-
-def test_only_activities_with_sealed_words_need_the_key():
-    query = seal(KEY, "user-1", SEARCH_QUERY, "lake view")
-    name = seal(KEY, "user-1", SEARCH_NAME, "Asha's flat hunt")
-    assert has_sealed_words({"type": "search.performed", "details": {"query": query}})
-    assert has_sealed_words({"type": "search.saved", "details": {"name": name, "criteria": {}}})
-    assert has_sealed_words({"type": "search.saved", "details": {"name": "Plain", "criteria": {"q": query}}})
-    assert not has_sealed_words({"type": "search.performed", "details": {"query": "3BHK Gachibowli"}})
-    assert not has_sealed_words({"type": "search.saved", "details": {"name": "Plain", "criteria": {"q": "villa"}}})
-    assert not has_sealed_words({"type": "property.viewed", "details": {"propertyId": "prop-1"}})
 
 
 # ---- listing alerts: the saved search's name, sealed from the matcher to the rendered text ----
