@@ -179,8 +179,8 @@ def _own_cpu() -> float:
 
 def load_generator() -> None:
     spec = json.loads(sys.stdin.read())
-    # uvloop, as the services run: the generator's own CPU is part of the account (1.1-1.7 ms per request on
-    # asyncio's loop), and what it saves is left to the system being measured.
+    # uvloop, as the services run: the generator's own CPU is part of the account, and what a cheaper loop
+    # saves is left to the system being measured.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         print(json.dumps(runner.run(_open_loop(spec))))
 

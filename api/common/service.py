@@ -240,8 +240,9 @@ def create_service(
     if fast_reads:
         # A plain anonymous GET of these routes skips the guard (it has nothing to guard) and FastAPI's router.
         app.add_middleware(FastReads, reads=fast_reads)
-    if shared_answers and fixed.shared_answer_seconds > 0:
-        # Outside the fast reads and the guard: a shared answer skips them too (api/common/shared_answers.py).
+    if shared_answers:
+        # Outside the fast reads and the guard: a shared answer skips them too (api/common/shared_answers.py,
+        # which also owns the rule that 0 seconds shares nothing).
         app.add_middleware(SharedAnswers, paths=shared_answers, seconds=fixed.shared_answer_seconds)
     # Added last, so outermost: it logs (and counts) the refusals too.
     app.add_middleware(RequestLogMiddleware, observe=observe_request if with_metrics else None)

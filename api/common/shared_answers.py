@@ -42,7 +42,8 @@ Key = tuple[str, bytes]
 
 @dataclass(frozen=True)
 class _Answer:
-    status: int
+    """A whole 200 answer: only those are kept."""
+
     headers: list[tuple[bytes, bytes]]
     body: bytes
     route: Any  # the matched route, so a shared answer is counted under the route's template
@@ -104,19 +105,19 @@ class SharedAnswers:
 
     async def _compute(self, scope: Scope, receive: Receive, send: Send) -> _Answer | None:
         """The route answers as always; a whole 200 answer is also kept."""
-        start: Message | None = None
+        status: int | None = None
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
         size = 0
         whole = False
 
         async def keeping(message: Message) -> None:
-            nonlocal start, headers, size, whole
+            nonlocal status, headers, size, whole
             if message["type"] == "http.response.start":
-                start = message
+                status = message["status"]
                 # Copied before sending: the request log adds this request's correlation id to the message.
                 headers = list(message.get("headers", []))
-            elif message["type"] == "http.response.body" and start is not None and start["status"] == 200:
+            elif message["type"] == "http.response.body" and status == 200:
                 body = message.get("body", b"")
                 size += len(body)
                 if size <= MAX_BODY_BYTES:
@@ -125,10 +126,9 @@ class SharedAnswers:
             await send(message)
 
         await self.app(scope, receive, keeping)
-        if start is None or start["status"] != 200 or not whole or size > MAX_BODY_BYTES:
+        if status != 200 or not whole or size > MAX_BODY_BYTES:
             return None
         return _Answer(
-            status=200,
             headers=headers,
             body=b"".join(chunks),
             route=scope.get("route"),
@@ -145,5 +145,5 @@ class SharedAnswers:
         if answer.route is not None:
             scope["route"] = answer.route
         # Copies: the request log appends its correlation id to the header list it is given.
-        await send({"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)})
+        await send({"type": "http.response.start", "status": 200, "headers": list(answer.headers)})
         await send({"type": "http.response.body", "body": answer.body})
